@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Build the Debian bookworm systemd node image used by the molecule scenarios and
+# the local lab, and import it into podman as localhost/edgewasm-node:bookworm.
+#
+# The rootfs comes from debootstrap (Debian's archive only). The tarball is cached
+# under $EDGEWASM_CACHE/node-image/ keyed by a hash of this recipe, and the podman
+# image carries the same hash as a label: nothing is rebuilt while both match.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+cache=${EDGEWASM_CACHE:-$repo/.cache}
+image=${EDGEWASM_NODE_IMAGE:-localhost/edgewasm-node:bookworm}
+mirror=${EDGEWASM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+suite=bookworm
+packages=python3,systemd,systemd-sysv,sudo,iproute2,procps,ca-certificates,dbus,iputils-ping,gnupg,apt-transport-https
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo/tests/podman/containers.conf}
+
+recipe_hash=$( { cat "$0"; echo "$suite $packages"; } | sha256sum | cut -c1-16)
+tarball=$cache/node-image/edgewasm-node-$suite-$recipe_hash.tar
+
+log() { printf '[node-image] %s\n' "$*"; }
+
+current_label=$(podman image inspect --format '{{ index .Labels "io.edgewasm.recipe" }}' "$image" 2>/dev/null || true)
+if [[ "$current_label" == "$recipe_hash" ]]; then
+  log "$image is current (recipe $recipe_hash)"
+  exit 0
+fi
+
+if [[ ! -s "$tarball" ]]; then
+  log "building rootfs with debootstrap ($suite, recipe $recipe_hash)"
+  mkdir -p "$(dirname "$tarball")"
+  root=$(mktemp -d "$cache/node-image/rootfs.XXXXXX")
+  trap 'rm -rf "$root"' EXIT
+  debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >"$cache/node-image/debootstrap.log" 2>&1 \
+    || { tail -n 30 "$cache/node-image/debootstrap.log"; exit 1; }
+  # A container has no consoles, udev or timers worth running; keep boot quiet and fast.
+  for unit in getty@.service getty.target console-getty.service systemd-udevd.service \
+              systemd-udev-trigger.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
+              apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
+              systemd-remount-fs.service sys-kernel-config.mount; do
+    ln -sf /dev/null "$root/etc/systemd/system/$unit"
+  done
+  : >"$root/etc/machine-id"
+  rm -f "$root/var/lib/dbus/machine-id"
+  echo "deb $mirror $suite main" >"$root/etc/apt/sources.list"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  tmp_tar=$(mktemp "$cache/node-image/.tar.XXXXXX")
+  tar --numeric-owner -C "$root" -cf "$tmp_tar" .
+  mv "$tmp_tar" "$tarball"
+  # drop tarballs of older recipes
+  find "$cache/node-image" -maxdepth 1 -name "edgewasm-node-$suite-*.tar" ! -name "$(basename "$tarball")" -delete
+else
+  log "reusing cached rootfs $tarball"
+fi
+
+log "importing $tarball as $image"
+podman import \
+  --change 'CMD ["/sbin/init"]' \
+  --change 'ENV container=podman' \
+  --change 'STOPSIGNAL SIGRTMIN+3' \
+  --change "LABEL io.edgewasm.recipe=$recipe_hash" \
+  "$tarball" "$image" >/dev/null
+log "imported $image (recipe $recipe_hash)"

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Install everything the tests and the local lab need on a Debian 12 machine:
+# apt packages, the pinned Python venv, the collection dependencies (offline,
+# from the `ansible` bundle wheel on PyPI), the collection path and the node image.
+# Every step is skipped when its cached result is present and valid.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+APT_PACKAGES=(podman runc containerd debootstrap pax-utils python3-pyelftools gcc make
+              binutils file uidmap shellcheck)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+apt_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "apt: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    log "apt: all packages present"
+  fi
+}
+
+python_venv() {
+  local stamp want
+  want=$(cat "$EDGEWASM_REPO/requirements/test.in" "$EDGEWASM_REPO/requirements/constraints.txt" | sha256sum | cut -c1-16)
+  stamp=$EDGEWASM_VENV/.edgewasm-stamp
+  if [[ -x $EDGEWASM_VENV/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    log "venv: reusing $EDGEWASM_VENV"
+    return
+  fi
+  log "venv: creating $EDGEWASM_VENV"
+  rm -rf "$EDGEWASM_VENV"
+  python3 -m venv "$EDGEWASM_VENV"
+  "$EDGEWASM_VENV/bin/pip" install -q --disable-pip-version-check \
+    -r "$EDGEWASM_REPO/requirements/test.in" -c "$EDGEWASM_REPO/requirements/constraints.txt"
+  echo "$want" >"$stamp"
+}
+
+collections() {
+  local stamp=$EDGEWASM_COLLECTIONS/.edgewasm-stamp want
+  want=$(printf '%s\n' "$EDGEWASM_ANSIBLE_BUNDLE"; cat "$EDGEWASM_REPO/collections/requirements.yml" "$EDGEWASM_REPO/scripts/install-collections.py")
+  want=$(sha256sum <<<"$want" | cut -c1-16)
+  if [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    log "collections: reusing $EDGEWASM_COLLECTIONS"
+  else
+    log "collections: extracting from $EDGEWASM_ANSIBLE_BUNDLE"
+    local dl
+    dl=$(mktemp -d)
+    "$EDGEWASM_VENV/bin/pip" download -q --no-deps --disable-pip-version-check -d "$dl" "$EDGEWASM_ANSIBLE_BUNDLE"
+    rm -rf "$EDGEWASM_COLLECTIONS"
+    "$EDGEWASM_VENV/bin/python" "$EDGEWASM_REPO/scripts/install-collections.py" \
+      --wheel "$dl"/ansible-*.whl --requirements "$EDGEWASM_REPO/collections/requirements.yml" \
+      --dest "$EDGEWASM_COLLECTIONS"
+    rm -rf "$dl"
+    echo "$want" >"$stamp"
+  fi
+  mkdir -p "$(dirname "$EDGEWASM_COLLECTION_ROOT")"
+  ln -sfn "$EDGEWASM_REPO" "$EDGEWASM_COLLECTION_ROOT"
+}
+
+# ansible-test bootstraps pip into each sanity venv with a get-pip.py script it
+# downloads from a host we cannot reach. Provide our own bootstrap script at the
+# path ansible-test caches it under: it installs pip from the pip wheel on PyPI.
+ansible_test_pip_bootstrap() {
+  local version script wheel_dir
+  version=$(grep -oP "pip='\K[0-9.]+" "$EDGEWASM_VENV"/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -n1)
+  script=$HOME/.ansible/test/cache/get_pip_${version//./_}.py
+  wheel_dir=$EDGEWASM_CACHE/pip-bootstrap
+  if [[ -f $script ]] && grep -q 'edgewasm offline pip bootstrap' "$script" && compgen -G "$wheel_dir/pip-$version-*.whl" >/dev/null; then
+    log "ansible-test: pip $version bootstrap present"
+    return
+  fi
+  log "ansible-test: providing the pip $version bootstrap from PyPI"
+  mkdir -p "$wheel_dir" "$(dirname "$script")"
+  "$EDGEWASM_VENV/bin/pip" download -q --no-deps --disable-pip-version-check -d "$wheel_dir" "pip==$version"
+  cat >"$script" <<PY
+# edgewasm offline pip bootstrap: stands in for get-pip.py, which ansible-test
+# downloads from a host our machines cannot reach. Installs pip from a wheel.
+import glob
+import sys
+
+wheel = glob.glob("$wheel_dir/pip-$version-*.whl")[0]
+sys.path.insert(0, wheel)
+from pip._internal.cli.main import main  # noqa: E402
+
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+sys.exit(main(["install", "--no-index", "--find-links", "$wheel_dir"] + args))
+PY
+}
+
+apt_packages
+python_venv
+ansible_test_pip_bootstrap
+collections
+"$EDGEWASM_REPO/scripts/build-node-image.sh"
+log "ready"

@@ -1,0 +1,104 @@
+"""playbooks/site.yml's preflight stage, run for real against this machine.
+
+Good inventories pass; bad ones fail before anything is installed, with a
+message that names what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import local_inventory
+
+pytestmark = pytest.mark.slow
+
+# This machine is a test host, not a k3s node: its kernel may lack br_netfilter.
+LENIENT = {"preflight_kernel_checks": "warn"}
+
+
+def test_single_server_passes_and_writes_local_facts(run_site, tmp_path):
+    result = run_site(local_inventory(["node1"], []), LENIENT)
+    assert result.rc == 0, result.output
+    facts = json.loads((tmp_path / "facts" / "edgewasm.fact").read_text())
+    assert facts["arch"] in ("x86_64", "aarch64")
+    assert facts["wasmedge_platform"].endswith("_" + facts["arch"])
+
+
+@pytest.mark.parametrize(
+    ("servers", "agents", "message"),
+    [
+        (["s1", "s2"], ["a1"], "Group server has 2 hosts (s1, s2): embedded etcd"),
+        ([], ["a1"], "Group server is empty"),
+        (["s1", "s2", "s3", "s4"], [], "needs an odd number of servers"),
+    ],
+    ids=["two-servers", "no-server", "four-servers"],
+)
+def test_bad_server_counts_are_rejected(run_site, servers, agents, message):
+    result = run_site(local_inventory(servers, agents), LENIENT)
+    assert result.rc != 0
+    assert message in result.output
+
+
+def test_host_in_both_groups_is_rejected(run_site):
+    inventory = local_inventory(["s1"], ["a1"])
+    inventory["k3s_cluster"]["children"]["agent"]["hosts"]["s1"] = {}
+    result = run_site(inventory, LENIENT)
+    assert result.rc != 0
+    assert "Hosts s1 are in both server and agent" in result.output
+
+
+def test_missing_groups_are_rejected(run_site):
+    inventory = {"nodes": {"hosts": {"n1": {"ansible_connection": "local"}}}}
+    result = run_site(inventory, LENIENT)
+    assert result.rc != 0
+    assert "must define group k3s_cluster with the child groups server and" in result.output
+    assert "Groups found: nodes" in result.output
+
+
+def test_unknown_variant_is_rejected_by_the_argument_spec(run_site):
+    result = run_site(local_inventory(["s1"], []), {**LENIENT, "preflight_ggml_variant": "vulkan"})
+    assert result.rc != 0
+    assert "preflight_ggml_variant" in result.output
+    assert "vulkan" in result.output
+
+
+@pytest.mark.skipif(
+    Path("/proc/driver/nvidia/version").exists(),
+    reason="this machine has an NVIDIA driver: nothing to reject",
+)
+def test_cuda_variant_without_driver_is_rejected(run_site, tmp_path):
+    result = run_site(local_inventory(["s1"], []), {**LENIENT, "preflight_ggml_variant": "cuda-12"})
+    assert result.rc != 0
+    assert "preflight_ggml_variant=cuda-12 needs the NVIDIA driver" in result.output
+    assert not (tmp_path / "facts" / "edgewasm.fact").exists()
+
+
+def test_dist_needing_newer_wasmedge_is_rejected(run_site):
+    result = run_site(local_inventory(["s1"], []), {**LENIENT, "preflight_wasmedge_dist": "manylinux_2_28"})
+    assert result.rc != 0
+    assert "preflight_wasmedge_dist=manylinux_2_28 is not released for WasmEdge 0.14.1" in result.output
+
+
+def test_unsupported_os_is_rejected(run_site):
+    result = run_site(
+        local_inventory(["s1"], []), {**LENIENT, "preflight_supported_os": {"Ubuntu": ["24.04"]}}
+    )
+    assert result.rc != 0
+    assert "which is not in preflight_supported_os" in result.output
+
+
+def test_kernel_problems_fail_by_default_when_present(run_site):
+    # Ask for a module no kernel has: the default (fail) must stop the play.
+    result = run_site(local_inventory(["s1"], []), {"preflight_kernel_modules": ["edgewasm_no_such_module"]})
+    assert result.rc != 0
+    assert "kernel module edgewasm_no_such_module is neither loaded nor built in" in result.output
+    assert "preflight_kernel_checks" in result.output
+
+
+def test_disk_requirement_too_large_is_rejected(run_site):
+    huge = [{"path": "/var/lib/llamaedge/models", "min_free_mb": 10**12}]
+    result = run_site(local_inventory(["s1"], []), {**LENIENT, "preflight_disk_requirements": huge})
+    assert result.rc != 0
+    assert "preflight_disk_requirements asks for 1000000000000 MiB" in result.output
