@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Stage functions are called indirectly through stage(): not unreachable.
+# shellcheck disable=SC2317
 # The project's whole test suite: `make test` runs this. Sets everything up on a
 # fresh Debian 12 machine (scripts/setup.sh), then runs each stage in order,
 # prints a header per stage, and ends with one line "N passed, N failed".
@@ -7,8 +9,6 @@
 # functional), one stage per molecule scenario. Select stages with
 # EDGEWASM_STAGES="ruff pytest" (names as printed in the headers' brackets).
 set -uo pipefail
-# Stage functions are called indirectly through stage(): not unreachable.
-# shellcheck disable=SC2317
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$EDGEWASM_REPO" || exit 2
