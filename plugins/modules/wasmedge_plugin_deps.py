@@ -1,0 +1,290 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: wasmedge_plugin_deps
+short_description: Resolve the shared libraries WasmEdge plugins need, as Kubernetes volumes
+version_added: "0.1.0"
+description:
+  - Reads WasmEdge plugin files (for example C(libwasmedgePluginWasiNN.so)) with pyelftools and
+    resolves their whole C(DT_NEEDED) closure the way glibc's dynamic loader would on this node
+    (RPATH and RUNPATH with C($ORIGIN), C(LD_LIBRARY_PATH), C(/etc/ld.so.conf), default
+    directories, ELF class and machine matching). Nothing is executed, unlike C(ldd).
+  - Returns ready-to-use Kubernetes C(volumes), C(volumeMounts) and C(env) so that a WASM pod sees
+    the plugin and every library it needs at the same paths as the host. Without them the pod
+    fails with C(unknown import: wasi_ephemeral_nn).
+  - Fails with a message naming each missing library and the chain that needs it, unless
+    O(allow_missing=true).
+  - Never changes the node.
+requirements:
+  - pyelftools on the node
+options:
+  paths:
+    description:
+      - Plugin files, or directories whose C(*.so) files are the plugins.
+    type: list
+    elements: path
+    default: [/opt/wasmedge/current/plugin]
+  ld_library_path:
+    description:
+      - Directories searched like C(LD_LIBRARY_PATH) of the runtime process, typically the WasmEdge
+        C(lib) directory. The module's own environment is never used.
+      - Directories that provide a library are mounted whole and exported in the returned C(env).
+    type: list
+    elements: str
+    default: []
+  root:
+    description:
+      - Resolve inside this filesystem tree (a container rootfs, a mounted image). Absolute symlinks
+        are followed inside it, never out of it. Returned paths are paths inside the tree.
+    type: path
+    default: /
+  exclude:
+    description:
+      - Sonames the runtime process already provides (for example C(libwasmedge.so.0) when the shim
+        links WasmEdge statically). They are neither resolved nor reported missing.
+    type: list
+    elements: str
+    default: []
+  hwcaps:
+    description:
+      - glibc-hwcaps levels to search first in every directory, best first (for example
+        C([x86-64-v3, x86-64-v2])).
+    type: list
+    elements: str
+    default: []
+  architecture:
+    description:
+      - Machine the plugins must be built for (C(x86_64), C(aarch64)...). Defaults to the node's
+        machine when O(root=/), and to no check otherwise.
+    type: str
+  volume_name_prefix:
+    description:
+      - Prefix of the generated volume names (a DNS-1123 label of at most 40 characters).
+    type: str
+    default: wasmedge
+  collapse_directories:
+    description:
+      - Mount the plugin directories and the O(ld_library_path) directories that provide libraries
+        as whole directories instead of file by file.
+    type: bool
+    default: true
+  allow_missing:
+    description:
+      - Report missing libraries in RV(missing) instead of failing.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+notes:
+  - Files found through a symlink are reported with both the path the loader opens (C(path)) and the
+    real file (C(realpath)); mounts use C(path), which the kubelet bind-mounts with its target's content.
+  - Legacy hwcaps subdirectories (C(tls/), C(haswell/)) and C(ld.so.preload) are not modelled.
+author:
+  - edgewasm.llamaedge maintainers (@edgewasm)
+"""
+
+EXAMPLES = r"""
+- name: Resolve the WASI-NN GGML plugin's libraries on this node
+  edgewasm.llamaedge.wasmedge_plugin_deps:
+    paths:
+      - /opt/wasmedge/current/plugin
+    ld_library_path:
+      - /opt/wasmedge/current/lib
+  register: plugin_deps
+
+- name: Use them in a pod spec
+  ansible.builtin.set_fact:
+    backend_volumes: "{{ plugin_deps.volumes }}"
+    backend_volume_mounts: "{{ plugin_deps.volume_mounts }}"
+    backend_env: "{{ plugin_deps.env }}"
+
+- name: Check a CUDA build without failing, to report what is missing
+  edgewasm.llamaedge.wasmedge_plugin_deps:
+    paths: [/opt/wasmedge/current/plugin/libwasmedgePluginWasiNN.so]
+    exclude: [libwasmedge.so.0]
+    allow_missing: true
+  register: cuda_deps
+"""
+
+RETURN = r"""
+plugins:
+  description: The plugin files resolved.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /opt/wasmedge/0.14.1/plugin/libwasmedgePluginWasiNN.so, realpath: /opt/wasmedge/0.14.1/plugin/libwasmedgePluginWasiNN.so,
+            machine: x86_64, soname: libwasmedgePluginWasiNN.so}]
+libraries:
+  description: Every library the plugins need, in load order, once each, with how it was found.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {name: libstdc++.so.6, path: /lib/x86_64-linux-gnu/libstdc++.so.6, realpath: /usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30,
+       soname: libstdc++.so.6, found_via: ld.so.conf, depth: 1, needed_by: [/opt/wasmedge/0.14.1/plugin/libwasmedgePluginWasiNN.so],
+       plugins: [/opt/wasmedge/0.14.1/plugin/libwasmedgePluginWasiNN.so]}
+missing:
+  description: Libraries not found, each with the object that needs it and the whole chain.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: libcudart.so.12, needed_by: /opt/wasmedge/0.14.1/plugin/libwasmedgePluginWasiNN.so,
+            chain: [libwasmedgePluginWasiNN.so, libcudart.so.12]}]
+skipped:
+  description: Candidates the loader would pass over (wrong ELF class, machine or OS ABI).
+  returned: always
+  type: list
+  elements: dict
+volumes:
+  description: Kubernetes pod C(volumes) (hostPath, type File or Directory), sorted by path.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: wasmedge-plugin-3f2a9c1e, hostPath: {path: /opt/wasmedge/0.14.1/plugin, type: Directory}}]
+volume_mounts:
+  description: Kubernetes container C(volumeMounts) matching RV(volumes), read-only, at the same paths.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: wasmedge-plugin-3f2a9c1e, mountPath: /opt/wasmedge/0.14.1/plugin, readOnly: true}]
+env:
+  description: Kubernetes container C(env) entries C(WASMEDGE_PLUGIN_PATH) and C(LD_LIBRARY_PATH).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{name: WASMEDGE_PLUGIN_PATH, value: /opt/wasmedge/0.14.1/plugin}]
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf_resolver, plugin_mounts
+
+UNAME_MACHINES = {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "arm", "i686": "i386"}
+
+
+def expand_paths(fs, paths):
+    """Plugin files from files and directories (inside ``fs``), with clear errors."""
+    files = []
+    for path in paths:
+        host = fs.host(path)
+        if not os.path.lexists(host):
+            raise elf_resolver.ResolverError("%s does not exist (option paths)" % path)
+        if os.path.isdir(host):
+            try:
+                names = sorted(os.listdir(host))
+            except OSError as exc:
+                raise elf_resolver.ResolverError("%s cannot be listed: %s" % (path, exc.strerror)) from exc
+            found = [
+                os.path.join(path, n)
+                for n in names
+                if n.endswith(".so") and os.path.isfile(os.path.join(host, n))
+            ]
+            if not found:
+                raise elf_resolver.ResolverError("%s contains no .so plugin file (option paths)" % path)
+            files.extend(found)
+        else:
+            files.append(path)
+    return list(dict.fromkeys(files))
+
+
+def run(params):
+    """The module's work, as a function of its parameters (raises ResolverError)."""
+    resolver = elf_resolver.Resolver(
+        root=params["root"],
+        ld_library_path=params["ld_library_path"],
+        preloaded=params["exclude"],
+        hwcaps=params["hwcaps"],
+    )
+    plugins = expand_paths(resolver.fs, params["paths"])
+    expected = params["architecture"]
+    if expected is None and not resolver.fs.chrooted:
+        machine = os.uname()[4]
+        expected = UNAME_MACHINES.get(machine, machine)
+    resolutions = []
+    for plugin in plugins:
+        obj = resolver.load(plugin)
+        if expected and obj.machine != expected:
+            raise elf_resolver.ResolverError(
+                "%s is built for %s, this node needs %s: install the %s build of the plugin"
+                % (plugin, obj.machine, expected, expected)
+            )
+        resolutions.append((plugin, resolver.resolve(plugin)))
+    libraries = plugin_mounts.merge_libraries(resolutions)
+    plugin_dirs = list(dict.fromkeys(os.path.dirname(p) for p in plugins))
+    used_ld_dirs = [
+        d
+        for d in resolver.ld_library_path
+        if any(os.path.dirname(lib["path"]) == os.path.normpath(d) for lib in libraries)
+    ]
+    directories = plugin_dirs + used_ld_dirs if params["collapse_directories"] else []
+    volumes, mounts = plugin_mounts.build_mounts(
+        plugins, libraries, directories, params["volume_name_prefix"]
+    )
+    missing = [m for _plugin, res in resolutions for m in res.missing]
+    return {
+        "plugins": [
+            {
+                "path": r.root.path,
+                "realpath": r.root.realpath,
+                "machine": r.root.machine,
+                "soname": r.root.soname,
+            }
+            for _plugin, r in resolutions
+        ],
+        "libraries": libraries,
+        "missing": missing,
+        "skipped": [s for _plugin, res in resolutions for s in res.skipped],
+        "volumes": volumes,
+        "volume_mounts": mounts,
+        "env": plugin_mounts.build_env(plugin_dirs, params["ld_library_path"]),
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            paths=dict(type="list", elements="path", default=["/opt/wasmedge/current/plugin"]),
+            ld_library_path=dict(type="list", elements="str", default=[]),
+            root=dict(type="path", default="/"),
+            exclude=dict(type="list", elements="str", default=[]),
+            hwcaps=dict(type="list", elements="str", default=[]),
+            architecture=dict(type="str"),
+            volume_name_prefix=dict(type="str", default="wasmedge"),
+            collapse_directories=dict(type="bool", default=True),
+            allow_missing=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    if not elf_resolver.HAS_ELFTOOLS:
+        module.fail_json(
+            msg=missing_required_lib("pyelftools"), exception=str(elf_resolver.ELFTOOLS_IMPORT_ERROR)
+        )
+    problem = plugin_mounts.check_prefix(module.params["volume_name_prefix"])
+    if problem:
+        module.fail_json(msg=problem)
+    try:
+        result = run(module.params)
+    except elf_resolver.ResolverError as exc:
+        module.fail_json(msg=str(exc))
+    if result["missing"] and not module.params["allow_missing"]:
+        module.fail_json(msg=plugin_mounts.missing_message(result["missing"]), changed=False, **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""STAND-IN WasmEdge install tree for tests (not upstream software).
+
+Upstream release binaries cannot be downloaded on our machines. This builds,
+with gcc, files that have the same names, sonames, DT_NEEDED lists, RUNPATHs
+and symlink chains as an installed WasmEdge 0.14.1 with the WASI-NN GGML plugin
+(see ../shared/reference/upstream-facts.md), so that the resolver and the roles
+meet the same ELF structure as on a real node. They contain no WasmEdge code.
+
+    python tests/standins/wasmedge_tree.py --prefix DIR [--plugin-runpath '$ORIGIN']
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+INTERPRETERS = {"x86_64": "/lib64/ld-linux-x86-64.so.2", "aarch64": "/lib/ld-linux-aarch64.so.1"}
+# The real plugin's DT_NEEDED after libwasmedge.so.0 (ggml/llama are linked in statically).
+PLUGIN_SYSTEM_LIBS = ["-lstdc++", "-lm", "-lgcc_s", "-lc"]
+MARKER = "edgewasm stand-in, not WasmEdge"
+
+
+def _gcc(args: list[str]) -> None:
+    subprocess.run(["gcc", *args], check=True, capture_output=True)
+
+
+def _source(path: Path, body: str) -> Path:
+    path.write_text(f'/* {MARKER} */\nconst char *edgewasm_standin = "{MARKER}";\n{body}\n')
+    return path
+
+
+def build(
+    prefix: Path, version: str = "0.14.1", plugin_runpath: str = "$ORIGIN", cuda: bool = False
+) -> dict[str, Path]:
+    """Build <prefix>/{bin,lib,plugin}; returns the important paths."""
+    interp = INTERPRETERS[platform.machine()]
+    lib = prefix / "lib"
+    plugin_dir = prefix / "plugin"
+    bindir = prefix / "bin"
+    work = prefix / ".build"
+    for d in (lib, plugin_dir, bindir, work):
+        d.mkdir(parents=True, exist_ok=True)
+
+    real = lib / "libwasmedge.so.0.1.0"
+    src = _source(work / "libwasmedge.c", "int WasmEdge_VersionGetMajor(void) { return 0; }")
+    _gcc(
+        [
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(real),
+            str(src),
+            "-Wl,--no-as-needed",
+            "-Wl,-soname,libwasmedge.so.0",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+            *PLUGIN_SYSTEM_LIBS,
+            interp,
+        ]
+    )
+    for link, target in (("libwasmedge.so.0", real.name), ("libwasmedge.so", "libwasmedge.so.0")):
+        (lib / link).unlink(missing_ok=True)
+        (lib / link).symlink_to(target)
+
+    plugin = plugin_dir / "libwasmedgePluginWasiNN.so"
+    src = _source(work / "plugin.c", "int WasmEdge_Plugin_GetDescriptor(void) { return 1; }")
+    extra = []
+    if cuda:
+        # A CUDA build also needs the CUDA runtime, which a CPU node does not have.
+        stub = work / "libcudart.so.12"
+        _gcc(
+            [
+                "-shared",
+                "-fPIC",
+                "-o",
+                str(stub),
+                str(_source(work / "cudart.c", "int cudaInit(void){return 0;}")),
+                "-Wl,-soname,libcudart.so.12",
+            ]
+        )
+        extra = [str(stub)]
+    _gcc(
+        [
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(plugin),
+            str(src),
+            "-Wl,--no-as-needed",
+            "-Wl,-soname,libwasmedgePluginWasiNN.so",
+            "-Wl,--enable-new-dtags",
+            f"-Wl,-rpath,{plugin_runpath}",
+            str(lib / "libwasmedge.so.0"),
+            *extra,
+            *PLUGIN_SYSTEM_LIBS,
+            interp,
+        ]
+    )
+
+    wasmedge = bindir / "wasmedge"
+    src = _source(
+        work / "wasmedge.c",
+        f'#include <stdio.h>\nint main(void) {{ printf("wasmedge version {version} ({MARKER})\\n"); return 0; }}',
+    )
+    _gcc(
+        [
+            "-o",
+            str(wasmedge),
+            str(src),
+            "-Wl,--no-as-needed",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN/../lib",
+            str(lib / "libwasmedge.so.0"),
+        ]
+    )
+    for leftover in work.iterdir():
+        leftover.unlink()
+    work.rmdir()
+    return {
+        "prefix": prefix,
+        "lib": lib,
+        "plugin_dir": plugin_dir,
+        "plugin": plugin,
+        "libwasmedge": real,
+        "wasmedge": wasmedge,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--prefix", type=Path, required=True)
+    parser.add_argument("--version", default="0.14.1")
+    parser.add_argument("--plugin-runpath", default="$ORIGIN")
+    parser.add_argument(
+        "--cuda", action="store_true", help="also link a stand-in libcudart.so.12 (left out of the tree)"
+    )
+    args = parser.parse_args()
+    paths = build(args.prefix, args.version, args.plugin_runpath, args.cuda)
+    print(paths["plugin"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
