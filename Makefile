@@ -2,11 +2,12 @@
 #   make test        the whole suite (what CI runs): setup, lint, sanity, unit, molecule
 #   make lab         create the 3-node podman lab and run playbooks/site.yml on it
 #   make lab-destroy remove the lab nodes
+#   make bench       run the benchmarks (resolver vs ldd and lddtree)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/lib.sh &&
 
-.PHONY: help setup test lint unit sanity lab lab-destroy build changelog clean
+.PHONY: help setup test lint unit sanity lab lab-destroy build changelog clean bench
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -41,3 +42,6 @@ changelog: setup
 
 clean:
 	rm -rf .cache/sanity .cache/dist tests/output
+
+bench: setup
+	$(ENV) python benchmarks/resolver.py

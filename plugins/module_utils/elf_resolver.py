@@ -38,6 +38,7 @@ import sys
 
 try:
     from elftools.common.exceptions import ELFError
+    from elftools.common.utils import parse_cstring_from_stream, struct_parse
     from elftools.elf.elffile import ELFFile
 
     HAS_ELFTOOLS = True
@@ -80,6 +81,7 @@ DEFAULT_INTERPRETERS = {
 # ELFOSABI_SYSV and ELFOSABI_GNU: the only OS ABIs glibc's loader accepts.
 ACCEPTED_OSABI = (0, 3)
 DF_1_NODEFLIB = 0x800
+_STRING_TAGS = ("DT_SONAME", "DT_RUNPATH", "DT_RPATH")
 MAX_SYMLINKS = 40
 
 
@@ -197,6 +199,16 @@ def parse_ld_so_conf(read_file, expand_glob, path="/etc/ld.so.conf", _seen=None)
             if directory.startswith("/"):
                 dirs.append(directory)
     return dirs
+
+
+def _file_offset(phdrs, vaddr):
+    """File offset of a virtual address, through the PT_LOAD segments."""
+    if vaddr is None:
+        return None
+    for phdr in phdrs:
+        if phdr["p_type"] == "PT_LOAD" and phdr["p_vaddr"] <= vaddr < phdr["p_vaddr"] + phdr["p_filesz"]:
+            return vaddr - phdr["p_vaddr"] + phdr["p_offset"]
+    return None
 
 
 def default_dirs(machine, elfclass):
@@ -356,7 +368,7 @@ class Resolver:
         handle.seek(0)
         obj = ElfObject(path, real, header)
         try:
-            self._read_dynamic(ELFFile(handle), obj)
+            self._read_dynamic(ELFFile(handle), handle, obj)
         except (ELFError, struct.error, ValueError) as exc:
             raise ResolverError("%s is a damaged ELF file: %s" % (path, exc)) from exc
         return obj
@@ -369,24 +381,46 @@ class Resolver:
         return alias
 
     @staticmethod
-    def _read_dynamic(elf, obj):
-        for segment in elf.iter_segments():
-            ptype = segment["p_type"]
-            if ptype == "PT_INTERP":
-                obj.interp = segment.get_interp_name()
-            elif ptype == "PT_DYNAMIC":
-                for tag in segment.iter_tags():
-                    kind = tag.entry.d_tag
-                    if kind == "DT_NEEDED":
-                        obj.needed.append(tag.needed)
-                    elif kind == "DT_SONAME":
-                        obj.soname = tag.soname
-                    elif kind == "DT_RUNPATH":
-                        obj.runpath = tag.runpath
-                    elif kind == "DT_RPATH":
-                        obj.rpath = tag.rpath
-                    elif kind == "DT_FLAGS_1":
-                        obj.nodeflib = bool(tag.entry.d_val & DF_1_NODEFLIB)
+    def _read_dynamic(elf, handle, obj):
+        """Read PT_INTERP and the PT_DYNAMIC entries through program headers only.
+
+        pyelftools' DynamicSegment scans every section header to find .dynstr;
+        the loader does not need section headers (stripped files have none), so
+        the string table is located as ld.so does: DT_STRTAB mapped through PT_LOAD.
+        """
+        header = elf.header
+        phdrs = [
+            struct_parse(elf.structs.Elf_Phdr, handle, header["e_phoff"] + i * header["e_phentsize"])
+            for i in range(header["e_phnum"])
+        ]
+        dynamic = None
+        for phdr in phdrs:
+            if phdr["p_type"] == "PT_INTERP":
+                obj.interp = parse_cstring_from_stream(handle, phdr["p_offset"]).decode("utf-8", "replace")
+            elif phdr["p_type"] == "PT_DYNAMIC":
+                dynamic = phdr
+        if dynamic is None:
+            return
+        entries = []
+        size = elf.structs.Elf_Dyn.sizeof()
+        for offset in range(dynamic["p_offset"], dynamic["p_offset"] + dynamic["p_filesz"], size):
+            entry = struct_parse(elf.structs.Elf_Dyn, handle, offset)
+            if entry["d_tag"] == "DT_NULL":
+                break
+            entries.append((entry["d_tag"], entry["d_val"]))
+        strtab = _file_offset(phdrs, dict(entries).get("DT_STRTAB"))
+
+        def string(value):
+            if strtab is None:
+                raise ResolverError("%s has dynamic strings but no mapped DT_STRTAB" % obj.path)
+            return parse_cstring_from_stream(handle, strtab + value).decode("utf-8", "replace")
+
+        obj.needed = [string(value) for kind, value in entries if kind == "DT_NEEDED"]
+        strings = dict((kind, string(value)) for kind, value in entries if kind in _STRING_TAGS)
+        obj.soname = strings.get("DT_SONAME")
+        obj.runpath = strings.get("DT_RUNPATH")
+        obj.rpath = strings.get("DT_RPATH")
+        obj.nodeflib = any(kind == "DT_FLAGS_1" and value & DF_1_NODEFLIB for kind, value in entries)
         if obj.runpath is not None:
             # glibc: "If both RUNPATH and RPATH are given, the latter is ignored."
             obj.rpath = None
