@@ -75,12 +75,12 @@ def main() -> int:
     print(
         f"corpus: {len(files)} files ({len(corpus.origin_users(files))} with $ORIGIN), best of {args.repeat} runs"
     )
-    ldd_runs = [time_ldd(files) for _ in range(args.repeat)]
+    ldd_runs = [time_ldd(files) for _run in range(args.repeat)]
     ldd_total, ldd_per = min(ldd_runs, key=lambda r: r[0])
-    lddtree_total = min(time_lddtree(files) for _ in range(args.repeat))
-    cold_runs = [time_resolver_cold(files) for _ in range(args.repeat)]
+    lddtree_total = min(time_lddtree(files) for _run in range(args.repeat))
+    cold_runs = [time_resolver_cold(files) for _run in range(args.repeat)]
     cold_total, cold_per = min(cold_runs, key=lambda r: r[0])
-    warm_total = min(time_resolver_warm(files) for _ in range(args.repeat))
+    warm_total = min(time_resolver_warm(files) for _run in range(args.repeat))
 
     print("\nslowest files for the resolver (cold), ms:  resolver   ldd")
     for f in sorted(files, key=lambda p: -cold_per[p])[:10]:

@@ -674,7 +674,7 @@ def main(argv=None):
         status = 0
         for path in args.files:
             resolution = resolver.resolve(path)
-            print(format_tree(resolution))
+            sys.stdout.write(format_tree(resolution) + "\n")
             status = status or (1 if resolution.missing else 0)
         return status
     except ResolverError as exc:

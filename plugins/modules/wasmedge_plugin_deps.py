@@ -18,8 +18,8 @@ description:
     (RPATH and RUNPATH with C($ORIGIN), C(LD_LIBRARY_PATH), C(/etc/ld.so.conf), default
     directories, ELF class and machine matching). Nothing is executed, unlike C(ldd).
   - Returns ready-to-use Kubernetes C(volumes), C(volumeMounts) and C(env) so that a WASM pod sees
-    the plugin and every library it needs at the same paths as the host. Without them the pod
-    fails with C(unknown import: wasi_ephemeral_nn).
+    the plugin and every library it needs at the same paths as the host. Without them the pod fails
+    at instantiation with an C(unknown import) error for C(wasi_ephemeral_nn).
   - Fails with a message naming each missing library and the chain that needs it, unless
     O(allow_missing=true).
   - Never changes the node.
