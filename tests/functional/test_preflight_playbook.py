@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import local_inventory
+from site_runner import local_inventory
 
 pytestmark = pytest.mark.slow
 
