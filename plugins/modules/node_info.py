@@ -39,13 +39,8 @@ options:
     type: list
     elements: str
     default: []
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - edgewasm.llamaedge.attributes.READ_ONLY
 author:
   - edgewasm.llamaedge maintainers (@edgewasm)
 """

@@ -81,13 +81,8 @@ options:
       - Report missing libraries in RV(missing) instead of failing.
     type: bool
     default: false
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - edgewasm.llamaedge.attributes.READ_ONLY
 notes:
   - Files found through a symlink are reported with both the path the loader opens (C(path)) and the
     real file (C(realpath)); mounts use C(path), which the kubelet bind-mounts with its target's content.

@@ -52,9 +52,9 @@ def _has_origin(path: Path) -> bool:
     return False
 
 
-def ldd(path: Path) -> tuple[set[str], set[str]] | None:
+def ldd(path: Path, env: dict | None = None) -> tuple[set[str], set[str]] | None:
     """(real paths, missing names) from ldd, or None when ldd has no list for it."""
-    proc = subprocess.run(["ldd", str(path)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(["ldd", str(path)], capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0 or "statically linked" in proc.stdout:
         return None
     found, missing = set(), set()

@@ -4,30 +4,15 @@ against the rule itself and, where ld.so can load the file, against ldd."""
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 from pathlib import Path
 
 import pytest
+from elffixtures import corpus
 from elffixtures.builders import EM_AARCH64, executable, gcc_available, retarget, shared_lib, symlink_chain
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf_resolver as er
 
 pytestmark = pytest.mark.skipif(not gcc_available(), reason="gcc is needed to build the ELF fixtures")
-
-
-def ldd_paths(path: Path, env: dict | None = None) -> tuple[set[str], set[str]]:
-    """(real paths, missing names) as ldd reports them, vdso excluded."""
-    out = subprocess.run(["ldd", str(path)], capture_output=True, text=True, env=env, check=False).stdout
-    found, missing = set(), set()
-    for line in out.splitlines():
-        if "not found" in line:
-            missing.add(line.split()[0])
-            continue
-        m = re.search(r"=>\s+(/\S+)", line) or re.match(r"\s*(/\S+)\s+\(", line)
-        if m:
-            found.add(os.path.realpath(m.group(1)))
-    return found, missing
 
 
 def resolve(path: Path, **kwargs) -> er.Resolution:
@@ -39,7 +24,7 @@ def by_name(res: er.Resolution) -> dict[str, dict]:
 
 
 def assert_same_as_ldd(res: er.Resolution, path: Path, env: dict | None = None) -> None:
-    found, missing = ldd_paths(path, env)
+    found, missing = corpus.ldd(path, env)
     assert res.real_paths() == found
     assert {m["name"] for m in res.missing} == missing
 
