@@ -6,16 +6,11 @@ toolchain, so ``ldd`` can be used as the reference on the same files.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 EM_AARCH64 = 183
 EM_X86_64 = 62
-
-
-def gcc_available() -> bool:
-    return shutil.which("gcc") is not None
 
 
 def shared_lib(

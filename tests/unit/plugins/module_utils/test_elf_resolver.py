@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from elffixtures import corpus
-from elffixtures.builders import EM_AARCH64, executable, gcc_available, retarget, shared_lib, symlink_chain
+from elffixtures.builders import EM_AARCH64, executable, retarget, shared_lib, symlink_chain
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf_resolver as er
 
-pytestmark = pytest.mark.skipif(not gcc_available(), reason="gcc is needed to build the ELF fixtures")
+# gcc is installed by scripts/setup.sh: a missing gcc must fail these tests, not skip them.
 
 
 def resolve(path: Path, **kwargs) -> er.Resolution:
@@ -88,10 +88,8 @@ def test_lib_and_platform_tokens(tmp_path):
 
 def test_nested_dependencies_are_resolved_breadth_first(tmp_path):
     c = shared_lib(tmp_path / "l" / "libc3.so", soname="libc3.so")
-    b = shared_lib(tmp_path / "l" / "libb2.so", soname="libb2.so", needed=[c])
+    b = shared_lib(tmp_path / "l" / "libb2.so", soname="libb2.so", needed=[c], runpath="$ORIGIN")
     a = shared_lib(tmp_path / "l" / "liba1.so", soname="liba1.so", needed=[b], runpath="$ORIGIN")
-    b_rp = shared_lib(tmp_path / "l" / "libb2.so", soname="libb2.so", needed=[c], runpath="$ORIGIN")
-    assert b_rp == b
     res = resolve(a)
     libs = by_name(res)
     assert libs["libb2.so"]["depth"] == 1
@@ -216,13 +214,12 @@ def test_root_keeps_absolute_symlinks_inside_the_tree(tmp_path):
     (root / "lib" / "inside" / "libin.so.1").symlink_to("/usr/lib/inside/libin.so.1.0")
     (root / "etc").mkdir()
     (root / "etc" / "ld.so.conf").write_text("/lib/inside\n")
-    plugin = shared_lib(root / "opt" / "plugin" / "libp.so", soname="libp.so", needed=[real])
+    shared_lib(root / "opt" / "plugin" / "libp.so", soname="libp.so", needed=[real])
     res = er.Resolver(root=str(root)).resolve("/opt/plugin/libp.so")
     lib = by_name(res)["libin.so.1"]
     assert lib["path"] == "/lib/inside/libin.so.1"
     assert lib["realpath"] == "/usr/lib/inside/libin.so.1.0"
     assert lib["found_via"] == "ld.so.conf"
-    assert plugin.exists()
     # The host's libc is not used: the tree has none.
     assert "libc.so.6" in {m["name"] for m in res.missing}
 
