@@ -1,0 +1,185 @@
+"""The balancer service: HTTP routes, background tasks, start and graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgewasm_balancer.config import Settings
+from edgewasm_balancer.health import HealthChecker, merged_models
+from edgewasm_balancer.metrics import Metrics
+from edgewasm_balancer.pool import HealthPolicy, Pool
+from edgewasm_balancer.proxy import BACKEND_HEADER, Proxy, openai_error
+from edgewasm_balancer.sources import AdminApi, BackendsFile
+
+log = logging.getLogger("edgewasm_balancer")
+
+
+class AccessLogger(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if request.path in {"/healthz", "/readyz", "/metrics"}:
+            return
+        self.logger.info("request", extra={
+            "method": request.method, "path": request.path, "status": response.status,
+            "duration_ms": round(time * 1000, 2), "backend": response.headers.get(BACKEND_HEADER),
+            "remote": request.remote, "bytes": response.body_length,
+        })
+
+
+class Balancer:
+    def __init__(self, settings: Settings, pool: Pool | None = None, kube_api: Any = None) -> None:
+        self.settings = settings
+        self.pool = pool or Pool(
+            HealthPolicy(max_fails=settings.max_fails, fail_window=settings.fail_window,
+                         base_ejection=settings.ejection, max_ejection=settings.max_ejection),
+            least_busy=settings.least_busy,
+        )
+        self.metrics = Metrics()
+        self.pool.listeners.append(self._publish_weights)
+        self.kube_api = kube_api
+        self.kube: Any = None
+        self.draining = False
+        self.tasks: list[asyncio.Task[None]] = []
+        self.session: aiohttp.ClientSession | None = None
+        self.runner: web.AppRunner | None = None
+        self.proxy: Proxy | None = None
+        self.address: tuple[str, int] | None = None
+
+    def _publish_weights(self) -> None:
+        self.metrics.weight.clear()
+        for svc in self.pool.services.values():
+            self.metrics.weight.labels(svc.name).set(svc.weight)
+
+    # -- routes ---------------------------------------------------------------------------------------
+    def build_app(self) -> web.Application:
+        assert self.proxy is not None
+        app = web.Application(client_max_size=0)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_view)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_route("*", "/v1/{tail:.*}", self.proxy.handle)
+        if self.settings.admin_api:
+            app.router.add_routes(AdminApi(self.pool, self.settings.admin_token).routes())
+        return app
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        reasons = []
+        if self.draining:
+            reasons.append("shutting down")
+        if self.kube is not None and not self.kube.synced:
+            reasons.append("Kubernetes discovery has not listed every namespace yet")
+        if not self.pool.ready():
+            reasons.append("no backend is available")
+        if reasons:
+            return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics_view(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def models(self, _request: web.Request) -> web.Response:
+        assert self.session is not None
+        if not self.pool.ready():
+            return openai_error(503, "No backend is available", "service_unavailable", "no_backend",
+                                {"Retry-After": "1"})
+        return web.json_response(await merged_models(self.pool, self.session, self.settings.health_timeout))
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> tuple[str, int]:
+        """Load the sources, start listening and the background tasks; returns the bound address."""
+        s = self.settings
+        backends_file = None
+        if s.backends_file is not None:
+            backends_file = BackendsFile(s.backends_file, self.pool, s.reload_interval)
+            backends_file.load()  # a missing or invalid file fails the start, with its reason
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+        self.proxy = Proxy(self.pool, self.metrics, self.session, first_byte_timeout=s.first_byte_timeout,
+                           idle_timeout=s.idle_timeout, retries=s.retries, buffer_limit=s.buffer_limit)
+        self.runner = web.AppRunner(self.build_app(), access_log_class=AccessLogger,
+                                    shutdown_timeout=s.shutdown_timeout, handler_cancellation=True)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, s.host, s.port, backlog=1024)
+        await site.start()
+        sockets = self.runner.addresses
+        self.address = (sockets[0][0], sockets[0][1])
+        if backends_file is not None:
+            self._spawn(backends_file.run())
+        if s.kubernetes:
+            self._start_kubernetes()
+        if s.health_interval > 0:
+            checker = HealthChecker(self.pool, self.metrics, self.session, path=s.health_path,
+                                    interval=s.health_interval, timeout=s.health_timeout)
+            self._spawn(checker.run())
+        if s.admin_api and s.admin_token is None:
+            log.warning("the admin API is open: set --admin-token-file to require a bearer token")
+        log.info("listening", extra={"host": self.address[0], "port": self.address[1]})
+        return self.address
+
+    def _start_kubernetes(self) -> None:
+        from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
+
+        s = self.settings
+        kube_settings = KubeSettings(namespaces=s.namespaces, label_selector=s.label_selector,
+                                     weight_annotation=s.weight_annotation,
+                                     models_annotation=s.models_annotation, port_name=s.port_name)
+
+        async def run() -> None:
+            api = self.kube_api or await api_client(s.kubeconfig)
+            self.kube = KubeDiscovery(self.pool, kube_settings, api)
+            await self.kube.run()
+
+        self._spawn(run())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        task.add_done_callback(self._task_done)
+        self.tasks.append(task)
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def stop(self) -> None:
+        """Fail readiness, wait the shutdown delay, stop listening, let in-flight requests finish."""
+        self.draining = True
+        if self.settings.shutdown_delay:
+            await asyncio.sleep(self.settings.shutdown_delay)
+        log.info("shutting down", extra={"in_flight": self.proxy.in_flight if self.proxy else 0})
+        if self.runner is not None:
+            await self.runner.cleanup()  # closes the listener, waits for handlers up to shutdown_timeout
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.session is not None:
+            await self.session.close()
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()

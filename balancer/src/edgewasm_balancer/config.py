@@ -1,0 +1,235 @@
+"""Command-line options; every option can also be set by an environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_PREFIX = "EDGEWASM_BALANCER_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"  # noqa: S104 - a gateway listens on every address by default
+    port: int = 8080
+    backends_file: Path | None = None
+    reload_interval: float = 2.0
+    kubernetes: bool = False
+    namespaces: tuple[str, ...] = ("default",)
+    label_selector: str = "llamaedge/target=true"
+    weight_annotation: str = "llamaedge/weight"
+    models_annotation: str = "llamaedge/models"
+    port_name: str = ""
+    kubeconfig: Path | None = None
+    admin_api: bool = True
+    admin_token: str | None = None
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 300.0
+    idle_timeout: float = 120.0
+    retries: int = 2
+    max_fails: int = 1
+    fail_window: float = 10.0
+    ejection: float = 10.0
+    max_ejection: float = 300.0
+    health_interval: float = 5.0
+    health_path: str = "/v1/models"
+    health_timeout: float = 3.0
+    least_busy: bool = False
+    buffer_limit: int = 16 * 1024 * 1024
+    shutdown_delay: float = 0.0
+    shutdown_timeout: float = 30.0
+    log_level: str = "info"
+    log_format: str = "json"
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
+
+
+def _positive(kind: type) -> object:
+    def parse(value: str) -> float | int:
+        number = kind(value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        return number
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose options default to EDGEWASM_BALANCER_<OPTION> from the environment."""
+
+    def option(self, flag: str, help_text: str, **kwargs: object) -> None:
+        env = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+        if kwargs.get("action") == "store_true":
+            kwargs.pop("action")
+            kwargs.update(nargs="?", const=True, type=_flag, metavar="BOOL")
+        if env in os.environ:
+            raw = os.environ[env]
+            convert = kwargs.get("type", str)
+            try:
+                value = convert(raw)  # type: ignore[operator]
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                self.error(f"{env}={raw!r}: {exc}")
+            if kwargs.get("action") == "append":
+                value = [part.strip() for part in raw.split(",") if part.strip()]
+            kwargs["default"] = value
+        shown = kwargs.get("default")
+        suffix = f" [env {env}" + (f"; default {shown}]" if shown not in (None, False, "") else "]")
+        self.add_argument(flag, help=help_text + suffix, **kwargs)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Settings()
+    p = _Parser(
+        prog="python -m edgewasm_balancer",
+        description=(
+            "A weighted, model-aware gateway for OpenAI-compatible LLM backends (llama-api-server). "
+            "Backends come from a backends file (static mode), from Kubernetes Services labelled "
+            "llamaedge/target=true (--kubernetes), and from the admin API."
+        ),
+    )
+    p.option("--listen", "address to serve on, HOST:PORT", type=_listen, default=f"{d.host}:{d.port}")
+    p.option(
+        "--backends-file",
+        "YAML or JSON list of {name, url|urls, weight, models}; reloaded when it changes",
+        type=Path,
+        default=None,
+    )
+    p.option("--reload-interval", "seconds between checks of the backends file", type=_positive(float),
+             default=d.reload_interval)
+    p.option("--kubernetes", "discover backends from Kubernetes Services and EndpointSlices",
+             action="store_true", default=False)
+    p.option("--namespace", "namespace to watch (repeat for several)", action="append", dest="namespaces",
+             default=None)
+    p.option("--label-selector", "label selector of backend Services", default=d.label_selector)
+    p.option("--weight-annotation", "Service annotation holding the weight (integer >= 1; default 1)",
+             default=d.weight_annotation)
+    p.option("--models-annotation", "Service annotation listing its models (comma-separated or JSON list)",
+             default=d.models_annotation)
+    p.option("--port-name", "name of the Service port to use (default: the first port)", default=d.port_name)
+    p.option("--kubeconfig", "kubeconfig file (default: in-cluster service account, then ~/.kube/config)",
+             type=Path, default=None)
+    p.option("--admin-api", "serve /api/register, /api/unregister/NAME, /api/services", type=_flag,
+             default=d.admin_api, metavar="BOOL")
+    p.option("--admin-token-file", "file holding the bearer token the admin API requires", type=Path,
+             default=None)
+    p.option("--connect-timeout", "seconds to connect to a backend", type=_positive(float),
+             default=d.connect_timeout)
+    p.option("--first-byte-timeout", "seconds from sending a request to the backend's response headers",
+             type=_positive(float), default=d.first_byte_timeout)
+    p.option("--idle-timeout", "seconds without a byte from a backend while a response streams",
+             type=_positive(float), default=d.idle_timeout)
+    p.option("--retries", "other backends to try when one fails before answering", type=_non_negative_int,
+             default=d.retries)
+    p.option("--max-fails", "failures within --fail-window that eject a backend", type=_positive(int),
+             default=d.max_fails)
+    p.option("--fail-window", "seconds over which failures are counted", type=_positive(float),
+             default=d.fail_window)
+    p.option("--ejection", "seconds of the first ejection; doubles with each consecutive one",
+             type=_positive(float), default=d.ejection)
+    p.option("--max-ejection", "longest ejection in seconds", type=_positive(float), default=d.max_ejection)
+    p.option("--health-interval", "seconds between active health checks (0 disables them)",
+             type=_non_negative_float, default=d.health_interval)
+    p.option("--health-path", "path the active health check GETs (/v1/models or /echo)",
+             default=d.health_path)
+    p.option("--health-timeout", "seconds an active health check may take", type=_positive(float),
+             default=d.health_timeout)
+    p.option("--least-busy", "inside a service, prefer the endpoint with the fewest requests in flight",
+             action="store_true", default=False)
+    p.option("--buffer-limit", "request bodies up to this many bytes are buffered (model routing, retries); "
+             "larger ones are streamed to one backend", type=_positive(int), default=d.buffer_limit)
+    p.option("--shutdown-delay", "seconds /readyz fails before the listener closes on SIGTERM",
+             type=_non_negative_float, default=d.shutdown_delay)
+    p.option("--shutdown-timeout", "seconds in-flight requests get to finish on SIGTERM",
+             type=_non_negative_float, default=d.shutdown_timeout)
+    p.option("--log-level", "debug, info, warning or error", default=d.log_level,
+             choices=["debug", "info", "warning", "error"])
+    p.option("--log-format", "json or text", default=d.log_format, choices=["json", "text"])
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    return p
+
+
+def _version() -> str:
+    from edgewasm_balancer import __version__
+
+    return __version__
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    host, port = args.listen if isinstance(args.listen, tuple) else _listen(args.listen)
+    token = None
+    if args.admin_token_file is not None:
+        try:
+            token = args.admin_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            parser.error(f"--admin-token-file {args.admin_token_file}: {exc.strerror}")
+        if not token:
+            parser.error(f"--admin-token-file {args.admin_token_file} is empty")
+    elif os.environ.get(ENV_PREFIX + "ADMIN_TOKEN"):
+        token = os.environ[ENV_PREFIX + "ADMIN_TOKEN"].strip()
+    if args.backends_file is None and not args.kubernetes and not args.admin_api:
+        parser.error("no backend source: give --backends-file, --kubernetes or --admin-api true")
+    return Settings(
+        host=host,
+        port=port,
+        backends_file=args.backends_file,
+        reload_interval=args.reload_interval,
+        kubernetes=args.kubernetes,
+        namespaces=tuple(args.namespaces or ("default",)),
+        label_selector=args.label_selector,
+        weight_annotation=args.weight_annotation,
+        models_annotation=args.models_annotation,
+        port_name=args.port_name,
+        kubeconfig=args.kubeconfig,
+        admin_api=args.admin_api,
+        admin_token=token,
+        connect_timeout=args.connect_timeout,
+        first_byte_timeout=args.first_byte_timeout,
+        idle_timeout=args.idle_timeout,
+        retries=args.retries,
+        max_fails=args.max_fails,
+        fail_window=args.fail_window,
+        ejection=args.ejection,
+        max_ejection=args.max_ejection,
+        health_interval=args.health_interval,
+        health_path=args.health_path,
+        health_timeout=args.health_timeout,
+        least_busy=args.least_busy,
+        buffer_limit=args.buffer_limit,
+        shutdown_delay=args.shutdown_delay,
+        shutdown_timeout=args.shutdown_timeout,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )

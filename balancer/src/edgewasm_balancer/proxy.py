@@ -1,0 +1,276 @@
+"""The reverse proxy: pick a backend, send the request, stream the answer back.
+
+Request bodies up to the buffer limit are read whole, so the `model` they name can route them and a
+failed attempt can be sent again to another backend; larger bodies are streamed to one backend as
+they arrive. Responses are always streamed chunk by chunk, with connect, first-byte and idle
+timeouts and no total timeout. A request is retried on another backend only while nothing of the
+response has reached the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from edgewasm_balancer.metrics import Metrics
+from edgewasm_balancer.pool import Endpoint, NoBackend, Pool
+
+log = logging.getLogger("edgewasm_balancer.proxy")
+
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
+        "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+    )
+)
+RETRY_STATUSES = frozenset({502, 503, 504})
+CHUNK = 64 * 1024
+BACKEND_HEADER = "X-Edgewasm-Backend"
+
+
+def openai_error(status: int, message: str, kind: str, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> web.Response:
+    """An error in the OpenAI API's format."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    return {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",") if t.strip()}
+
+
+def upstream_headers(request: web.Request) -> CIMultiDict[str]:
+    """The client's headers minus hop-by-hop ones, plus X-Forwarded-*."""
+    drop = HOP_BY_HOP | _connection_tokens(request.headers) | {"host", "content-length"}
+    out = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in drop)
+    peer = request.remote or ""
+    prior = request.headers.get("X-Forwarded-For")
+    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    out.setdefault("X-Forwarded-Proto", request.scheme)
+    if request.host:
+        out.setdefault("X-Forwarded-Host", request.host)
+    return out
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    drop = HOP_BY_HOP | _connection_tokens(upstream.headers)
+    return CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in drop)
+
+
+def requested_model(body: bytes | None, content_type: str) -> str | None:
+    """The `model` a JSON request body names, if any."""
+    if not body or ("json" not in content_type and not body.lstrip().startswith(b"{")):
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model if isinstance(model, str) and model else None
+
+
+@dataclass
+class Body:
+    """A request body: whole (`data`) or as a stream of which `prefix` was already read."""
+
+    data: bytes | None
+    prefix: bytes = b""
+    stream: aiohttp.StreamReader | None = None
+    started: bool = field(default=False)
+
+    @property
+    def replayable(self) -> bool:
+        return self.stream is None or not self.started
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        self.started = True
+        if self.prefix:
+            yield self.prefix
+        assert self.stream is not None
+        async for chunk in self.stream.iter_chunked(CHUNK):
+            yield chunk
+
+
+async def read_body(request: web.Request, limit: int) -> Body:
+    if not request.body_exists:
+        return Body(data=None)
+    if request.content_length is not None and request.content_length > limit:
+        return Body(data=None, stream=request.content)
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(CHUNK)
+        if not chunk:
+            return Body(data=b"".join(parts))
+        parts.append(chunk)
+        size += len(chunk)
+    return Body(data=None, prefix=b"".join(parts), stream=request.content)
+
+
+class _Retry(Exception):
+    """The attempt failed before any response byte reached the client: try another backend."""
+
+    def __init__(self, endpoint: Endpoint, kind: str, detail: str,
+                 response: aiohttp.ClientResponse | None = None) -> None:
+        super().__init__(detail)
+        self.endpoint = endpoint
+        self.kind = kind
+        self.detail = detail
+        self.response = response
+
+
+class Proxy:
+    def __init__(self, pool: Pool, metrics: Metrics, session: aiohttp.ClientSession, *,
+                 first_byte_timeout: float, idle_timeout: float, retries: int, buffer_limit: int) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self.session = session
+        self.first_byte_timeout = first_byte_timeout
+        self.idle_timeout = idle_timeout
+        self.retries = retries
+        self.buffer_limit = buffer_limit
+        self.in_flight = 0
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        self.in_flight += 1
+        try:
+            return await self._handle(request, started)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, request: web.Request, started: float) -> web.StreamResponse:
+        body = await read_body(request, self.buffer_limit)
+        model = requested_model(body.data, request.content_type)
+        tried: set[str] = set()
+        last: _Retry | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                endpoint = self.pool.pick(model, tried)
+            except NoBackend as exc:
+                if last is not None and last.response is not None:
+                    break  # relay the last backend's own error response below
+                return self._reject(exc, last)
+            if attempt:
+                self.metrics.retries.labels(endpoint.label).inc()
+            tried.add(endpoint.url)
+            try:
+                return await self._attempt(request, endpoint, body, started)
+            except _Retry as exc:
+                if last is not None and last.response is not None:
+                    last.response.release()
+                last = exc
+                log.warning("backend failed", extra={"backend": endpoint.label, "endpoint": endpoint.url,
+                                                     "kind": exc.kind, "detail": exc.detail})
+                if not body.replayable:
+                    break
+        assert last is not None
+        if last.response is not None:
+            return await self._relay(request, last.response, last.endpoint, started)
+        return openai_error(502, f"Backend failed: {last.detail}", "upstream_error", "bad_gateway")
+
+    def _reject(self, exc: NoBackend, last: _Retry | None) -> web.Response:
+        self.metrics.rejected.labels(str(exc.status)).inc()
+        if exc.status == 404:
+            return openai_error(404, exc.message, "invalid_request_error", "model_not_found")
+        message = exc.message if last is None else f"{exc.message} (last error: {last.detail})"
+        headers = {"Retry-After": str(exc.retry_after or 1)}
+        return openai_error(503, message, "service_unavailable", "no_backend", headers)
+
+    async def _attempt(self, request: web.Request, endpoint: Endpoint, body: Body,
+                       started: float) -> web.StreamResponse:
+        url = URL(endpoint.url.rstrip("/") + request.raw_path, encoded=True)
+        headers = upstream_headers(request)
+        data: bytes | AsyncIterator[bytes] | None = body.data
+        if body.stream is not None:
+            data = body.chunks()
+            if request.content_length is not None:
+                headers["Content-Length"] = str(request.content_length)
+        label = endpoint.label
+        endpoint.in_flight += 1
+        self.metrics.in_flight.labels(label).inc()
+        try:
+            try:
+                async with asyncio.timeout(self.first_byte_timeout):
+                    upstream = await self.session.request(
+                        request.method, url, headers=headers, data=data, allow_redirects=False,
+                    )
+            except TimeoutError as exc:
+                raise self._failed(endpoint, "timeout", "no response headers within the first-byte timeout") from exc
+            except aiohttp.ClientConnectorError as exc:
+                raise self._failed(endpoint, "connect", str(exc)) from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                raise self._failed(endpoint, "connect", f"{type(exc).__name__}: {exc}") from exc
+            if upstream.status in RETRY_STATUSES:
+                raise self._failed(endpoint, "status", f"HTTP {upstream.status}", upstream)
+            return await self._relay(request, upstream, endpoint, started)
+        finally:
+            endpoint.in_flight -= 1
+            self.metrics.in_flight.labels(label).dec()
+
+    def _failed(self, endpoint: Endpoint, kind: str, detail: str,
+                response: aiohttp.ClientResponse | None = None) -> _Retry:
+        self.metrics.errors.labels(endpoint.label, kind).inc()
+        if self.pool.failure(endpoint):
+            self.metrics.ejections.labels(endpoint.label, endpoint.url).inc()
+            self.metrics.healthy.labels(endpoint.label, endpoint.url).set(0)
+            log.warning("endpoint ejected", extra={"backend": endpoint.label, "endpoint": endpoint.url,
+                                                   "until_s": round(endpoint.ejected_until - self.pool.clock(), 1)})
+        return _Retry(endpoint, kind, detail, response)
+
+    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse, endpoint: Endpoint,
+                     started: float) -> web.StreamResponse:
+        label = endpoint.label
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                      headers=response_headers(upstream))
+        response.headers[BACKEND_HEADER] = label
+        status = upstream.status
+        try:
+            await response.prepare(request)
+            first = True
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_timeout):
+                        chunk = await upstream.content.readany()
+                except TimeoutError:
+                    self.metrics.errors.labels(label, "idle").inc()
+                    log.warning("backend idle timeout", extra={"backend": label, "endpoint": endpoint.url})
+                    self._abort(request)
+                    return response
+                except (aiohttp.ClientError, OSError) as exc:
+                    self.metrics.errors.labels(label, "stream").inc()
+                    log.warning("backend stream broke", extra={"backend": label, "endpoint": endpoint.url,
+                                                               "detail": str(exc)})
+                    self._abort(request)
+                    return response
+                if first:
+                    self.metrics.ttfb.labels(label).observe(time.perf_counter() - started)
+                    first = False
+                if not chunk:
+                    break
+                await response.write(chunk)
+            await response.write_eof()
+            if status < 500:
+                self.pool.success(endpoint)
+                self.metrics.healthy.labels(label, endpoint.url).set(1)
+            return response
+        finally:
+            upstream.release()
+            self.metrics.requests.labels(label, str(status)).inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+    @staticmethod
+    def _abort(request: web.Request) -> None:
+        """Cut the client connection: the response is incomplete and must not look complete."""
+        if request.transport is not None:
+            request.transport.close()

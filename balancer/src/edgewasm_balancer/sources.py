@@ -1,0 +1,218 @@
+"""Static discovery: a backends file (YAML or JSON), and the admin API of the seed balancer."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from edgewasm_balancer.pool import Pool, ServiceSpec
+
+log = logging.getLogger("edgewasm_balancer.sources")
+
+STATIC = "static"
+ADMIN = "admin"
+_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
+
+
+class InvalidBackend(ValueError):
+    pass
+
+
+def _weight(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidBackend(f"{where}: weight must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _models(value: Any, where: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        raise InvalidBackend(f"{where}: models must be a list of model names")
+    return frozenset(value)
+
+
+def _url(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+/?$", value):
+        raise InvalidBackend(f"{where}: url must look like http://HOST:PORT, got {value!r}")
+    return value.rstrip("/")
+
+
+def parse_backends(data: Any, where: str) -> list[ServiceSpec]:
+    """Backends from the parsed file: a list of {name, url | urls, weight, models}."""
+    if isinstance(data, dict) and "backends" in data:
+        data = data["backends"]
+    if not isinstance(data, list):
+        raise InvalidBackend(f"{where}: expected a list of backends")
+    specs: dict[str, ServiceSpec] = {}
+    for index, item in enumerate(data):
+        at = f"{where}[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidBackend(f"{at}: expected a mapping")
+        unknown = set(item) - {"name", "url", "urls", "weight", "models"}
+        if unknown:
+            raise InvalidBackend(f"{at}: unknown keys {sorted(unknown)}")
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidBackend(f"{at}: name must be a non-empty name, got {name!r}")
+        if name in specs:
+            raise InvalidBackend(f"{at}: duplicate name {name!r}")
+        raw_urls = item.get("urls", [item["url"]] if "url" in item else None)
+        if not isinstance(raw_urls, list) or not raw_urls:
+            raise InvalidBackend(f"{at}: give url or a non-empty list urls")
+        specs[name] = ServiceSpec(
+            name=name,
+            weight=_weight(item.get("weight", 1), at),
+            urls=tuple(dict.fromkeys(_url(u, at) for u in raw_urls)),
+            models=_models(item.get("models"), at),
+        )
+    return list(specs.values())
+
+
+def load_backends_file(path: Path) -> list[ServiceSpec]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise InvalidBackend(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    return parse_backends(data, str(path))
+
+
+class BackendsFile:
+    """Keeps the pool's static services equal to the file, re-reading it when it changes.
+
+    A file that becomes invalid is reported and the last good set is kept.
+    """
+
+    def __init__(self, path: Path, pool: Pool, interval: float) -> None:
+        self.path = path
+        self.pool = pool
+        self.interval = interval
+        self._seen: tuple[float, int] | None = None
+
+    def load(self) -> bool:
+        """Reload if the file changed; raises InvalidBackend/OSError so a bad file fails at start."""
+        stat = self.path.stat()
+        stamp = (stat.st_mtime, stat.st_size)
+        if stamp == self._seen:
+            return False
+        specs = load_backends_file(self.path)
+        self._seen = stamp
+        self.pool.replace(STATIC, specs)
+        log.info("backends file loaded", extra={"file": str(self.path), "services": len(specs)})
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.load()
+            except (OSError, InvalidBackend) as exc:
+                log.error("backends file not reloaded, keeping the previous backends",
+                          extra={"file": str(self.path), "detail": str(exc)})
+
+
+class AdminApi:
+    """The seed balancer's registration API, with an optional bearer token."""
+
+    def __init__(self, pool: Pool, token: str | None) -> None:
+        self.pool = pool
+        self.token = token
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/api/register", self.register),
+            web.delete("/api/unregister/{name}", self.unregister),
+            web.get("/api/services", self.services),
+        ]
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self.token is None:
+            return True
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
+
+    @staticmethod
+    def _denied() -> web.Response:
+        return web.json_response({"error": "a valid bearer token is required"}, status=401,
+                                 headers={"WWW-Authenticate": 'Bearer realm="edgewasm-balancer"'})
+
+    async def register(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._denied()
+        try:
+            spec = registration(await request.json())
+        except (ValueError, InvalidBackend) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        self.pool.upsert(ADMIN, spec)
+        log.info("backend registered", extra={"backend": spec.name, "urls": list(spec.urls)})
+        return web.Response(text="Registered")
+
+    async def unregister(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._denied()
+        name = request.match_info["name"]
+        if not self.pool.remove(ADMIN, name):
+            return web.json_response({"error": f"no registered backend named {name!r}"}, status=404)
+        log.info("backend unregistered", extra={"backend": name})
+        return web.Response(text="Unregistered")
+
+    async def services(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._denied()
+        now = self.pool.clock()
+        listing = []
+        for (source, _name), svc in sorted(self.pool.services.items()):
+            entry: dict[str, Any] = {
+                "name": svc.name,
+                "source": source,
+                "weight": svc.weight,
+                "models": sorted(svc.models),
+                "endpoints": [
+                    {"url": e.url, "healthy": e.available(now), "in_flight": e.in_flight,
+                     "ejected_for_s": max(0.0, round(e.ejected_until - now, 1))}
+                    for e in svc.endpoints.values()
+                ],
+            }
+            entry.update(dict(svc.meta))
+            listing.append(entry)
+        return web.json_response(listing)
+
+
+def registration(data: Any) -> ServiceSpec:
+    """A backend from the seed's `{"name", "weight", "ip", "port"}` (optionally `models`)."""
+    if not isinstance(data, dict):
+        raise InvalidBackend("expected a JSON object with name, weight, ip and port")
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidBackend(f"name must be a non-empty name, got {name!r}")
+    ip, port = data.get("ip"), data.get("port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise InvalidBackend(f"port must be an integer 1-65535, got {port!r}")
+    if not isinstance(ip, str):
+        raise InvalidBackend(f"ip must be a string, got {ip!r}")
+    try:
+        host = ipaddress.ip_address(ip)
+        shown = f"[{host}]" if host.version == 6 else str(host)
+    except ValueError:
+        if not re.match(r"^[A-Za-z0-9.-]{1,253}$", ip):
+            raise InvalidBackend(f"ip must be an IP address or host name, got {ip!r}") from None
+        shown = ip
+    return ServiceSpec(
+        name=name,
+        weight=_weight(data.get("weight", 1), "register"),
+        urls=(f"http://{shown}:{port}",),
+        models=_models(data.get("models"), "register"),
+        meta=(("ip", ip), ("port", port)),
+    )

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from standin_backend import StandinBackend
+
+from edgewasm_balancer.app import Balancer
+from edgewasm_balancer.config import Settings
+
+# Test settings: no active health checks unless a test asks, short timeouts.
+TEST_SETTINGS = Settings(host="127.0.0.1", port=0, health_interval=0, connect_timeout=1.0,
+                         first_byte_timeout=5.0, idle_timeout=5.0, reload_interval=0.05,
+                         shutdown_timeout=5.0)
+
+
+@pytest.fixture
+async def backends() -> AsyncIterator[Callable[..., Awaitable[StandinBackend]]]:
+    started: list[StandinBackend] = []
+
+    async def start(name: str, **kwargs: Any) -> StandinBackend:
+        backend = await StandinBackend(name=name, **kwargs).start()
+        started.append(backend)
+        return backend
+
+    yield start
+    for backend in started:
+        await backend.stop()
+
+
+def backends_file(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "backends.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+@pytest.fixture
+async def balancer(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Balancer]]]:
+    started: list[Balancer] = []
+
+    async def start(entries: list[dict[str, Any]] | None = None, **overrides: Any) -> Balancer:
+        settings = replace(TEST_SETTINGS, **overrides)
+        if entries is not None:
+            settings = replace(settings, backends_file=backends_file(tmp_path, entries))
+        bal = Balancer(settings)
+        await bal.start()
+        started.append(bal)
+        return bal
+
+    yield start
+    for bal in started:
+        if not bal.draining:
+            await bal.stop()
+
+
+def base_url(bal: Balancer) -> str:
+    assert bal.address is not None
+    return f"http://127.0.0.1:{bal.address[1]}"
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        yield session

@@ -1,0 +1,102 @@
+"""STAND-IN for llama-api-server: a small OpenAI-compatible backend used only by these tests.
+
+It answers /v1/models, /v1/chat/completions (JSON or SSE), /v1/completions, /v1/embeddings and
+/echo, reports what it received (body size and sha256, headers) so the tests can check what the
+balancer forwarded, and can be told to fail, stall or stream under the test's control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class StandinBackend:
+    name: str
+    models: list[str] = field(default_factory=lambda: ["standin-model"])
+    fail_status: int | None = None  # answer every /v1 request with this status
+    stream_gate: asyncio.Event | None = None  # SSE: wait for this between the first and second chunk
+    first_byte_delay: float = 0.0
+    stall_after_first_chunk: float = 0.0
+    hits: int = 0
+    cancelled: int = 0
+    received: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/v1/models", self.models_view)
+        app.router.add_get("/echo", self.echo)
+        app.router.add_route("*", "/v1/{tail:.*}", self.generic)
+        return app
+
+    async def start(self, port: int = 0) -> StandinBackend:
+        self._runner = web.AppRunner(self.app(), handler_cancellation=True, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port or self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def models_view(self, _request: web.Request) -> web.Response:
+        if self.fail_status:
+            return web.Response(status=self.fail_status)
+        data = [{"id": m, "object": "model", "created": 1, "owned_by": self.name} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def echo(self, _request: web.Request) -> web.Response:
+        return web.Response(text="echo")
+
+    async def generic(self, request: web.Request) -> web.StreamResponse:
+        self.hits += 1
+        body = await request.read()
+        record = {
+            "path": request.path_qs, "method": request.method, "size": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(), "headers": dict(request.headers),
+            "chunked": request.headers.get("Transfer-Encoding", "").lower() == "chunked",
+        }
+        self.received.append(record)
+        if self.fail_status:
+            return web.json_response({"error": "stand-in failure"}, status=self.fail_status)
+        if self.first_byte_delay:
+            await asyncio.sleep(self.first_byte_delay)
+        payload = json.loads(body) if body.startswith(b"{") and len(body) < 1_000_000 else {}
+        if payload.get("stream"):
+            return await self._stream(request, payload)
+        answer = {"backend": self.name, "model": payload.get("model", self.models[0]), **record}
+        answer.pop("headers")
+        answer["headers"] = record["headers"]
+        return web.json_response(answer)
+
+    async def _stream(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        try:
+            for index in range(int(payload.get("chunks", 3))):
+                chunk = {"backend": self.name, "index": index, "choices": [{"delta": {"content": f"t{index}"}}]}
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                if index == 0 and self.stream_gate is not None:
+                    await self.stream_gate.wait()
+                if index == 0 and self.stall_after_first_chunk:
+                    await asyncio.sleep(self.stall_after_first_chunk)
+                await asyncio.sleep(float(payload.get("interval", 0)))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.cancelled += 1
+            raise
+        return response
