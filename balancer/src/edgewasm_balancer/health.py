@@ -38,7 +38,10 @@ class HealthChecker:
 
     async def run(self) -> None:
         while True:
-            await self.check_all()
+            try:
+                await self.check_all()
+            except Exception:  # a bug here must not end health checking for good
+                log.exception("health check round failed")
             await asyncio.sleep(self.interval)
 
     async def check_all(self) -> None:

@@ -40,7 +40,7 @@ class HealthPolicy:
     max_ejection: float = 300.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Endpoint:
     url: str
     service: Service
@@ -75,7 +75,7 @@ class Endpoint:
         self.ejected_until = 0.0
 
 
-@dataclass
+@dataclass(eq=False)  # identity: services are dict keys and set members
 class Service:
     key: tuple[str, str]
     name: str
