@@ -14,9 +14,16 @@ from edgewasm_balancer.app import Balancer
 from edgewasm_balancer.config import Settings
 
 # Test settings: no active health checks unless a test asks, short timeouts.
-TEST_SETTINGS = Settings(host="127.0.0.1", port=0, health_interval=0, connect_timeout=1.0,
-                         first_byte_timeout=5.0, idle_timeout=5.0, reload_interval=0.05,
-                         shutdown_timeout=5.0)
+TEST_SETTINGS = Settings(
+    host="127.0.0.1",
+    port=0,
+    health_interval=0,
+    connect_timeout=1.0,
+    first_byte_timeout=5.0,
+    idle_timeout=5.0,
+    reload_interval=0.05,
+    shutdown_timeout=5.0,
+)
 
 
 @pytest.fixture

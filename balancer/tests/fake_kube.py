@@ -28,7 +28,9 @@ class FakeKubeApi:
     async def start(self) -> FakeKubeApi:
         app = web.Application()
         app.router.add_get("/api/v1/namespaces/{ns}/services", self.handle("services"))
-        app.router.add_get("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", self.handle("endpointslices"))
+        app.router.add_get(
+            "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", self.handle("endpointslices")
+        )
         self._runner = web.AppRunner(app, shutdown_timeout=0.2)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -51,8 +53,14 @@ class FakeKubeApi:
             self.lists.append((kind, ns, request.query.get("labelSelector", "")))
             api_version, obj_kind = KINDS[kind]
             items = list(self.objects.get((kind, ns), {}).values())
-            return web.json_response({"apiVersion": api_version, "kind": obj_kind + "List",
-                                      "metadata": {"resourceVersion": str(self.version)}, "items": items})
+            return web.json_response(
+                {
+                    "apiVersion": api_version,
+                    "kind": obj_kind + "List",
+                    "metadata": {"resourceVersion": str(self.version)},
+                    "items": items,
+                }
+            )
 
         return view
 
@@ -99,29 +107,64 @@ class FakeKubeApi:
 
     def expire(self, kind: str, ns: str) -> None:
         """Tell the watchers their resourceVersion is too old (410 Gone): they must list again."""
-        self._emit(kind, ns, {"type": "ERROR", "object": {
-            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Expired", "code": 410,
-            "message": "too old resource version"}})
+        self._emit(
+            kind,
+            ns,
+            {
+                "type": "ERROR",
+                "object": {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "Expired",
+                    "code": 410,
+                    "message": "too old resource version",
+                },
+            },
+        )
 
 
-def service(ns: str, name: str, weight: str | None = "1", models: str | None = None,
-            port_name: str = "http") -> dict[str, Any]:
+def service(
+    ns: str, name: str, weight: str | None = "1", models: str | None = None, port_name: str = "http"
+) -> dict[str, Any]:
     annotations = {}
     if weight is not None:
         annotations["llamaedge/weight"] = weight
     if models is not None:
         annotations["llamaedge/models"] = models
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": ns, "labels": {"llamaedge/target": "true"},
-                         "annotations": annotations},
-            "spec": {"ports": [{"name": port_name, "port": 8080, "targetPort": 8080, "protocol": "TCP"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"llamaedge/target": "true"},
+            "annotations": annotations,
+        },
+        "spec": {"ports": [{"name": port_name, "port": 8080, "targetPort": 8080, "protocol": "TCP"}]},
+    }
 
 
-def endpoint_slice(ns: str, service_name: str, ready: list[str], not_ready: tuple[str, ...] = (),
-                   port: int = 8080, port_name: str = "http", suffix: str = "abcde") -> dict[str, Any]:
+def endpoint_slice(
+    ns: str,
+    service_name: str,
+    ready: list[str],
+    not_ready: tuple[str, ...] = (),
+    port: int = 8080,
+    port_name: str = "http",
+    suffix: str = "abcde",
+) -> dict[str, Any]:
     endpoints = [{"addresses": [ip], "conditions": {"ready": True}} for ip in ready]
     endpoints += [{"addresses": [ip], "conditions": {"ready": False}} for ip in not_ready]
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-            "metadata": {"name": f"{service_name}-{suffix}", "namespace": ns,
-                         "labels": {"kubernetes.io/service-name": service_name}},
-            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}], "endpoints": endpoints}
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "addressType": "IPv4",
+        "metadata": {
+            "name": f"{service_name}-{suffix}",
+            "namespace": ns,
+            "labels": {"kubernetes.io/service-name": service_name},
+        },
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }

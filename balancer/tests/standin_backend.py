@@ -65,8 +65,11 @@ class StandinBackend:
         self.hits += 1
         body = await request.read()
         record = {
-            "path": request.path_qs, "method": request.method, "size": len(body),
-            "sha256": hashlib.sha256(body).hexdigest(), "headers": dict(request.headers),
+            "path": request.path_qs,
+            "method": request.method,
+            "size": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+            "headers": dict(request.headers),
             "chunked": request.headers.get("Transfer-Encoding", "").lower() == "chunked",
         }
         self.received.append(record)
@@ -83,11 +86,17 @@ class StandinBackend:
         return web.json_response(answer)
 
     async def _stream(self, request: web.Request, payload: dict[str, Any]) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         try:
             for index in range(int(payload.get("chunks", 3))):
-                chunk = {"backend": self.name, "index": index, "choices": [{"delta": {"content": f"t{index}"}}]}
+                chunk = {
+                    "backend": self.name,
+                    "index": index,
+                    "choices": [{"delta": {"content": f"t{index}"}}],
+                }
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 if index == 0 and self.stream_gate is not None:
                     await self.stream_gate.wait()

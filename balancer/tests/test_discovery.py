@@ -14,11 +14,16 @@ from kubernetes_asyncio import client
 from edgewasm_balancer.app import Balancer
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, parse_models, parse_weight, service_specs
 from edgewasm_balancer.pool import Pool
-from edgewasm_balancer.sources import InvalidBackend, parse_backends, registration
+from edgewasm_balancer.sources import InvalidBackendError, load_backends_file, parse_backends, registration
 
-KUBE = KubeSettings(namespaces=("llm", "other"), label_selector="llamaedge/target=true",
-                    weight_annotation="llamaedge/weight", models_annotation="llamaedge/models",
-                    backoff_initial=0.05, backoff_max=0.1)
+KUBE = KubeSettings(
+    namespaces=("llm", "other"),
+    label_selector="llamaedge/target=true",
+    weight_annotation="llamaedge/weight",
+    models_annotation="llamaedge/models",
+    backoff_initial=0.05,
+    backoff_max=0.1,
+)
 
 
 async def eventually(check, timeout: float = 5.0) -> None:
@@ -58,12 +63,18 @@ async def test_kubernetes_list_then_watch(kube):
             "other/low-cost": (1, [], ["m-a", "m-b"]),  # same name, other namespace: no collision
         }
         assert ("services", "llm", "llamaedge/target=true") in fake.lists
-        await eventually(lambda: fake.watching("endpointslices", "other") and fake.watching("services", "llm"))
+        await eventually(
+            lambda: fake.watching("endpointslices", "other") and fake.watching("services", "llm")
+        )
         # Watch events: a pod becomes ready, a weight changes, a service goes away.
         fake.apply("endpointslices", endpoint_slice("other", "low-cost", ["10.43.0.1"]))
         fake.apply("services", service("llm", "low-cost", weight="5", models="llama-3-1b"))
-        await eventually(lambda: urls(pool).get("other/low-cost", (0, []))[1] == ["http://10.43.0.1:8080"]
-                         and pool.services["kubernetes/llm", "llm/low-cost"].weight == 5)
+        await eventually(
+            lambda: (
+                urls(pool).get("other/low-cost", (0, []))[1] == ["http://10.43.0.1:8080"]
+                and pool.services["kubernetes/llm", "llm/low-cost"].weight == 5
+            )
+        )
         fake.delete("services", "other", "low-cost")
         await eventually(lambda: list(urls(pool)) == ["llm/low-cost"])
         # An expired watch (410 Gone) is followed by a fresh list, and nothing is lost meanwhile.
@@ -115,7 +126,9 @@ def test_service_specs_skip_invalid_annotations(caplog):
 def test_named_port_selection():
     svc = service("ns", "s", port_name="api")
     slices = {"s-1": endpoint_slice("ns", "s", ["fd00::5"], port=8443, port_name="api")}
-    assert service_specs("ns", {"s": svc}, slices, replace(KUBE, port_name="api"))[0].urls == ("http://[fd00::5]:8443",)
+    assert service_specs("ns", {"s": svc}, slices, replace(KUBE, port_name="api"))[0].urls == (
+        "http://[fd00::5]:8443",
+    )
     assert service_specs("ns", {"s": svc}, slices, replace(KUBE, port_name="metrics")) == []
 
 
@@ -149,7 +162,9 @@ async def test_balancer_in_kubernetes_mode_is_ready_only_after_sync(kube, backen
 
 
 # -- backends file ------------------------------------------------------------------------------------
-async def test_backends_file_is_reloaded_and_a_bad_edit_keeps_the_last_good_set(backends, balancer, http, tmp_path):
+async def test_backends_file_is_reloaded_and_a_bad_edit_keeps_the_last_good_set(
+    backends, balancer, http, tmp_path
+):
     a, b = await backends("a"), await backends("b")
     bal = await balancer([{"name": "a", "url": a.url}])
     path = bal.settings.backends_file
@@ -163,18 +178,16 @@ async def test_backends_file_is_reloaded_and_a_bad_edit_keeps_the_last_good_set(
 
 
 def test_backends_file_validation(tmp_path):
-    with pytest.raises(InvalidBackend, match=r"\[0\]: weight must be an integer >= 1, got 0"):
+    with pytest.raises(InvalidBackendError, match=r"\[0\]: weight must be an integer >= 1, got 0"):
         parse_backends([{"name": "a", "url": "http://x:1", "weight": 0}], "f")
-    with pytest.raises(InvalidBackend, match="duplicate name 'a'"):
+    with pytest.raises(InvalidBackendError, match="duplicate name 'a'"):
         parse_backends([{"name": "a", "url": "http://x:1"}, {"name": "a", "url": "http://y:1"}], "f")
-    with pytest.raises(InvalidBackend, match="url must look like"):
+    with pytest.raises(InvalidBackendError, match="url must look like"):
         parse_backends([{"name": "a", "url": "x:1"}], "f")
-    with pytest.raises(InvalidBackend, match="unknown keys"):
+    with pytest.raises(InvalidBackendError, match="unknown keys"):
         parse_backends([{"name": "a", "url": "http://x:1", "wieght": 2}], "f")
     yaml_file = tmp_path / "b.yaml"
     yaml_file.write_text("backends:\n  - name: a\n    urls: [http://x:1, http://y:2]\n    models: m\n")
-    from edgewasm_balancer.sources import load_backends_file
-
     (only,) = load_backends_file(yaml_file)
     assert (only.urls, only.models, only.weight) == (("http://x:1", "http://y:2"), {"m"}, 1)
 
@@ -200,7 +213,12 @@ async def test_admin_api_requires_the_token(backends, balancer, http):
         assert r.headers["X-Edgewasm-Backend"] == "low-cost"
     async with http.get(url + "/api/services", headers=auth) as r:
         (listed,) = await r.json()
-    assert (listed["name"], listed["weight"], listed["ip"], listed["port"]) == ("low-cost", 3, "127.0.0.1", a.port)
+    assert (listed["name"], listed["weight"], listed["ip"], listed["port"]) == (
+        "low-cost",
+        3,
+        "127.0.0.1",
+        a.port,
+    )
     assert listed["endpoints"][0]["healthy"] is True
     async with http.delete(url + "/api/unregister/low-cost", headers=auth) as r:
         assert r.status == 200
@@ -210,10 +228,12 @@ async def test_admin_api_requires_the_token(backends, balancer, http):
 
 async def test_admin_api_rejects_bad_registrations(balancer, http):
     bal = await balancer()
-    for bad in ({"name": "x", "weight": 0, "ip": "10.0.0.1", "port": 80},
-                {"name": "x", "weight": 1, "ip": "10.0.0.1", "port": 70000},
-                {"name": "", "weight": 1, "ip": "10.0.0.1", "port": 80},
-                {"name": "x", "weight": 1, "ip": "not a host!", "port": 80}):
+    for bad in (
+        {"name": "x", "weight": 0, "ip": "10.0.0.1", "port": 80},
+        {"name": "x", "weight": 1, "ip": "10.0.0.1", "port": 70000},
+        {"name": "", "weight": 1, "ip": "10.0.0.1", "port": 80},
+        {"name": "x", "weight": 1, "ip": "not a host!", "port": 80},
+    ):
         async with http.post(base_url(bal) + "/api/register", json=bad) as r:
             assert r.status == 400, bad
             assert "error" in await r.json()

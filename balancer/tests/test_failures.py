@@ -75,10 +75,16 @@ async def test_last_backend_error_is_relayed_when_nothing_else_is_left(backends,
 
 async def test_no_retry_after_the_first_response_byte(backends, balancer, http):
     broken, other = await backends("broken", stall_after_first_chunk=30), await backends("other")
-    bal = await balancer([{"name": "broken", "url": broken.url, "models": ["m"]},
-                          {"name": "other", "url": other.url, "models": ["m"]}], idle_timeout=0.3)
-    async with http.post(base_url(bal) + "/v1/chat/completions",
-                         json={"model": "m", "stream": True, "chunks": 2}) as r:
+    bal = await balancer(
+        [
+            {"name": "broken", "url": broken.url, "models": ["m"]},
+            {"name": "other", "url": other.url, "models": ["m"]},
+        ],
+        idle_timeout=0.3,
+    )
+    async with http.post(
+        base_url(bal) + "/v1/chat/completions", json={"model": "m", "stream": True, "chunks": 2}
+    ) as r:
         assert r.headers["X-Edgewasm-Backend"] == "broken"
         first = await r.content.readline()
         assert b'"index": 0' in first
@@ -94,8 +100,9 @@ async def test_no_retry_after_the_first_response_byte(backends, balancer, http):
 
 async def test_first_byte_timeout_moves_on_to_another_backend(backends, balancer, http):
     slow, fast = await backends("slow", first_byte_delay=3), await backends("fast")
-    bal = await balancer([{"name": "slow", "url": slow.url}, {"name": "fast", "url": fast.url}],
-                         first_byte_timeout=0.3)
+    bal = await balancer(
+        [{"name": "slow", "url": slow.url}, {"name": "fast", "url": fast.url}], first_byte_timeout=0.3
+    )
     statuses = [(await _post(http, base_url(bal)))[0] for _ in range(3)]
     assert statuses == [200, 200, 200]
     assert slow.hits == 1 and fast.hits == 3
@@ -103,8 +110,9 @@ async def test_first_byte_timeout_moves_on_to_another_backend(backends, balancer
 
 async def test_active_health_check_brings_a_backend_back(backends, balancer, http):
     a, b = await backends("a"), await backends("b")
-    bal = await balancer([{"name": "a", "url": a.url}, {"name": "b", "url": b.url}], ejection=300,
-                         health_interval=0.1)
+    bal = await balancer(
+        [{"name": "a", "url": a.url}, {"name": "b", "url": b.url}], ejection=300, health_interval=0.1
+    )
     port = b.port
     await b.stop()
     for _ in range(100):  # the health check ejects it
@@ -122,13 +130,17 @@ async def test_active_health_check_brings_a_backend_back(backends, balancer, htt
 
 async def test_health_check_learns_models_of_services_that_declare_none(backends, balancer, http):
     one, two = await backends("one", models=["m1"]), await backends("two", models=["m2"])
-    bal = await balancer([{"name": "one", "url": one.url}, {"name": "two", "url": two.url}], health_interval=0.1)
+    bal = await balancer(
+        [{"name": "one", "url": one.url}, {"name": "two", "url": two.url}], health_interval=0.1
+    )
     for _ in range(100):
         if bal.pool.models() == {"m1", "m2"}:
             break
         await asyncio.sleep(0.02)
     assert bal.pool.models() == {"m1", "m2"}
-    backends_seen = {(await _post(http, base_url(bal), {"model": "m2"}))[2]["X-Edgewasm-Backend"] for _ in range(4)}
+    backends_seen = {
+        (await _post(http, base_url(bal), {"model": "m2"}))[2]["X-Edgewasm-Backend"] for _ in range(4)
+    }
     assert backends_seen == {"two"}
     status, _, _ = await _post(http, base_url(bal), {"model": "m3"})
     assert status == 404

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from edgewasm_balancer.pool import HealthPolicy, NoBackend, Pool, ServiceSpec
+from edgewasm_balancer.pool import HealthPolicy, NoBackendError, Pool, ServiceSpec
 
 
 class Clock:
@@ -24,8 +24,12 @@ def pool_of(*specs: ServiceSpec, clock: Clock | None = None, **kwargs) -> Pool:
 
 
 def spec(name: str, weight: int, n: int = 1, models: tuple[str, ...] = ()) -> ServiceSpec:
-    return ServiceSpec(name=name, weight=weight, urls=tuple(f"http://{name}-{i}:80" for i in range(n)),
-                       models=frozenset(models))
+    return ServiceSpec(
+        name=name,
+        weight=weight,
+        urls=tuple(f"http://{name}-{i}:80" for i in range(n)),
+        models=frozenset(models),
+    )
 
 
 def test_smooth_sequence_for_5_1_1_is_nginx_s():
@@ -37,15 +41,19 @@ def test_smooth_sequence_for_5_1_1_is_nginx_s():
 def test_service_weight_is_spread_over_its_endpoints():
     pool = pool_of(spec("big", 3, n=3), spec("small", 1, n=1))
     counts = Counter(pool.pick(None).url for _ in range(4000))
-    assert counts == {"http://big-0:80": 1000, "http://big-1:80": 1000, "http://big-2:80": 1000,
-                      "http://small-0:80": 1000}
+    assert counts == {
+        "http://big-0:80": 1000,
+        "http://big-1:80": 1000,
+        "http://big-2:80": 1000,
+        "http://small-0:80": 1000,
+    }
 
 
 def test_model_restricts_candidates_and_unknown_model_is_404():
     pool = pool_of(spec("one", 3, models=("m1",)), spec("two", 1, models=("m2", "m2-alias")))
     assert {pool.pick("m2-alias").service.name for _ in range(10)} == {"two"}
     assert {pool.pick("m1").service.name for _ in range(10)} == {"one"}
-    with pytest.raises(NoBackend) as err:
+    with pytest.raises(NoBackendError) as err:
         pool.pick("nope")
     assert err.value.status == 404
     assert "nope" in err.value.message
@@ -58,8 +66,12 @@ def test_service_without_known_models_takes_any_model():
 
 def test_ejection_grows_and_expires():
     clock = Clock()
-    pool = pool_of(spec("a", 1), spec("b", 1), clock=clock,
-                   policy=HealthPolicy(max_fails=2, fail_window=10, base_ejection=10, max_ejection=25))
+    pool = pool_of(
+        spec("a", 1),
+        spec("b", 1),
+        clock=clock,
+        policy=HealthPolicy(max_fails=2, fail_window=10, base_ejection=10, max_ejection=25),
+    )
     a = pool.services["static", "a"].endpoints["http://a-0:80"]
     assert not pool.failure(a)  # 1 of 2
     clock.now += 11  # the first failure is out of the window
@@ -84,18 +96,18 @@ def test_all_ejected_is_503_with_retry_after():
     clock = Clock()
     pool = pool_of(spec("a", 1), clock=clock, policy=HealthPolicy(base_ejection=7.5))
     pool.failure(pool.services["static", "a"].endpoints["http://a-0:80"])
-    with pytest.raises(NoBackend) as err:
+    with pytest.raises(NoBackendError) as err:
         pool.pick(None)
     assert (err.value.status, err.value.retry_after) == (503, 8)
 
 
 def test_no_backends_is_503_and_exclusion_is_respected():
-    with pytest.raises(NoBackend) as err:
+    with pytest.raises(NoBackendError) as err:
         Pool().pick("m")
     assert err.value.status == 503
     pool = pool_of(spec("a", 1, n=2))
     assert pool.pick(None, exclude={"http://a-0:80"}).url == "http://a-1:80"
-    with pytest.raises(NoBackend):
+    with pytest.raises(NoBackendError):
         pool.pick(None, exclude={"http://a-0:80", "http://a-1:80"})
 
 

@@ -19,8 +19,13 @@ async def _chat(http, url, payload, **kwargs):
 
 async def test_weighted_shares_over_10000_requests(backends, balancer, http):
     a, b, c = await backends("a"), await backends("b"), await backends("c")
-    bal = await balancer([{"name": "a", "url": a.url, "weight": 5}, {"name": "b", "url": b.url, "weight": 1},
-                          {"name": "c", "url": c.url, "weight": 1}])
+    bal = await balancer(
+        [
+            {"name": "a", "url": a.url, "weight": 5},
+            {"name": "b", "url": b.url, "weight": 1},
+            {"name": "c", "url": c.url, "weight": 1},
+        ]
+    )
     url = base_url(bal) + "/v1/embeddings"
     counts: Counter[str] = Counter()
     # The first picks follow nginx's smooth sequence exactly.
@@ -49,8 +54,9 @@ async def test_bodies_arrive_intact(backends, balancer, http, size, buffer_limit
     a = await backends("a")
     bal = await balancer([{"name": "a", "url": a.url}], buffer_limit=buffer_limit)
     body = os.urandom(size)
-    async with http.post(base_url(bal) + "/v1/completions", data=body,
-                         headers={"Content-Type": "application/octet-stream"}) as r:
+    async with http.post(
+        base_url(bal) + "/v1/completions", data=body, headers={"Content-Type": "application/octet-stream"}
+    ) as r:
         answer = await r.json()
     assert r.status == 200
     assert answer["size"] == size
@@ -64,10 +70,11 @@ async def test_chunked_request_body(backends, balancer, http):
 
     async def pieces():
         for i in range(0, len(payload), 7000):
-            yield payload[i:i + 7000]
+            yield payload[i : i + 7000]
 
-    async with http.post(base_url(bal) + "/v1/chat/completions", data=pieces(),
-                         headers={"Content-Type": "application/json"}) as r:
+    async with http.post(
+        base_url(bal) + "/v1/chat/completions", data=pieces(), headers={"Content-Type": "application/json"}
+    ) as r:
         answer = await r.json()
     assert r.status == 200
     assert answer["sha256"] == hashlib.sha256(payload).hexdigest()
@@ -78,8 +85,9 @@ async def test_sse_chunks_arrive_before_the_backend_finishes(backends, balancer,
     gate = asyncio.Event()
     a = await backends("a", stream_gate=gate)
     bal = await balancer([{"name": "a", "url": a.url}])
-    async with http.post(base_url(bal) + "/v1/chat/completions",
-                         json={"model": "standin-model", "stream": True, "chunks": 3}) as r:
+    async with http.post(
+        base_url(bal) + "/v1/chat/completions", json={"model": "standin-model", "stream": True, "chunks": 3}
+    ) as r:
         assert r.headers["Content-Type"] == "text/event-stream"
         # The backend holds its second chunk until the first has reached us: no buffering on the way.
         first = await asyncio.wait_for(r.content.readline(), timeout=5)
@@ -113,9 +121,15 @@ async def test_client_disconnect_cancels_the_backend_request(backends, balancer,
 async def test_hop_by_hop_headers_and_forwarded_for(backends, balancer, http):
     a = await backends("a")
     bal = await balancer([{"name": "a", "url": a.url}])
-    headers = {"Connection": "keep-alive, X-Private", "X-Private": "secret", "Keep-Alive": "timeout=5",
-               "Proxy-Authorization": "Basic eA==", "X-Forwarded-For": "10.9.8.7", "Authorization": "Bearer k",
-               "X-Custom": "kept"}
+    headers = {
+        "Connection": "keep-alive, X-Private",
+        "X-Private": "secret",
+        "Keep-Alive": "timeout=5",
+        "Proxy-Authorization": "Basic eA==",
+        "X-Forwarded-For": "10.9.8.7",
+        "Authorization": "Bearer k",
+        "X-Custom": "kept",
+    }
     status, answer, _ = await _chat(http, base_url(bal), {"model": "standin-model"}, headers=headers)
     seen = {k.lower(): v for k, v in answer["headers"].items()}
     assert status == 200
@@ -128,9 +142,16 @@ async def test_hop_by_hop_headers_and_forwarded_for(backends, balancer, http):
 
 
 async def test_model_routing(backends, balancer, http):
-    one, two = await backends("one", models=["llama-3-1b"]), await backends("two", models=["llama-3-3b", "big"])
-    bal = await balancer([{"name": "one", "url": one.url, "weight": 3, "models": ["llama-3-1b"]},
-                          {"name": "two", "url": two.url, "weight": 1, "models": ["llama-3-3b", "big"]}])
+    one, two = (
+        await backends("one", models=["llama-3-1b"]),
+        await backends("two", models=["llama-3-3b", "big"]),
+    )
+    bal = await balancer(
+        [
+            {"name": "one", "url": one.url, "weight": 3, "models": ["llama-3-1b"]},
+            {"name": "two", "url": two.url, "weight": 1, "models": ["llama-3-3b", "big"]},
+        ]
+    )
     url = base_url(bal)
     for _ in range(6):
         status, answer, _ = await _chat(http, url, {"model": "big", "messages": []})
@@ -156,8 +177,15 @@ async def test_models_are_merged(backends, balancer, http):
     assert [m["id"] for m in body["data"]] == ["m1", "m2", "shared"]
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/completions"), ("POST", "/v1/embeddings"),
-                                              ("GET", "/v1/info"), ("DELETE", "/v1/files/f-1?x=1")])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/embeddings"),
+        ("GET", "/v1/info"),
+        ("DELETE", "/v1/files/f-1?x=1"),
+    ],
+)
 async def test_every_v1_endpoint_is_proxied(backends, balancer, http, method, path):
     a = await backends("a")
     bal = await balancer([{"name": "a", "url": a.url}])

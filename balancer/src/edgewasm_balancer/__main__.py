@@ -8,7 +8,7 @@ import sys
 from edgewasm_balancer.app import Balancer
 from edgewasm_balancer.config import parse_settings
 from edgewasm_balancer.logs import configure
-from edgewasm_balancer.sources import InvalidBackend
+from edgewasm_balancer.sources import InvalidBackendError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = uvloop.run
     try:
         runner(Balancer(settings).serve())
-    except (InvalidBackend, OSError) as exc:
+    except (InvalidBackendError, OSError) as exc:
         print(f"edgewasm-balancer: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgewasm_balancer.config import Settings
 from edgewasm_balancer.health import HealthChecker, merged_models
+from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
 from edgewasm_balancer.metrics import Metrics
 from edgewasm_balancer.pool import HealthPolicy, Pool
 from edgewasm_balancer.proxy import BACKEND_HEADER, Proxy, openai_error
@@ -27,19 +28,30 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if request.path in {"/healthz", "/readyz", "/metrics"}:
             return
-        self.logger.info("request", extra={
-            "method": request.method, "path": request.path, "status": response.status,
-            "duration_ms": round(time * 1000, 2), "backend": response.headers.get(BACKEND_HEADER),
-            "remote": request.remote, "bytes": response.body_length,
-        })
+        self.logger.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round(time * 1000, 2),
+                "backend": response.headers.get(BACKEND_HEADER),
+                "remote": request.remote,
+                "bytes": response.body_length,
+            },
+        )
 
 
 class Balancer:
     def __init__(self, settings: Settings, pool: Pool | None = None, kube_api: Any = None) -> None:
         self.settings = settings
         self.pool = pool or Pool(
-            HealthPolicy(max_fails=settings.max_fails, fail_window=settings.fail_window,
-                         base_ejection=settings.ejection, max_ejection=settings.max_ejection),
+            HealthPolicy(
+                max_fails=settings.max_fails,
+                fail_window=settings.fail_window,
+                base_ejection=settings.ejection,
+                max_ejection=settings.max_ejection,
+            ),
             least_busy=settings.least_busy,
         )
         self.metrics = Metrics()
@@ -93,8 +105,9 @@ class Balancer:
     async def models(self, _request: web.Request) -> web.Response:
         assert self.session is not None
         if not self.pool.ready():
-            return openai_error(503, "No backend is available", "service_unavailable", "no_backend",
-                                {"Retry-After": "1"})
+            return openai_error(
+                503, "No backend is available", "service_unavailable", "no_backend", {"Retry-After": "1"}
+            )
         return web.json_response(await merged_models(self.pool, self.session, self.settings.health_timeout))
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -111,10 +124,21 @@ class Balancer:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
-        self.proxy = Proxy(self.pool, self.metrics, self.session, first_byte_timeout=s.first_byte_timeout,
-                           idle_timeout=s.idle_timeout, retries=s.retries, buffer_limit=s.buffer_limit)
-        self.runner = web.AppRunner(self.build_app(), access_log_class=AccessLogger,
-                                    shutdown_timeout=s.shutdown_timeout, handler_cancellation=True)
+        self.proxy = Proxy(
+            self.pool,
+            self.metrics,
+            self.session,
+            first_byte_timeout=s.first_byte_timeout,
+            idle_timeout=s.idle_timeout,
+            retries=s.retries,
+            buffer_limit=s.buffer_limit,
+        )
+        self.runner = web.AppRunner(
+            self.build_app(),
+            access_log_class=AccessLogger,
+            shutdown_timeout=s.shutdown_timeout,
+            handler_cancellation=True,
+        )
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.host, s.port, backlog=1024)
         await site.start()
@@ -125,8 +149,14 @@ class Balancer:
         if s.kubernetes:
             self._start_kubernetes()
         if s.health_interval > 0:
-            checker = HealthChecker(self.pool, self.metrics, self.session, path=s.health_path,
-                                    interval=s.health_interval, timeout=s.health_timeout)
+            checker = HealthChecker(
+                self.pool,
+                self.metrics,
+                self.session,
+                path=s.health_path,
+                interval=s.health_interval,
+                timeout=s.health_timeout,
+            )
             self._spawn(checker.run())
         if s.admin_api and s.admin_token is None:
             log.warning("the admin API is open: set --admin-token-file to require a bearer token")
@@ -134,12 +164,14 @@ class Balancer:
         return self.address
 
     def _start_kubernetes(self) -> None:
-        from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
-
         s = self.settings
-        kube_settings = KubeSettings(namespaces=s.namespaces, label_selector=s.label_selector,
-                                     weight_annotation=s.weight_annotation,
-                                     models_annotation=s.models_annotation, port_name=s.port_name)
+        kube_settings = KubeSettings(
+            namespaces=s.namespaces,
+            label_selector=s.label_selector,
+            weight_annotation=s.weight_annotation,
+            models_annotation=s.models_annotation,
+            port_name=s.port_name,
+        )
 
         async def run() -> None:
             api = self.kube_api or await api_client(s.kubeconfig)

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgewasm_balancer import __version__
+
 ENV_PREFIX = "EDGEWASM_BALANCER_"
 
 
@@ -103,6 +105,18 @@ class _Parser(argparse.ArgumentParser):
             if kwargs.get("action") == "append":
                 value = [part.strip() for part in raw.split(",") if part.strip()]
             kwargs["default"] = value
+        kind = kwargs.get("type")
+        if "metavar" not in kwargs and "choices" not in kwargs and kwargs.get("nargs") != "?":
+            seconds = "seconds" in help_text.split(" ", 3)[:3] or "in seconds" in help_text
+            kwargs["metavar"] = (
+                "FILE"
+                if kind is Path
+                else "SECONDS"
+                if seconds
+                else (
+                    "N" if getattr(kind, "__name__", "") == "int" else flag.lstrip("-").split("-")[-1].upper()
+                )
+            )
         shown = kwargs.get("default")
         suffix = f" [env {env}" + (f"; default {shown}]" if shown not in (None, False, "") else "]")
         self.add_argument(flag, help=help_text + suffix, **kwargs)  # type: ignore[arg-type]
@@ -125,64 +139,149 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
     )
-    p.option("--reload-interval", "seconds between checks of the backends file", type=_positive(float),
-             default=d.reload_interval)
-    p.option("--kubernetes", "discover backends from Kubernetes Services and EndpointSlices",
-             action="store_true", default=False)
-    p.option("--namespace", "namespace to watch (repeat for several)", action="append", dest="namespaces",
-             default=None)
+    p.option(
+        "--reload-interval",
+        "seconds between checks of the backends file",
+        type=_positive(float),
+        default=d.reload_interval,
+    )
+    p.option(
+        "--kubernetes",
+        "discover backends from Kubernetes Services and EndpointSlices",
+        action="store_true",
+        default=False,
+    )
+    p.option(
+        "--namespace",
+        "namespace to watch (repeat for several)",
+        action="append",
+        dest="namespaces",
+        default=None,
+    )
     p.option("--label-selector", "label selector of backend Services", default=d.label_selector)
-    p.option("--weight-annotation", "Service annotation holding the weight (integer >= 1; default 1)",
-             default=d.weight_annotation)
-    p.option("--models-annotation", "Service annotation listing its models (comma-separated or JSON list)",
-             default=d.models_annotation)
+    p.option(
+        "--weight-annotation",
+        "Service annotation holding the weight (integer >= 1; default 1)",
+        default=d.weight_annotation,
+    )
+    p.option(
+        "--models-annotation",
+        "Service annotation listing its models (comma-separated or JSON list)",
+        default=d.models_annotation,
+    )
     p.option("--port-name", "name of the Service port to use (default: the first port)", default=d.port_name)
-    p.option("--kubeconfig", "kubeconfig file (default: in-cluster service account, then ~/.kube/config)",
-             type=Path, default=None)
-    p.option("--admin-api", "serve /api/register, /api/unregister/NAME, /api/services", type=_flag,
-             default=d.admin_api, metavar="BOOL")
-    p.option("--admin-token-file", "file holding the bearer token the admin API requires", type=Path,
-             default=None)
-    p.option("--connect-timeout", "seconds to connect to a backend", type=_positive(float),
-             default=d.connect_timeout)
-    p.option("--first-byte-timeout", "seconds from sending a request to the backend's response headers",
-             type=_positive(float), default=d.first_byte_timeout)
-    p.option("--idle-timeout", "seconds without a byte from a backend while a response streams",
-             type=_positive(float), default=d.idle_timeout)
-    p.option("--retries", "other backends to try when one fails before answering", type=_non_negative_int,
-             default=d.retries)
-    p.option("--max-fails", "failures within --fail-window that eject a backend", type=_positive(int),
-             default=d.max_fails)
-    p.option("--fail-window", "seconds over which failures are counted", type=_positive(float),
-             default=d.fail_window)
-    p.option("--ejection", "seconds of the first ejection; doubles with each consecutive one",
-             type=_positive(float), default=d.ejection)
+    p.option(
+        "--kubeconfig",
+        "kubeconfig file (default: in-cluster service account, then ~/.kube/config)",
+        type=Path,
+        default=None,
+    )
+    p.option(
+        "--admin-api",
+        "serve /api/register, /api/unregister/NAME, /api/services",
+        type=_flag,
+        default=d.admin_api,
+        metavar="BOOL",
+    )
+    p.option(
+        "--admin-token-file",
+        "file holding the bearer token the admin API requires (or set the token "
+        f"itself in {ENV_PREFIX}ADMIN_TOKEN)",
+        type=Path,
+        default=None,
+    )
+    p.option(
+        "--connect-timeout",
+        "seconds to connect to a backend",
+        type=_positive(float),
+        default=d.connect_timeout,
+    )
+    p.option(
+        "--first-byte-timeout",
+        "seconds from sending a request to the backend's response headers",
+        type=_positive(float),
+        default=d.first_byte_timeout,
+    )
+    p.option(
+        "--idle-timeout",
+        "seconds without a byte from a backend while a response streams",
+        type=_positive(float),
+        default=d.idle_timeout,
+    )
+    p.option(
+        "--retries",
+        "other backends to try when one fails before answering",
+        type=_non_negative_int,
+        default=d.retries,
+    )
+    p.option(
+        "--max-fails",
+        "failures within --fail-window that eject a backend",
+        type=_positive(int),
+        default=d.max_fails,
+    )
+    p.option(
+        "--fail-window",
+        "seconds over which failures are counted",
+        type=_positive(float),
+        default=d.fail_window,
+    )
+    p.option(
+        "--ejection",
+        "seconds of the first ejection; doubles with each consecutive one",
+        type=_positive(float),
+        default=d.ejection,
+    )
     p.option("--max-ejection", "longest ejection in seconds", type=_positive(float), default=d.max_ejection)
-    p.option("--health-interval", "seconds between active health checks (0 disables them)",
-             type=_non_negative_float, default=d.health_interval)
-    p.option("--health-path", "path the active health check GETs (/v1/models or /echo)",
-             default=d.health_path)
-    p.option("--health-timeout", "seconds an active health check may take", type=_positive(float),
-             default=d.health_timeout)
-    p.option("--least-busy", "inside a service, prefer the endpoint with the fewest requests in flight",
-             action="store_true", default=False)
-    p.option("--buffer-limit", "request bodies up to this many bytes are buffered (model routing, retries); "
-             "larger ones are streamed to one backend", type=_positive(int), default=d.buffer_limit)
-    p.option("--shutdown-delay", "seconds /readyz fails before the listener closes on SIGTERM",
-             type=_non_negative_float, default=d.shutdown_delay)
-    p.option("--shutdown-timeout", "seconds in-flight requests get to finish on SIGTERM",
-             type=_non_negative_float, default=d.shutdown_timeout)
-    p.option("--log-level", "debug, info, warning or error", default=d.log_level,
-             choices=["debug", "info", "warning", "error"])
+    p.option(
+        "--health-interval",
+        "seconds between active health checks (0 disables them)",
+        type=_non_negative_float,
+        default=d.health_interval,
+    )
+    p.option(
+        "--health-path", "path the active health check GETs (/v1/models or /echo)", default=d.health_path
+    )
+    p.option(
+        "--health-timeout",
+        "seconds an active health check may take",
+        type=_positive(float),
+        default=d.health_timeout,
+    )
+    p.option(
+        "--least-busy",
+        "inside a service, prefer the endpoint with the fewest requests in flight",
+        action="store_true",
+        default=False,
+    )
+    p.option(
+        "--buffer-limit",
+        "request bodies up to this many bytes are buffered (model routing, retries); "
+        "larger ones are streamed to one backend",
+        type=_positive(int),
+        default=d.buffer_limit,
+    )
+    p.option(
+        "--shutdown-delay",
+        "seconds /readyz fails before the listener closes on SIGTERM",
+        type=_non_negative_float,
+        default=d.shutdown_delay,
+    )
+    p.option(
+        "--shutdown-timeout",
+        "seconds in-flight requests get to finish on SIGTERM",
+        type=_non_negative_float,
+        default=d.shutdown_timeout,
+    )
+    p.option(
+        "--log-level",
+        "debug, info, warning or error",
+        default=d.log_level,
+        choices=["debug", "info", "warning", "error"],
+    )
     p.option("--log-format", "json or text", default=d.log_format, choices=["json", "text"])
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
-
-
-def _version() -> str:
-    from edgewasm_balancer import __version__
-
-    return __version__
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:

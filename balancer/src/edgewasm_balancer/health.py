@@ -27,8 +27,16 @@ def model_ids(payload: Any) -> list[str]:
 
 
 class HealthChecker:
-    def __init__(self, pool: Pool, metrics: Metrics, session: aiohttp.ClientSession, *,
-                 path: str, interval: float, timeout: float) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        metrics: Metrics,
+        session: aiohttp.ClientSession,
+        *,
+        path: str,
+        interval: float,
+        timeout: float,
+    ) -> None:
         self.pool = pool
         self.metrics = metrics
         self.session = session
@@ -60,16 +68,25 @@ class HealthChecker:
         try:
             async with asyncio.timeout(self.timeout), self.session.get(endpoint.url + self.path) as resp:
                 if resp.status >= 300:
-                    raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                                      message=f"HTTP {resp.status}")
+                    raise aiohttp.ClientResponseError(
+                        resp.request_info, (), status=resp.status, message=f"HTTP {resp.status}"
+                    )
                 models = model_ids(await resp.json(content_type=None)) if self.path == "/v1/models" else []
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             was_up = endpoint.available(self.pool.clock())
             if self.pool.failure(endpoint) and was_up:
                 self.metrics.ejections.labels(label, endpoint.url).inc()
-                log.warning("endpoint ejected by health check",
-                            extra={"backend": label, "endpoint": endpoint.url, "detail": str(exc) or type(exc).__name__})
-            self.metrics.healthy.labels(label, endpoint.url).set(0 if not endpoint.available(self.pool.clock()) else 1)
+                log.warning(
+                    "endpoint ejected by health check",
+                    extra={
+                        "backend": label,
+                        "endpoint": endpoint.url,
+                        "detail": str(exc) or type(exc).__name__,
+                    },
+                )
+            self.metrics.healthy.labels(label, endpoint.url).set(
+                0 if not endpoint.available(self.pool.clock()) else 1
+            )
             return None
         if not endpoint.available(self.pool.clock()):
             log.info("endpoint back in rotation", extra={"backend": label, "endpoint": endpoint.url})
@@ -99,9 +116,14 @@ async def merged_models(pool: Pool, session: aiohttp.ClientSession, timeout: flo
 
     merged: dict[str, dict[str, Any]] = {}
     for service, data in await asyncio.gather(*(ask(s) for s in services)):
-        entries = data if data is not None else [
-            {"id": m, "object": "model", "created": 0, "owned_by": "llamaedge"} for m in sorted(service.models)
-        ]
+        entries = (
+            data
+            if data is not None
+            else [
+                {"id": m, "object": "model", "created": 0, "owned_by": "llamaedge"}
+                for m in sorted(service.models)
+            ]
+        )
         for entry in entries:
             if isinstance(entry, dict) and isinstance(entry.get("id"), str):
                 merged.setdefault(entry["id"], entry)

@@ -91,8 +91,12 @@ def endpoint_urls(service_port: dict[str, Any], slices: list[dict[str, Any]]) ->
     return tuple(sorted(urls))
 
 
-def service_specs(namespace: str, services: dict[str, dict[str, Any]], slices: dict[str, dict[str, Any]],
-                  settings: KubeSettings) -> list[ServiceSpec]:
+def service_specs(
+    namespace: str,
+    services: dict[str, dict[str, Any]],
+    slices: dict[str, dict[str, Any]],
+    settings: KubeSettings,
+) -> list[ServiceSpec]:
     """The backends of one namespace from its cached Services and EndpointSlices."""
     by_service: dict[str, list[dict[str, Any]]] = {}
     for piece in slices.values():
@@ -106,27 +110,42 @@ def service_specs(namespace: str, services: dict[str, dict[str, Any]], slices: d
         try:
             weight = parse_weight(annotations.get(settings.weight_annotation))
         except ValueError as exc:
-            log.warning("service skipped: invalid weight annotation",
-                        extra={"service": f"{namespace}/{name}", "annotation": settings.weight_annotation,
-                               "detail": str(exc)})
+            log.warning(
+                "service skipped: invalid weight annotation",
+                extra={
+                    "service": f"{namespace}/{name}",
+                    "annotation": settings.weight_annotation,
+                    "detail": str(exc),
+                },
+            )
             continue
         try:
             models = parse_models(annotations.get(settings.models_annotation))
         except ValueError as exc:
-            log.warning("service skipped: invalid models annotation",
-                        extra={"service": f"{namespace}/{name}", "annotation": settings.models_annotation,
-                               "detail": str(exc)})
+            log.warning(
+                "service skipped: invalid models annotation",
+                extra={
+                    "service": f"{namespace}/{name}",
+                    "annotation": settings.models_annotation,
+                    "detail": str(exc),
+                },
+            )
             continue
         port = _service_port(service, settings.port_name)
         if port is None:
-            log.warning("service skipped: no matching port", extra={"service": where,
-                                                                     "port_name": settings.port_name})
+            log.warning(
+                "service skipped: no matching port", extra={"service": where, "port_name": settings.port_name}
+            )
             continue
-        specs.append(ServiceSpec(
-            name=f"{namespace}/{name}", weight=weight, models=models,
-            urls=endpoint_urls(port, by_service.get(name, [])),
-            meta=(("namespace", namespace), ("service", name)),
-        ))
+        specs.append(
+            ServiceSpec(
+                name=f"{namespace}/{name}",
+                weight=weight,
+                models=models,
+                urls=endpoint_urls(port, by_service.get(name, [])),
+                meta=(("namespace", namespace), ("service", name)),
+            )
+        )
     return specs
 
 
@@ -136,8 +155,15 @@ ListCall = Callable[..., Awaitable[Any]]
 class Informer:
     """List, then watch, one kind in one namespace, keeping `items` (name -> raw object) current."""
 
-    def __init__(self, kind: str, call: ListCall, namespace: str, selector: str, settings: KubeSettings,
-                 on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        call: ListCall,
+        namespace: str,
+        selector: str,
+        settings: KubeSettings,
+        on_change: Callable[[], None],
+    ) -> None:
         self.kind = kind
         self.call = call
         self.namespace = namespace
@@ -158,14 +184,26 @@ class Informer:
                 raise
             except ApiException as exc:
                 if exc.status != 410:
-                    log.warning("watch failed, will list again", extra={
-                        "kind": self.kind, "namespace": self.namespace, "status": exc.status,
-                        "detail": str(exc.reason)})
+                    log.warning(
+                        "watch failed, will list again",
+                        extra={
+                            "kind": self.kind,
+                            "namespace": self.namespace,
+                            "status": exc.status,
+                            "detail": str(exc.reason),
+                        },
+                    )
                     await self._sleep(delay)
                     delay = min(delay * 2, self.settings.backoff_max)
-            except Exception as exc:  # noqa: BLE001 - any failure of the API connection: resync
-                log.warning("watch failed, will list again", extra={
-                    "kind": self.kind, "namespace": self.namespace, "detail": f"{type(exc).__name__}: {exc}"})
+            except Exception as exc:  # any failure of the API connection: resync
+                log.warning(
+                    "watch failed, will list again",
+                    extra={
+                        "kind": self.kind,
+                        "namespace": self.namespace,
+                        "detail": f"{type(exc).__name__}: {exc}",
+                    },
+                )
                 await self._sleep(delay)
                 delay = min(delay * 2, self.settings.backoff_max)
 
@@ -186,8 +224,12 @@ class Informer:
             stream = watch.Watch()
             async with stream:
                 async for event in stream.stream(
-                    self.call, self.namespace, label_selector=self.selector, resource_version=version,
-                    timeout_seconds=self.settings.watch_timeout, allow_watch_bookmarks=True,
+                    self.call,
+                    self.namespace,
+                    label_selector=self.selector,
+                    resource_version=version,
+                    timeout_seconds=self.settings.watch_timeout,
+                    allow_watch_bookmarks=True,
                 ):
                     obj = event["raw_object"]
                     version = obj.get("metadata", {}).get("resourceVersion", version)
@@ -210,10 +252,22 @@ class KubeDiscovery:
         core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
         self.informers: list[tuple[Informer, Informer]] = []
         for ns in settings.namespaces:
-            services = Informer("Service", core.list_namespaced_service, ns, settings.label_selector,
-                                settings, lambda ns=ns: self._refresh(ns))
-            slices = Informer("EndpointSlice", discovery.list_namespaced_endpoint_slice, ns,
-                              SERVICE_NAME_LABEL, settings, lambda ns=ns: self._refresh(ns))
+            services = Informer(
+                "Service",
+                core.list_namespaced_service,
+                ns,
+                settings.label_selector,
+                settings,
+                lambda ns=ns: self._refresh(ns),
+            )
+            slices = Informer(
+                "EndpointSlice",
+                discovery.list_namespaced_endpoint_slice,
+                ns,
+                SERVICE_NAME_LABEL,
+                settings,
+                lambda ns=ns: self._refresh(ns),
+            )
             self.informers.append((services, slices))
 
     def _refresh(self, namespace: str) -> None:

@@ -13,41 +13,74 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         ns = "edgewasm_balancer"
         self.requests = Counter(
-            "requests", "Requests answered, by backend service and HTTP status",
-            ["backend", "code"], namespace=ns, registry=self.registry,
+            "requests",
+            "Requests answered, by backend service and HTTP status",
+            ["backend", "code"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.errors = Counter(
-            "backend_errors", "Backend failures, by kind (connect, timeout, status, stream)",
-            ["backend", "kind"], namespace=ns, registry=self.registry,
+            "backend_errors",
+            "Backend failures, by kind (connect, timeout, status, stream)",
+            ["backend", "kind"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.retries = Counter(
-            "retries", "Requests sent again to another backend", ["backend"], namespace=ns,
+            "retries",
+            "Requests sent again to another backend",
+            ["backend"],
+            namespace=ns,
             registry=self.registry,
         )
         self.rejected = Counter(
-            "rejected", "Requests answered by the balancer itself (no backend, unknown model)",
-            ["code"], namespace=ns, registry=self.registry,
+            "rejected",
+            "Requests answered by the balancer itself (no backend, unknown model)",
+            ["code"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "request_duration_seconds", "Time from receiving a request to the end of its response",
-            ["backend"], namespace=ns, registry=self.registry, buckets=_BUCKETS,
+            "request_duration_seconds",
+            "Time from receiving a request to the end of its response",
+            ["backend"],
+            namespace=ns,
+            registry=self.registry,
+            buckets=_BUCKETS,
         )
         self.ttfb = Histogram(
-            "time_to_first_byte_seconds", "Time from receiving a request to the backend's first body byte",
-            ["backend"], namespace=ns, registry=self.registry, buckets=_BUCKETS,
+            "time_to_first_byte_seconds",
+            "Time from receiving a request to the backend's first body byte",
+            ["backend"],
+            namespace=ns,
+            registry=self.registry,
+            buckets=_BUCKETS,
         )
         self.in_flight = Gauge(
-            "in_flight_requests", "Requests being proxied", ["backend"], namespace=ns, registry=self.registry,
+            "in_flight_requests",
+            "Requests being proxied",
+            ["backend"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.ejections = Counter(
-            "ejections", "Times an endpoint was taken out of rotation", ["backend", "endpoint"],
-            namespace=ns, registry=self.registry,
+            "ejections",
+            "Times an endpoint was taken out of rotation",
+            ["backend", "endpoint"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.healthy = Gauge(
-            "endpoint_up", "1 while an endpoint is in rotation, 0 while ejected", ["backend", "endpoint"],
-            namespace=ns, registry=self.registry,
+            "endpoint_up",
+            "1 while an endpoint is in rotation, 0 while ejected",
+            ["backend", "endpoint"],
+            namespace=ns,
+            registry=self.registry,
         )
         self.weight = Gauge(
-            "backend_weight", "Configured weight of each backend service", ["backend"], namespace=ns,
+            "backend_weight",
+            "Configured weight of each backend service",
+            ["backend"],
+            namespace=ns,
             registry=self.registry,
         )

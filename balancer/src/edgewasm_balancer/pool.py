@@ -127,7 +127,7 @@ def smooth_weighted(services: list[Service]) -> Service:
     return best
 
 
-class NoBackend(Exception):
+class NoBackendError(Exception):
     """No backend can take the request: `status` is 404 (unknown model) or 503 (none available)."""
 
     def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
@@ -201,11 +201,11 @@ class Pool:
         serving = [s for s in self.services.values() if s.serves(model) and s.endpoints]
         if not serving:
             if model is not None and self.services:
-                raise NoBackend(404, f"The model '{model}' does not exist")
-            raise NoBackend(503, "No backend is registered", retry_after=1)
+                raise NoBackendError(404, f"The model '{model}' does not exist")
+            raise NoBackendError(503, "No backend is registered", retry_after=1)
         ready = [s for s in serving if s.candidates(now, exclude)]
         if not ready:
-            raise NoBackend(503, "No backend is available", retry_after=self._retry_after(serving, now))
+            raise NoBackendError(503, "No backend is available", retry_after=self._retry_after(serving, now))
         # Services keep their smooth-WRR state between calls; only the ready ones take part.
         svc = smooth_weighted(ready)
         endpoint = svc.pick_endpoint(now, exclude, self.least_busy)

@@ -22,15 +22,22 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from edgewasm_balancer.metrics import Metrics
-from edgewasm_balancer.pool import Endpoint, NoBackend, Pool
+from edgewasm_balancer.pool import Endpoint, NoBackendError, Pool
 
 log = logging.getLogger("edgewasm_balancer.proxy")
 
 HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection",
-        "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
     )
 )
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -38,8 +45,9 @@ CHUNK = 64 * 1024
 BACKEND_HEADER = "X-Edgewasm-Backend"
 
 
-def openai_error(status: int, message: str, kind: str, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> web.Response:
+def openai_error(
+    status: int, message: str, kind: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     """An error in the OpenAI API's format."""
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return web.json_response(body, status=status, headers=headers)
@@ -117,11 +125,12 @@ async def read_body(request: web.Request, limit: int) -> Body:
     return Body(data=None, prefix=b"".join(parts), stream=request.content)
 
 
-class _Retry(Exception):
+class _AttemptFailedError(Exception):
     """The attempt failed before any response byte reached the client: try another backend."""
 
-    def __init__(self, endpoint: Endpoint, kind: str, detail: str,
-                 response: aiohttp.ClientResponse | None = None) -> None:
+    def __init__(
+        self, endpoint: Endpoint, kind: str, detail: str, response: aiohttp.ClientResponse | None = None
+    ) -> None:
         super().__init__(detail)
         self.endpoint = endpoint
         self.kind = kind
@@ -130,8 +139,17 @@ class _Retry(Exception):
 
 
 class Proxy:
-    def __init__(self, pool: Pool, metrics: Metrics, session: aiohttp.ClientSession, *,
-                 first_byte_timeout: float, idle_timeout: float, retries: int, buffer_limit: int) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        metrics: Metrics,
+        session: aiohttp.ClientSession,
+        *,
+        first_byte_timeout: float,
+        idle_timeout: float,
+        retries: int,
+        buffer_limit: int,
+    ) -> None:
         self.pool = pool
         self.metrics = metrics
         self.session = session
@@ -153,11 +171,11 @@ class Proxy:
         body = await read_body(request, self.buffer_limit)
         model = requested_model(body.data, request.content_type)
         tried: set[str] = set()
-        last: _Retry | None = None
+        last: _AttemptFailedError | None = None
         for attempt in range(self.retries + 1):
             try:
                 endpoint = self.pool.pick(model, tried)
-            except NoBackend as exc:
+            except NoBackendError as exc:
                 if last is not None and last.response is not None:
                     break  # relay the last backend's own error response below
                 return self._reject(exc, last)
@@ -166,12 +184,19 @@ class Proxy:
             tried.add(endpoint.url)
             try:
                 return await self._attempt(request, endpoint, body, started)
-            except _Retry as exc:
+            except _AttemptFailedError as exc:
                 if last is not None and last.response is not None:
                     last.response.release()
                 last = exc
-                log.warning("backend failed", extra={"backend": endpoint.label, "endpoint": endpoint.url,
-                                                     "kind": exc.kind, "detail": exc.detail})
+                log.warning(
+                    "backend failed",
+                    extra={
+                        "backend": endpoint.label,
+                        "endpoint": endpoint.url,
+                        "kind": exc.kind,
+                        "detail": exc.detail,
+                    },
+                )
                 if not body.replayable:
                     break
         assert last is not None
@@ -179,7 +204,7 @@ class Proxy:
             return await self._relay(request, last.response, last.endpoint, started)
         return openai_error(502, f"Backend failed: {last.detail}", "upstream_error", "bad_gateway")
 
-    def _reject(self, exc: NoBackend, last: _Retry | None) -> web.Response:
+    def _reject(self, exc: NoBackendError, last: _AttemptFailedError | None) -> web.Response:
         self.metrics.rejected.labels(str(exc.status)).inc()
         if exc.status == 404:
             return openai_error(404, exc.message, "invalid_request_error", "model_not_found")
@@ -187,8 +212,9 @@ class Proxy:
         headers = {"Retry-After": str(exc.retry_after or 1)}
         return openai_error(503, message, "service_unavailable", "no_backend", headers)
 
-    async def _attempt(self, request: web.Request, endpoint: Endpoint, body: Body,
-                       started: float) -> web.StreamResponse:
+    async def _attempt(
+        self, request: web.Request, endpoint: Endpoint, body: Body, started: float
+    ) -> web.StreamResponse:
         url = URL(endpoint.url.rstrip("/") + request.raw_path, encoded=True)
         headers = upstream_headers(request)
         data: bytes | AsyncIterator[bytes] | None = body.data
@@ -203,10 +229,16 @@ class Proxy:
             try:
                 async with asyncio.timeout(self.first_byte_timeout):
                     upstream = await self.session.request(
-                        request.method, url, headers=headers, data=data, allow_redirects=False,
+                        request.method,
+                        url,
+                        headers=headers,
+                        data=data,
+                        allow_redirects=False,
                     )
             except TimeoutError as exc:
-                raise self._failed(endpoint, "timeout", "no response headers within the first-byte timeout") from exc
+                raise self._failed(
+                    endpoint, "timeout", "no response headers within the first-byte timeout"
+                ) from exc
             except aiohttp.ClientConnectorError as exc:
                 raise self._failed(endpoint, "connect", str(exc)) from exc
             except (aiohttp.ClientError, OSError) as exc:
@@ -218,21 +250,30 @@ class Proxy:
             endpoint.in_flight -= 1
             self.metrics.in_flight.labels(label).dec()
 
-    def _failed(self, endpoint: Endpoint, kind: str, detail: str,
-                response: aiohttp.ClientResponse | None = None) -> _Retry:
+    def _failed(
+        self, endpoint: Endpoint, kind: str, detail: str, response: aiohttp.ClientResponse | None = None
+    ) -> _AttemptFailedError:
         self.metrics.errors.labels(endpoint.label, kind).inc()
         if self.pool.failure(endpoint):
             self.metrics.ejections.labels(endpoint.label, endpoint.url).inc()
             self.metrics.healthy.labels(endpoint.label, endpoint.url).set(0)
-            log.warning("endpoint ejected", extra={"backend": endpoint.label, "endpoint": endpoint.url,
-                                                   "until_s": round(endpoint.ejected_until - self.pool.clock(), 1)})
-        return _Retry(endpoint, kind, detail, response)
+            log.warning(
+                "endpoint ejected",
+                extra={
+                    "backend": endpoint.label,
+                    "endpoint": endpoint.url,
+                    "until_s": round(endpoint.ejected_until - self.pool.clock(), 1),
+                },
+            )
+        return _AttemptFailedError(endpoint, kind, detail, response)
 
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse, endpoint: Endpoint,
-                     started: float) -> web.StreamResponse:
+    async def _relay(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, endpoint: Endpoint, started: float
+    ) -> web.StreamResponse:
         label = endpoint.label
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=response_headers(upstream))
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=response_headers(upstream)
+        )
         response.headers[BACKEND_HEADER] = label
         status = upstream.status
         try:
@@ -249,8 +290,10 @@ class Proxy:
                     return response
                 except (aiohttp.ClientError, OSError) as exc:
                     self.metrics.errors.labels(label, "stream").inc()
-                    log.warning("backend stream broke", extra={"backend": label, "endpoint": endpoint.url,
-                                                               "detail": str(exc)})
+                    log.warning(
+                        "backend stream broke",
+                        extra={"backend": label, "endpoint": endpoint.url, "detail": str(exc)},
+                    )
                     self._abort(request)
                     return response
                 if first:

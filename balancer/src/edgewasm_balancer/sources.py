@@ -23,13 +23,13 @@ ADMIN = "admin"
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
 
 
-class InvalidBackend(ValueError):
+class InvalidBackendError(ValueError):
     pass
 
 
 def _weight(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidBackend(f"{where}: weight must be an integer >= 1, got {value!r}")
+        raise InvalidBackendError(f"{where}: weight must be an integer >= 1, got {value!r}")
     return value
 
 
@@ -39,13 +39,13 @@ def _models(value: Any, where: str) -> frozenset[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
-        raise InvalidBackend(f"{where}: models must be a list of model names")
+        raise InvalidBackendError(f"{where}: models must be a list of model names")
     return frozenset(value)
 
 
 def _url(value: Any, where: str) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+/?$", value):
-        raise InvalidBackend(f"{where}: url must look like http://HOST:PORT, got {value!r}")
+        raise InvalidBackendError(f"{where}: url must look like http://HOST:PORT, got {value!r}")
     return value.rstrip("/")
 
 
@@ -54,23 +54,23 @@ def parse_backends(data: Any, where: str) -> list[ServiceSpec]:
     if isinstance(data, dict) and "backends" in data:
         data = data["backends"]
     if not isinstance(data, list):
-        raise InvalidBackend(f"{where}: expected a list of backends")
+        raise InvalidBackendError(f"{where}: expected a list of backends")
     specs: dict[str, ServiceSpec] = {}
     for index, item in enumerate(data):
         at = f"{where}[{index}]"
         if not isinstance(item, dict):
-            raise InvalidBackend(f"{at}: expected a mapping")
+            raise InvalidBackendError(f"{at}: expected a mapping")
         unknown = set(item) - {"name", "url", "urls", "weight", "models"}
         if unknown:
-            raise InvalidBackend(f"{at}: unknown keys {sorted(unknown)}")
+            raise InvalidBackendError(f"{at}: unknown keys {sorted(unknown)}")
         name = item.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidBackend(f"{at}: name must be a non-empty name, got {name!r}")
+            raise InvalidBackendError(f"{at}: name must be a non-empty name, got {name!r}")
         if name in specs:
-            raise InvalidBackend(f"{at}: duplicate name {name!r}")
+            raise InvalidBackendError(f"{at}: duplicate name {name!r}")
         raw_urls = item.get("urls", [item["url"]] if "url" in item else None)
         if not isinstance(raw_urls, list) or not raw_urls:
-            raise InvalidBackend(f"{at}: give url or a non-empty list urls")
+            raise InvalidBackendError(f"{at}: give url or a non-empty list urls")
         specs[name] = ServiceSpec(
             name=name,
             weight=_weight(item.get("weight", 1), at),
@@ -85,7 +85,9 @@ def load_backends_file(path: Path) -> list[ServiceSpec]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise InvalidBackend(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        raise InvalidBackendError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from exc
     return parse_backends(data, str(path))
 
 
@@ -102,7 +104,7 @@ class BackendsFile:
         self._seen: tuple[float, int] | None = None
 
     def load(self) -> bool:
-        """Reload if the file changed; raises InvalidBackend/OSError so a bad file fails at start."""
+        """Reload if the file changed; raises InvalidBackendError/OSError so a bad file fails at start."""
         stat = self.path.stat()
         stamp = (stat.st_mtime, stat.st_size)
         if stamp == self._seen:
@@ -118,9 +120,11 @@ class BackendsFile:
             await asyncio.sleep(self.interval)
             try:
                 self.load()
-            except (OSError, InvalidBackend) as exc:
-                log.error("backends file not reloaded, keeping the previous backends",
-                          extra={"file": str(self.path), "detail": str(exc)})
+            except (OSError, InvalidBackendError) as exc:
+                log.error(
+                    "backends file not reloaded, keeping the previous backends",
+                    extra={"file": str(self.path), "detail": str(exc)},
+                )
 
 
 class AdminApi:
@@ -145,15 +149,18 @@ class AdminApi:
 
     @staticmethod
     def _denied() -> web.Response:
-        return web.json_response({"error": "a valid bearer token is required"}, status=401,
-                                 headers={"WWW-Authenticate": 'Bearer realm="edgewasm-balancer"'})
+        return web.json_response(
+            {"error": "a valid bearer token is required"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="edgewasm-balancer"'},
+        )
 
     async def register(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._denied()
         try:
             spec = registration(await request.json())
-        except (ValueError, InvalidBackend) as exc:
+        except (ValueError, InvalidBackendError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         self.pool.upsert(ADMIN, spec)
         log.info("backend registered", extra={"backend": spec.name, "urls": list(spec.urls)})
@@ -180,8 +187,12 @@ class AdminApi:
                 "weight": svc.weight,
                 "models": sorted(svc.models),
                 "endpoints": [
-                    {"url": e.url, "healthy": e.available(now), "in_flight": e.in_flight,
-                     "ejected_for_s": max(0.0, round(e.ejected_until - now, 1))}
+                    {
+                        "url": e.url,
+                        "healthy": e.available(now),
+                        "in_flight": e.in_flight,
+                        "ejected_for_s": max(0.0, round(e.ejected_until - now, 1)),
+                    }
                     for e in svc.endpoints.values()
                 ],
             }
@@ -193,21 +204,21 @@ class AdminApi:
 def registration(data: Any) -> ServiceSpec:
     """A backend from the seed's `{"name", "weight", "ip", "port"}` (optionally `models`)."""
     if not isinstance(data, dict):
-        raise InvalidBackend("expected a JSON object with name, weight, ip and port")
+        raise InvalidBackendError("expected a JSON object with name, weight, ip and port")
     name = data.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidBackend(f"name must be a non-empty name, got {name!r}")
+        raise InvalidBackendError(f"name must be a non-empty name, got {name!r}")
     ip, port = data.get("ip"), data.get("port")
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise InvalidBackend(f"port must be an integer 1-65535, got {port!r}")
+        raise InvalidBackendError(f"port must be an integer 1-65535, got {port!r}")
     if not isinstance(ip, str):
-        raise InvalidBackend(f"ip must be a string, got {ip!r}")
+        raise InvalidBackendError(f"ip must be a string, got {ip!r}")
     try:
         host = ipaddress.ip_address(ip)
         shown = f"[{host}]" if host.version == 6 else str(host)
     except ValueError:
         if not re.match(r"^[A-Za-z0-9.-]{1,253}$", ip):
-            raise InvalidBackend(f"ip must be an IP address or host name, got {ip!r}") from None
+            raise InvalidBackendError(f"ip must be an IP address or host name, got {ip!r}") from None
         shown = ip
     return ServiceSpec(
         name=name,
