@@ -6,7 +6,7 @@
 # prints a header per stage, and ends with one line "N passed, N failed".
 #
 # Stages: setup, ruff, ansible-lint, ansible-test sanity, pytest (unit and
-# functional), one stage per molecule scenario. Select stages with
+# functional), balancer (its own pytest suite), one stage per molecule scenario. Select stages with
 # EDGEWASM_STAGES="ruff pytest" (names as printed in the headers' brackets).
 set -uo pipefail
 # shellcheck source=scripts/lib.sh
@@ -56,7 +56,9 @@ sanity() {
   top=$(mktemp -d "${TMPDIR:-/tmp}/edgewasm-sanity.XXXXXX")
   root=$top/ansible_collections/edgewasm/llamaedge
   mkdir -p "$root"
-  git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -x -C "$root"
+  # balancer/ is a separate Python service, not part of the collection artifact
+  # (galaxy.yml build_ignore): its own ruff and pytest stages check it.
+  git ls-files -co --exclude-standard -z -- . ':!balancer' | tar --null -T - -cf - | tar -x -C "$root"
   # Every sanity test runs; all need only PyPI (requirements are installed into
   # ansible-test's own venvs), none needs a container registry.
   (cd "$root" && ansible-test sanity --color no --python 3.11 2>&1 | grep -v 'is ignored: it is neither'
@@ -74,11 +76,15 @@ pytest_stage() {
 
 molecule_stage() { molecule test -s "$1"; }
 
+# The balancer package has its own pytest configuration (balancer/pyproject.toml).
+balancer_stage() { (cd balancer && python -m pytest); }
+
 stage setup "install packages, venv, collections, node image" "$EDGEWASM_REPO/scripts/setup.sh" || finish
 stage ruff "ruff check and format" ruff_stage
 stage ansible-lint "ansible-lint --profile production" ansible-lint --offline --profile production
 stage sanity "ansible-test sanity" sanity
 stage pytest "pytest: unit and functional tests" pytest_stage
+stage balancer "balancer: pytest (real sockets on 127.0.0.1)" balancer_stage
 for scenario_dir in molecule/*/; do
   scenario=$(basename "$scenario_dir")
   stage "molecule-$scenario" "molecule test -s $scenario" molecule_stage "$scenario"
