@@ -47,7 +47,9 @@ def backends_file(tmp_path: Path, entries: list[dict[str, Any]]) -> Path:
 
 
 @pytest.fixture
-async def balancer(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Balancer]]]:
+async def balancer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[Callable[..., Awaitable[Balancer]]]:
     started: list[Balancer] = []
 
     async def start(entries: list[dict[str, Any]] | None = None, **overrides: Any) -> Balancer:
@@ -63,6 +65,10 @@ async def balancer(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Bala
     for bal in started:
         if not bal.draining:
             await bal.stop()
+    # A traceback logged by the balancer (a background task or a health round that crashed) is a bug
+    # even when the test's own checks passed.
+    crashes = [r for r in caplog.records if r.name.startswith("edgewasm_balancer") and r.exc_info]
+    assert not crashes, [r.getMessage() for r in crashes]
 
 
 def base_url(bal: Balancer) -> str:

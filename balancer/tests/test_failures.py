@@ -55,7 +55,7 @@ async def test_all_backends_down_is_503_json_with_retry_after(backends, balancer
     # The only backend fails on connect and is ejected; nothing else is left to try.
     status, body, headers = await _post(http, base_url(bal))
     assert status == 503
-    assert b"last error" in body and b"Cannot connect" in body
+    assert b"last error" in body and b"cannot connect" in body
     assert 25 <= int(headers["Retry-After"]) <= 30
     status, body, headers = await _post(http, base_url(bal))  # while it is ejected
     assert status == 503

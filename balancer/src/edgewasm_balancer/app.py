@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edgewasm_balancer import upstream
 from edgewasm_balancer.config import Settings
 from edgewasm_balancer.health import HealthChecker, merged_models
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
@@ -25,6 +26,10 @@ log = logging.getLogger("edgewasm_balancer")
 
 
 class AccessLogger(AbstractAccessLogger):
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if request.path in {"/healthz", "/readyz", "/metrics"}:
             return
@@ -54,8 +59,7 @@ class Balancer:
             ),
             least_busy=settings.least_busy,
         )
-        self.metrics = Metrics()
-        self.pool.listeners.append(self._publish_weights)
+        self.metrics = Metrics(self.pool)
         self.kube_api = kube_api
         self.kube: Any = None
         self.draining = False
@@ -63,12 +67,8 @@ class Balancer:
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
         self.proxy: Proxy | None = None
+        self.connections: upstream.Pool | None = None
         self.address: tuple[str, int] | None = None
-
-    def _publish_weights(self) -> None:
-        self.metrics.weight.clear()
-        for svc in self.pool.services.values():
-            self.metrics.weight.labels(svc.name).set(svc.weight)
 
     # -- routes ---------------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -121,13 +121,13 @@ class Balancer:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            skip_auto_headers=("User-Agent",),
         )
+        self.connections = upstream.Pool(s.connect_timeout)
         self.proxy = Proxy(
             self.pool,
             self.metrics,
-            self.session,
+            self.connections,
             first_byte_timeout=s.first_byte_timeout,
             idle_timeout=s.idle_timeout,
             retries=s.retries,
@@ -205,6 +205,8 @@ class Balancer:
                 await task
         if self.session is not None:
             await self.session.close()
+        if self.connections is not None:
+            self.connections.close()
 
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""

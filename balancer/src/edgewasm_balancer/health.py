@@ -84,14 +84,10 @@ class HealthChecker:
                         "detail": str(exc) or type(exc).__name__,
                     },
                 )
-            self.metrics.healthy.labels(label, endpoint.url).set(
-                0 if not endpoint.available(self.pool.clock()) else 1
-            )
             return None
         if not endpoint.available(self.pool.clock()):
             log.info("endpoint back in rotation", extra={"backend": label, "endpoint": endpoint.url})
         self.pool.success(endpoint)
-        self.metrics.healthy.labels(label, endpoint.url).set(1)
         return models
 
 

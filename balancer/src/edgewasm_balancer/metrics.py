@@ -2,15 +2,54 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from edgewasm_balancer.pool import Pool
 
 # Latency buckets for LLM traffic: from sub-millisecond proxying to minutes-long generations.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+@dataclass
+class BackendMetrics:
+    """The per-backend series the proxy touches on every request, looked up once."""
+
+    metrics: Metrics
+    label: str
+    latency: Any = None
+    ttfb: Any = None
+    codes: dict[int, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.latency = self.metrics.latency.labels(self.label)
+        self.ttfb = self.metrics.ttfb.labels(self.label)
+
+    def answered(self, status: int, seconds: float) -> None:
+        counter = self.codes.get(status)
+        if counter is None:
+            counter = self.codes[status] = self.metrics.requests.labels(self.label, str(status))
+        counter.inc()
+        self.latency.observe(seconds)
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def backend(self, label: str) -> BackendMetrics:
+        found = self._backends.get(label)
+        if found is None:
+            found = self._backends[label] = BackendMetrics(self, label)
+        return found
+
+    def __init__(self, pool: Pool | None = None) -> None:
+        self._backends: dict[str, BackendMetrics] = {}
         self.registry = CollectorRegistry(auto_describe=True)
+        if pool is not None:
+            self.registry.register(PoolCollector(pool))
         ns = "edgewasm_balancer"
         self.requests = Counter(
             "requests",
@@ -56,13 +95,6 @@ class Metrics:
             registry=self.registry,
             buckets=_BUCKETS,
         )
-        self.in_flight = Gauge(
-            "in_flight_requests",
-            "Requests being proxied",
-            ["backend"],
-            namespace=ns,
-            registry=self.registry,
-        )
         self.ejections = Counter(
             "ejections",
             "Times an endpoint was taken out of rotation",
@@ -70,17 +102,32 @@ class Metrics:
             namespace=ns,
             registry=self.registry,
         )
-        self.healthy = Gauge(
-            "endpoint_up",
+
+
+class PoolCollector(Collector):
+    """Gauges read from the pool when Prometheus scrapes, so requests pay nothing for them."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        ns = "edgewasm_balancer_"
+        in_flight = GaugeMetricFamily(ns + "in_flight_requests", "Requests being proxied", labels=["backend"])
+        weight = GaugeMetricFamily(
+            ns + "backend_weight", "Configured weight of each backend service", labels=["backend"]
+        )
+        up = GaugeMetricFamily(
+            ns + "endpoint_up",
             "1 while an endpoint is in rotation, 0 while ejected",
-            ["backend", "endpoint"],
-            namespace=ns,
-            registry=self.registry,
+            labels=["backend", "endpoint"],
         )
-        self.weight = Gauge(
-            "backend_weight",
-            "Configured weight of each backend service",
-            ["backend"],
-            namespace=ns,
-            registry=self.registry,
-        )
+        now = self.pool.clock()
+        for svc in self.pool.services.values():
+            in_flight.add_metric([svc.name], sum(e.in_flight for e in svc.endpoints.values()))
+            weight.add_metric([svc.name], svc.weight)
+            for endpoint in svc.endpoints.values():
+                up.add_metric([svc.name, endpoint.url], 1 if endpoint.available(now) else 0)
+        yield from (in_flight, weight, up)

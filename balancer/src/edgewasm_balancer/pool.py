@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,17 @@ class Endpoint:
     ejected_until: float = 0.0
     ejections: int = 0
     failures: deque[float] = field(default_factory=deque)
+    host: str = field(init=False)
+    port: int = field(init=False)
+    tls: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname or ""
+        if ":" in self.host:
+            self.host = f"[{self.host}]"
+        self.port = parts.port or (443 if self.tls else 80)
 
     @property
     def label(self) -> str:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
+from edgewasm_balancer import upstream
 from edgewasm_balancer.metrics import Metrics
 from edgewasm_balancer.pool import Endpoint, NoBackendError, Pool
 
@@ -57,22 +57,36 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     return {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",") if t.strip()}
 
 
-def upstream_headers(request: web.Request) -> CIMultiDict[str]:
-    """The client's headers minus hop-by-hop ones, plus X-Forwarded-*."""
-    drop = HOP_BY_HOP | _connection_tokens(request.headers) | {"host", "content-length"}
-    out = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in drop)
+def upstream_headers(request: web.Request) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop ones (and the framing we set), plus X-Forwarded-*."""
+    headers = request.headers
+    drop = HOP_BY_HOP | {"host", "content-length", "x-forwarded-for"}
+    if "Connection" in headers:
+        drop = drop | _connection_tokens(headers)
+    out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
     peer = request.remote or ""
-    prior = request.headers.get("X-Forwarded-For")
-    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    out.setdefault("X-Forwarded-Proto", request.scheme)
-    if request.host:
-        out.setdefault("X-Forwarded-Host", request.host)
+    prior = headers.get("X-Forwarded-For")
+    out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
+    if "X-Forwarded-Proto" not in headers:
+        out.append(("X-Forwarded-Proto", request.scheme))
+    if "X-Forwarded-Host" not in headers and request.host:
+        out.append(("X-Forwarded-Host", request.host))
     return out
 
 
-def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP | _connection_tokens(upstream.headers)
-    return CIMultiDict((k, v) for k, v in upstream.headers.items() if k.lower() not in drop)
+def response_headers(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    extra: set[str] = set()
+    for key, value in headers:
+        lowered = key.lower()
+        if lowered in HOP_BY_HOP:
+            if lowered == "connection":
+                extra.update(t.strip().lower() for t in value.split(","))
+            continue
+        out.add(key, value)
+    for name in extra:
+        out.popall(name, None)
+    return out
 
 
 def requested_model(body: bytes | None, content_type: str) -> str | None:
@@ -129,7 +143,7 @@ class _AttemptFailedError(Exception):
     """The attempt failed before any response byte reached the client: try another backend."""
 
     def __init__(
-        self, endpoint: Endpoint, kind: str, detail: str, response: aiohttp.ClientResponse | None = None
+        self, endpoint: Endpoint, kind: str, detail: str, response: upstream.Response | None = None
     ) -> None:
         super().__init__(detail)
         self.endpoint = endpoint
@@ -143,7 +157,7 @@ class Proxy:
         self,
         pool: Pool,
         metrics: Metrics,
-        session: aiohttp.ClientSession,
+        connections: upstream.Pool,
         *,
         first_byte_timeout: float,
         idle_timeout: float,
@@ -152,7 +166,7 @@ class Proxy:
     ) -> None:
         self.pool = pool
         self.metrics = metrics
-        self.session = session
+        self.connections = connections
         self.first_byte_timeout = first_byte_timeout
         self.idle_timeout = idle_timeout
         self.retries = retries
@@ -215,48 +229,44 @@ class Proxy:
     async def _attempt(
         self, request: web.Request, endpoint: Endpoint, body: Body, started: float
     ) -> web.StreamResponse:
-        url = URL(endpoint.url.rstrip("/") + request.raw_path, encoded=True)
-        headers = upstream_headers(request)
         data: bytes | AsyncIterator[bytes] | None = body.data
+        length: int | None = -1 if data is None else len(data)
         if body.stream is not None:
             data = body.chunks()
-            if request.content_length is not None:
-                headers["Content-Length"] = str(request.content_length)
-        label = endpoint.label
+            length = request.content_length  # None: chunked
         endpoint.in_flight += 1
-        self.metrics.in_flight.labels(label).inc()
         try:
             try:
                 async with asyncio.timeout(self.first_byte_timeout):
-                    upstream = await self.session.request(
+                    response = await upstream.request(
+                        self.connections,
+                        endpoint.host,
+                        endpoint.port,
                         request.method,
-                        url,
-                        headers=headers,
-                        data=data,
-                        allow_redirects=False,
+                        request.raw_path,
+                        upstream_headers(request),
+                        data,
+                        length,
+                        endpoint.tls,
                     )
             except TimeoutError as exc:
                 raise self._failed(
                     endpoint, "timeout", "no response headers within the first-byte timeout"
                 ) from exc
-            except aiohttp.ClientConnectorError as exc:
-                raise self._failed(endpoint, "connect", str(exc)) from exc
-            except (aiohttp.ClientError, OSError) as exc:
-                raise self._failed(endpoint, "connect", f"{type(exc).__name__}: {exc}") from exc
-            if upstream.status in RETRY_STATUSES:
-                raise self._failed(endpoint, "status", f"HTTP {upstream.status}", upstream)
-            return await self._relay(request, upstream, endpoint, started)
+            except upstream.UpstreamError as exc:
+                raise self._failed(endpoint, "connect" if exc.connect else "reset", str(exc)) from exc
+            if response.status in RETRY_STATUSES:
+                raise self._failed(endpoint, "status", f"HTTP {response.status}", response)
+            return await self._relay(request, response, endpoint, started)
         finally:
             endpoint.in_flight -= 1
-            self.metrics.in_flight.labels(label).dec()
 
     def _failed(
-        self, endpoint: Endpoint, kind: str, detail: str, response: aiohttp.ClientResponse | None = None
+        self, endpoint: Endpoint, kind: str, detail: str, response: upstream.Response | None = None
     ) -> _AttemptFailedError:
         self.metrics.errors.labels(endpoint.label, kind).inc()
         if self.pool.failure(endpoint):
             self.metrics.ejections.labels(endpoint.label, endpoint.url).inc()
-            self.metrics.healthy.labels(endpoint.label, endpoint.url).set(0)
             log.warning(
                 "endpoint ejected",
                 extra={
@@ -268,49 +278,72 @@ class Proxy:
         return _AttemptFailedError(endpoint, kind, detail, response)
 
     async def _relay(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, endpoint: Endpoint, started: float
+        self, request: web.Request, response: upstream.Response, endpoint: Endpoint, started: float
     ) -> web.StreamResponse:
         label = endpoint.label
-        response = web.StreamResponse(
-            status=upstream.status, reason=upstream.reason, headers=response_headers(upstream)
-        )
-        response.headers[BACKEND_HEADER] = label
-        status = upstream.status
+        series = self.metrics.backend(label)
+        status = response.status
+        headers = response_headers(response.headers)
+        headers[BACKEND_HEADER] = label
         try:
-            await response.prepare(request)
-            first = True
-            while True:
-                try:
-                    async with asyncio.timeout(self.idle_timeout):
-                        chunk = await upstream.content.readany()
-                except TimeoutError:
-                    self.metrics.errors.labels(label, "idle").inc()
-                    log.warning("backend idle timeout", extra={"backend": label, "endpoint": endpoint.url})
-                    self._abort(request)
-                    return response
-                except (aiohttp.ClientError, OSError) as exc:
-                    self.metrics.errors.labels(label, "stream").inc()
-                    log.warning(
-                        "backend stream broke",
-                        extra={"backend": label, "endpoint": endpoint.url, "detail": str(exc)},
-                    )
-                    self._abort(request)
-                    return response
-                if first:
-                    self.metrics.ttfb.labels(label).observe(time.perf_counter() - started)
-                    first = False
-                if not chunk:
-                    break
-                await response.write(chunk)
-            await response.write_eof()
-            if status < 500:
-                self.pool.success(endpoint)
-                self.metrics.healthy.labels(label, endpoint.url).set(1)
-            return response
+            conn = response.conn
+            if conn.complete and conn.error is None:
+                # The whole answer is already here (most non-streamed replies): one write.
+                body = b"".join(conn.chunks)
+                conn.chunks.clear()
+                series.ttfb.observe(time.perf_counter() - started)
+                headers.popall("Content-Length", None)
+                out = web.Response(status=status, reason=response.reason, headers=headers)
+                out.body = body
+                self._succeeded(endpoint, status)
+                return out
+            return await self._stream(request, response, endpoint, headers, started)
         finally:
-            upstream.release()
-            self.metrics.requests.labels(label, str(status)).inc()
-            self.metrics.latency.labels(label).observe(time.perf_counter() - started)
+            response.release()
+            series.answered(status, time.perf_counter() - started)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        response: upstream.Response,
+        endpoint: Endpoint,
+        headers: CIMultiDict[str],
+        started: float,
+    ) -> web.StreamResponse:
+        label = endpoint.label
+        out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
+        await out.prepare(request)
+        first = True
+        while True:
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    chunk = await response.read_chunk()
+            except TimeoutError:
+                self.metrics.errors.labels(label, "idle").inc()
+                log.warning("backend idle timeout", extra={"backend": label, "endpoint": endpoint.url})
+                self._abort(request)
+                return out
+            except upstream.UpstreamError as exc:
+                self.metrics.errors.labels(label, "stream").inc()
+                log.warning(
+                    "backend stream broke",
+                    extra={"backend": label, "endpoint": endpoint.url, "detail": str(exc)},
+                )
+                self._abort(request)
+                return out
+            if first:
+                self.metrics.backend(label).ttfb.observe(time.perf_counter() - started)
+                first = False
+            if not chunk:
+                break
+            await out.write(chunk)
+        await out.write_eof()
+        self._succeeded(endpoint, response.status)
+        return out
+
+    def _succeeded(self, endpoint: Endpoint, status: int) -> None:
+        if status < 500 and (endpoint.failures or endpoint.ejections):
+            self.pool.success(endpoint)
 
     @staticmethod
     def _abort(request: web.Request) -> None:

@@ -1,0 +1,232 @@
+"""The balancer vs nginx vs direct backend access, on loopback, in one run.
+
+    make bench            (or: python benchmarks/balancer.py [--duration S] [--connections N])
+
+Backends are nginx server blocks answering a small fixed JSON body (fast enough that the proxy is
+what is measured), weighted 5/1/1 in both proxies. Both proxies get one worker/process: nginx
+`worker_processes 1`, the balancer one asyncio process with uvloop. wrk (one thread) generates
+the load. Measured per target: requests/s at --connections connections, p50/p99 latency at one
+connection (the added latency is the difference to direct access), requests/s with 64 KB request
+bodies, and time to first byte of SSE streams from an aiohttp stand-in streaming backend.
+Prints a table and the balancer/nginx ratios. Needs nginx and wrk (make bench installs them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+
+WEIGHTS = (5, 1, 1)
+BODY = b'{"object":"list","data":[{"id":"bench","object":"model"}]}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def nginx_conf(work: Path, backends: list[int], proxy_port: int, sse_port: int, sse_proxy_port: int) -> Path:
+    servers = "\n".join(
+        f"    server {{ listen 127.0.0.1:{p}; access_log off; default_type application/json;\n"
+        f"      client_max_body_size 1m; client_body_buffer_size 128k;\n"
+        f"      location / {{ return 200 '{BODY.decode()}'; }} }}"
+        for p in backends
+    )
+    upstream = "\n".join(f"      server 127.0.0.1:{p} weight={w};" for p, w in zip(backends, WEIGHTS, strict=True))
+    conf = work / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/body; proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fcgi; uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
+{servers}
+    upstream llm {{
+{upstream}
+      keepalive 128;
+    }}
+    upstream sse {{ server 127.0.0.1:{sse_port}; keepalive 16; }}
+    server {{
+      listen 127.0.0.1:{proxy_port};
+      client_max_body_size 0; client_body_buffer_size 128k;
+      location / {{ proxy_pass http://llm; proxy_http_version 1.1; proxy_set_header Connection "";
+                   proxy_buffering off; proxy_request_buffering off; }}
+    }}
+    server {{
+      listen 127.0.0.1:{sse_proxy_port};
+      location / {{ proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection "";
+                   proxy_buffering off; }}
+    }}
+}}
+""")
+    return conf
+
+
+@contextmanager
+def process(argv: list[str], port: int, **kwargs: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)  # type: ignore[call-overload]
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wrk(url: str, duration: int, connections: int, script: Path | None = None) -> dict[str, float]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    if script is not None:
+        argv[1:1] = ["-s", str(script)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        value, unit = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()  # type: ignore[union-attr]
+        result[f"p{pct}_ms"] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    # A connection cut when wrk stops at the deadline shows as one read error: tolerate a handful.
+    if bad or socket_errors > max(5, total // 1000):
+        raise RuntimeError(f"wrk saw errors for {url}:\n{out}")
+    return result
+
+
+async def ttfb(url: str, n: int) -> float:
+    """Median time to the first SSE chunk over n sequential streams, in ms."""
+    times = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(n):
+            start = time.perf_counter()
+            async with session.post(url + "/v1/chat/completions",
+                                    json={"stream": True, "chunks": 4, "interval": 0.02}) as r:
+                await r.content.readline()
+                times.append((time.perf_counter() - start) * 1000)
+                await r.read()
+    return statistics.median(times)
+
+
+def run_sse_backend(port: int) -> subprocess.Popen[bytes]:
+    code = (
+        "import asyncio, sys; sys.path.insert(0, %r)\n"
+        "from standin_backend import StandinBackend\n"
+        "async def main():\n"
+        "    await StandinBackend(name='sse', models=['bench']).start(%d)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n"
+    ) % (str(REPO / "balancer" / "tests"), port)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
+    parser.add_argument("--connections", type=int, default=50, help="connections for the throughput runs")
+    parser.add_argument("--streams", type=int, default=40, help="SSE streams per target for the TTFB figure")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None and not Path("/usr/sbin/nginx").exists():
+            sys.exit(f"{tool} is missing: run `make bench` (installs nginx-light and wrk)")
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    backends = [free_port() for _ in WEIGHTS]
+    nginx_port, balancer_port, sse_port, sse_nginx, sse_balancer = (free_port() for _ in range(5))
+    with tempfile.TemporaryDirectory(prefix="edgewasm-bench-") as tmp:
+        work = Path(tmp)
+        conf = nginx_conf(work, backends, nginx_port, sse_port, sse_nginx)
+        backends_file = work / "backends.json"
+        backends_file.write_text(json.dumps(
+            [{"name": f"b{i}", "url": f"http://127.0.0.1:{p}", "weight": w}
+             for i, (p, w) in enumerate(zip(backends, WEIGHTS, strict=True))]))
+        sse_file = work / "sse.json"
+        sse_file.write_text(json.dumps([{"name": "sse", "url": f"http://127.0.0.1:{sse_port}"}]))
+        post = work / "post64k.lua"
+        post.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                        f'wrk.body = \'{{"model":"bench","prompt":"' + "x" * (64 * 1024 - 32) + '"}\'\n')
+        env = {**os.environ, "PYTHONPATH": str(REPO / "balancer" / "src")}
+        balancer = [sys.executable, "-m", "edgewasm_balancer", "--log-level", "warning", "--health-interval", "0"]
+        sse = run_sse_backend(sse_port)
+        try:
+            wait_port(sse_port)
+            with (
+                process([nginx, "-c", str(conf), "-p", str(work), "-g", "daemon off;"], nginx_port),
+                process([*balancer, "--listen", f"127.0.0.1:{balancer_port}", "--backends-file",
+                         str(backends_file)], balancer_port, env=env),
+                process([*balancer, "--listen", f"127.0.0.1:{sse_balancer}", "--backends-file",
+                         str(sse_file)], sse_balancer, env=env),
+            ):
+                wait_port(sse_nginx)
+                targets = {"direct": f"http://127.0.0.1:{backends[0]}", "nginx": f"http://127.0.0.1:{nginx_port}",
+                           "balancer": f"http://127.0.0.1:{balancer_port}"}
+                results: dict[str, dict[str, float]] = {}
+                for name, base in targets.items():
+                    url = base + "/v1/info"
+                    wrk(url, 2, args.connections)  # warm-up: connections, caches
+                    small = wrk(url, args.duration, args.connections)
+                    quiet = wrk(url, args.duration, 1)
+                    large = wrk(base + "/v1/completions", args.duration, 16, post)
+                    results[name] = {"rps": small["rps"], "p50_ms": quiet["p50_ms"], "p99_ms": quiet["p99_ms"],
+                                     "rps_64k": large["rps"]}
+                sse_targets = {"direct": f"http://127.0.0.1:{sse_port}", "nginx": f"http://127.0.0.1:{sse_nginx}",
+                               "balancer": f"http://127.0.0.1:{sse_balancer}"}
+                for name, base in sse_targets.items():
+                    results[name]["ttfb_ms"] = asyncio.run(ttfb(base, args.streams))
+        finally:
+            sse.terminate()
+            sse.wait()
+    report(results, args)
+    return 0
+
+
+def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
+    print(f"\nloopback, {os.cpu_count()} cores; wrk -t1, {args.duration}s runs; weights {WEIGHTS}")
+    print(f"{'target':<10}{'req/s (c=' + str(args.connections) + ')':>18}{'p50 ms (c=1)':>14}{'p99 ms (c=1)':>14}"
+          f"{'req/s 64KB':>12}{'SSE TTFB ms':>13}")
+    for name, r in results.items():
+        print(f"{name:<10}{r['rps']:>18.0f}{r['p50_ms']:>14.3f}{r['p99_ms']:>14.3f}{r['rps_64k']:>12.0f}"
+              f"{r['ttfb_ms']:>13.2f}")
+    d, n, b = results["direct"], results["nginx"], results["balancer"]
+    print("\nadded latency over direct access at one connection:")
+    print(f"  nginx    p50 {n['p50_ms'] - d['p50_ms']:+.3f} ms   p99 {n['p99_ms'] - d['p99_ms']:+.3f} ms")
+    print(f"  balancer p50 {b['p50_ms'] - d['p50_ms']:+.3f} ms   p99 {b['p99_ms'] - d['p99_ms']:+.3f} ms")
+    print("ratios balancer/nginx:")
+    print(f"  requests/s small  {b['rps'] / n['rps']:.2f}")
+    print(f"  requests/s 64 KB  {b['rps_64k'] / n['rps_64k']:.2f}")
+    print(f"  SSE TTFB          {b['ttfb_ms'] / n['ttfb_ms']:.2f}  (lower is better)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
