@@ -9,7 +9,6 @@ response has reached the client.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -237,24 +236,21 @@ class Proxy:
         endpoint.in_flight += 1
         try:
             try:
-                async with asyncio.timeout(self.first_byte_timeout):
-                    response = await upstream.request(
-                        self.connections,
-                        endpoint.host,
-                        endpoint.port,
-                        request.method,
-                        request.raw_path,
-                        upstream_headers(request),
-                        data,
-                        length,
-                        endpoint.tls,
-                    )
-            except TimeoutError as exc:
-                raise self._failed(
-                    endpoint, "timeout", "no response headers within the first-byte timeout"
-                ) from exc
+                response = await upstream.request(
+                    self.connections,
+                    endpoint.host,
+                    endpoint.port,
+                    request.method,
+                    request.raw_path,
+                    upstream_headers(request),
+                    data,
+                    length,
+                    endpoint.tls,
+                    self.first_byte_timeout,
+                )
             except upstream.UpstreamError as exc:
-                raise self._failed(endpoint, "connect" if exc.connect else "reset", str(exc)) from exc
+                kind = "connect" if exc.connect else "timeout" if exc.timeout else "reset"
+                raise self._failed(endpoint, kind, str(exc)) from exc
             if response.status in RETRY_STATUSES:
                 raise self._failed(endpoint, "status", f"HTTP {response.status}", response)
             return await self._relay(request, response, endpoint, started)
@@ -316,18 +312,13 @@ class Proxy:
         first = True
         while True:
             try:
-                async with asyncio.timeout(self.idle_timeout):
-                    chunk = await response.read_chunk()
-            except TimeoutError:
-                self.metrics.errors.labels(label, "idle").inc()
-                log.warning("backend idle timeout", extra={"backend": label, "endpoint": endpoint.url})
-                self._abort(request)
-                return out
+                chunk = await response.read_chunk(self.idle_timeout)
             except upstream.UpstreamError as exc:
-                self.metrics.errors.labels(label, "stream").inc()
+                kind = "idle" if exc.timeout else "stream"
+                self.metrics.errors.labels(label, kind).inc()
                 log.warning(
-                    "backend stream broke",
-                    extra={"backend": label, "endpoint": endpoint.url, "detail": str(exc)},
+                    "backend stream ended early",
+                    extra={"backend": label, "endpoint": endpoint.url, "kind": kind, "detail": str(exc)},
                 )
                 self._abort(request)
                 return out

@@ -23,12 +23,16 @@ POOL_SIZE = 256
 
 
 class UpstreamError(Exception):
-    """The backend connection failed; `sent` says whether any request byte may have reached it."""
+    """The backend exchange failed: `connect` (no connection), `timeout`, and `fresh` when no response
+    byte had arrived (a reused connection closed by the backend can then be replaced safely)."""
 
-    def __init__(self, message: str, *, connect: bool = False, fresh: bool = True) -> None:
+    def __init__(
+        self, message: str, *, connect: bool = False, fresh: bool = True, timeout: bool = False
+    ) -> None:
         super().__init__(message)
         self.connect = connect
         self.fresh = fresh
+        self.timeout = timeout
 
 
 @dataclass
@@ -38,42 +42,49 @@ class Response:
     headers: list[tuple[str, str]]
     conn: Connection
 
-    async def read_chunk(self) -> bytes:
-        """The next body bytes; b"" at the end. Raises UpstreamError if the backend goes away."""
-        return await self.conn.read_chunk()
+    async def read_chunk(self, idle_timeout: float | None = None) -> bytes:
+        """The next body bytes; b"" at the end. Raises UpstreamError if the backend goes away or idles."""
+        return await self.conn.read_chunk(idle_timeout)
 
     def release(self) -> None:
         self.conn.finish()
 
 
 class Connection(asyncio.Protocol):
+    """One keep-alive connection to a backend, used by one request at a time.
+
+    Waiting is done on plain futures created only when needed, and the first-byte and idle timeouts
+    are loop timers: per request, this costs a fraction of asyncio.timeout() and Events.
+    """
+
     def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
         self.pool = pool
         self.key = key
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.reused = False
         self.idle_since = 0.0
         self.closed = False
+        self.chunks: collections.deque[bytes] = collections.deque()
         self._reset()
 
     def _reset(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.headers_done: asyncio.Future[None] = loop.create_future()
+        self.headers_done: asyncio.Future[None] | None = None
         self.headers: list[tuple[str, str]] = []
+        self.status = 0
         self.reason = ""
-        self.chunks: collections.deque[bytes] = collections.deque()
+        self.chunks.clear()
         self.buffered = 0
         self.complete = False
         self.error: UpstreamError | None = None
-        self.readable = asyncio.Event()
         self.got_bytes = False
         self.until_eof = True
         self.keep_alive = False
         self.head = False
         self.paused_reading = False
-        self.write_ok = asyncio.Event()
-        self.write_ok.set()
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,19 +101,23 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
-        if self.headers_done.done() and not self.complete and self.until_eof and not self.head:
+        if self.status and not self.complete and self.until_eof and not self.head:
             self.complete = True  # a body delimited by the end of the connection
-            self.readable.set()
+            self._wake()
             return
         if not self.complete:
             detail = f": {exc}" if exc else ""
             self._fail(UpstreamError(f"backend closed the connection{detail}", fresh=not self.got_bytes))
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
 
     def pause_writing(self) -> None:
-        self.write_ok.clear()
+        if self._drain is None or self._drain.done():
+            self._drain = self.loop.create_future()
 
     def resume_writing(self) -> None:
-        self.write_ok.set()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
 
     # -- httptools callbacks ------------------------------------------------------------------------
     def on_status(self, status: bytes) -> None:
@@ -116,36 +131,43 @@ class Connection(asyncio.Protocol):
         self.headers.append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        status = self.status = self.parser.get_status_code()
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message ends
         if self.head or status in (204, 304) or 100 <= status < 200:
             self.until_eof = False
-        if not self.headers_done.done():
+        if self.headers_done is not None and not self.headers_done.done():
             self.headers_done.set_result(None)
         if self.head:
             self.complete = True
-            self.readable.set()
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
         self.buffered += len(body)
-        self.readable.set()
+        self._wake()
         if self.buffered > MAX_BUFFER and self.transport is not None and not self.paused_reading:
             self.paused_reading = True
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
         self.complete = True
-        self.readable.set()
+        self._wake()
 
     # -- use ----------------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     def _fail(self, error: UpstreamError) -> None:
         if self.error is None:
             self.error = error
-        if not self.headers_done.done():
+        if self.headers_done is not None and not self.headers_done.done():
             self.headers_done.set_exception(error)
             self.headers_done.exception()  # retrieved: no "never retrieved" warning if nobody awaits
-        self.readable.set()
+        self._wake()
+
+    def _timed_out(self, what: str) -> None:
+        self._fail(UpstreamError(what, timeout=True, fresh=False))
+        self._close()
 
     def _close(self) -> None:
         self.closed = True
@@ -153,26 +175,46 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     async def send(
-        self, head: bytes, body: bytes | AsyncIterator[bytes] | None, method: str, chunked: bool = False
+        self,
+        head: bytes,
+        body: bytes | AsyncIterator[bytes] | None,
+        method: str,
+        chunked: bool,
+        first_byte_timeout: float,
     ) -> Response:
+        """Write the request; return once the response headers are in (or fail, or time out)."""
         self.head = method == "HEAD"
-        assert self.transport is not None
+        self.headers_done = self.loop.create_future()
+        transport = self.transport
+        assert transport is not None
         if body is None or isinstance(body, bytes):
-            self.transport.write(head + body if body else head)
+            transport.write(head + body if body else head)
         else:
-            self.transport.write(head)
+            transport.write(head)
             async for piece in body:
                 if self.error is not None:
                     raise self.error
                 if piece:
-                    self.transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
-                    await self.write_ok.wait()
+                    transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+                    if self._drain is not None and not self._drain.done():
+                        await self._drain
             if chunked:
-                self.transport.write(b"0\r\n\r\n")
-        await self.headers_done
-        return Response(self.parser.get_status_code(), self.reason, self.headers, self)
+                transport.write(b"0\r\n\r\n")
+        if not self.headers_done.done():
+            timer = self.loop.call_later(
+                first_byte_timeout,
+                self._timed_out,
+                f"no response headers within the first-byte timeout ({first_byte_timeout:g}s)",
+            )
+            try:
+                await self.headers_done
+            finally:
+                timer.cancel()
+        elif self.error is not None:
+            raise self.error
+        return Response(self.status, self.reason, self.headers, self)
 
-    async def read_chunk(self) -> bytes:
+    async def read_chunk(self, idle_timeout: float | None = None) -> bytes:
         while True:
             if self.chunks:
                 chunk = self.chunks.popleft()
@@ -185,8 +227,18 @@ class Connection(asyncio.Protocol):
                 raise self.error
             if self.complete:
                 return b""
-            self.readable.clear()
-            await self.readable.wait()
+            self._waiter = self.loop.create_future()
+            timer = None
+            if idle_timeout is not None:
+                timer = self.loop.call_later(
+                    idle_timeout, self._timed_out, f"no data from the backend for {idle_timeout:g}s"
+                )
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
 
     def finish(self) -> None:
         """Back to the pool if the exchange ended cleanly and the backend keeps the connection."""
@@ -285,6 +337,7 @@ async def request(
     body: bytes | AsyncIterator[bytes] | None,
     length: int | None = -1,
     tls: bool = False,
+    first_byte_timeout: float = 300.0,
 ) -> Response:
     """Send one request; a reused connection the backend had already closed is replaced once."""
     hostport = f"{host}:{port}"
@@ -295,7 +348,7 @@ async def request(
     for _ in range(2):
         conn = await pool.acquire(host.strip("[]"), port, tls)
         try:
-            return await conn.send(head, body, method, chunked=streamed and length is None)
+            return await conn.send(head, body, method, streamed and length is None, first_byte_timeout)
         except UpstreamError as exc:
             conn._close()
             # A kept-alive connection can be closed by the backend just as we reuse it: nothing was
