@@ -2,7 +2,7 @@
 #   make test        the whole suite (what CI runs): setup, lint, sanity, unit, molecule
 #   make lab         create the 3-node podman lab and run playbooks/site.yml on it
 #   make lab-destroy remove the lab nodes
-#   make bench       run the benchmarks (resolver vs ldd and lddtree)
+#   make bench       run the benchmarks (resolver vs ldd/lddtree; balancer vs nginx and direct access)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/lib.sh &&
@@ -44,4 +44,6 @@ clean:
 	rm -rf .cache/sanity .cache/dist tests/output
 
 bench: setup
+	scripts/setup.sh --bench
 	$(ENV) python benchmarks/resolver.py
+	$(ENV) python benchmarks/balancer.py

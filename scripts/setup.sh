@@ -3,6 +3,8 @@
 # apt packages, the pinned Python venv, the collection dependencies (offline,
 # from the `ansible` bundle wheel on PyPI), the collection path and the node image.
 # Every step is skipped when its cached result is present and valid.
+#   scripts/setup.sh          what `make test` needs
+#   scripts/setup.sh --bench  only the benchmarks' reference tools (nginx, wrk)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -12,9 +14,12 @@ APT_PACKAGES=(podman runc containerd debootstrap pax-utils python3-pyelftools gc
 
 log() { printf '[setup] %s\n' "$*"; }
 
+# The balancer benchmark compares against nginx and loads with wrk (make bench).
+BENCH_PACKAGES=(nginx-light wrk)
+
 apt_packages() {
   local missing=()
-  for p in "${APT_PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   if ((${#missing[@]})); then
@@ -94,7 +99,11 @@ sys.exit(main(["install", "--no-index", "--find-links", "$wheel_dir"] + args))
 PY
 }
 
-apt_packages
+if [[ ${1:-} == --bench ]]; then
+  apt_packages "${BENCH_PACKAGES[@]}"
+  exit 0
+fi
+apt_packages "${APT_PACKAGES[@]}"
 python_venv
 ansible_test_pip_bootstrap
 collections
