@@ -61,7 +61,9 @@ def nginx_conf(work: Path, backends: list[int], proxy_port: int, sse_port: int, 
         f"      location / {{ return 200 '{BODY.decode()}'; }} }}"
         for p in backends
     )
-    upstream = "\n".join(f"      server 127.0.0.1:{p} weight={w};" for p, w in zip(backends, WEIGHTS, strict=True))
+    upstream = "\n".join(
+        f"      server 127.0.0.1:{p} weight={w};" for p, w in zip(backends, WEIGHTS, strict=True)
+    )
     conf = work / "nginx.conf"
     conf.write_text(f"""
 worker_processes 1;
@@ -130,30 +132,44 @@ async def ttfb(url: str, n: int) -> float:
     """Median time to the first SSE chunk over n sequential streams, in ms."""
     times = []
     async with aiohttp.ClientSession() as session:
-        for _ in range(n):
+        for _attempt in range(n):
             start = time.perf_counter()
-            async with session.post(url + "/v1/chat/completions",
-                                    json={"stream": True, "chunks": 4, "interval": 0.02}) as r:
+            async with session.post(
+                url + "/v1/chat/completions", json={"stream": True, "chunks": 4, "interval": 0.02}
+            ) as r:
                 await r.content.readline()
                 times.append((time.perf_counter() - start) * 1000)
                 await r.read()
     return statistics.median(times)
 
 
+SSE_BACKEND = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from standin_backend import StandinBackend
+
+async def main():
+    await StandinBackend(name="sse", models=["bench"]).start(int(sys.argv[2]))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
 def run_sse_backend(port: int) -> subprocess.Popen[bytes]:
-    code = (
-        "import asyncio, sys; sys.path.insert(0, %r)\n"
-        "from standin_backend import StandinBackend\n"
-        "async def main():\n"
-        "    await StandinBackend(name='sse', models=['bench']).start(%d)\n"
-        "    await asyncio.Event().wait()\n"
-        "asyncio.run(main())\n"
-    ) % (str(REPO / "balancer" / "tests"), port)
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """The tests' stand-in streaming backend, in a process of its own."""
+    tests = str(REPO / "balancer" / "tests")
+    return subprocess.Popen(
+        [sys.executable, "-c", SSE_BACKEND, tests, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
     parser.add_argument("--connections", type=int, default=50, help="connections for the throughput runs")
     parser.add_argument("--streams", type=int, default=40, help="SSE streams per target for the TTFB figure")
@@ -162,35 +178,65 @@ def main() -> int:
         if shutil.which(tool) is None and not Path("/usr/sbin/nginx").exists():
             sys.exit(f"{tool} is missing: run `make bench` (installs nginx-light and wrk)")
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    backends = [free_port() for _ in WEIGHTS]
-    nginx_port, balancer_port, sse_port, sse_nginx, sse_balancer = (free_port() for _ in range(5))
+    backends = [free_port() for _weight in WEIGHTS]
+    nginx_port, balancer_port, sse_port, sse_nginx, sse_balancer = (free_port() for _port in range(5))
     with tempfile.TemporaryDirectory(prefix="edgewasm-bench-") as tmp:
         work = Path(tmp)
         conf = nginx_conf(work, backends, nginx_port, sse_port, sse_nginx)
         backends_file = work / "backends.json"
-        backends_file.write_text(json.dumps(
-            [{"name": f"b{i}", "url": f"http://127.0.0.1:{p}", "weight": w}
-             for i, (p, w) in enumerate(zip(backends, WEIGHTS, strict=True))]))
+        backends_file.write_text(
+            json.dumps(
+                [
+                    {"name": f"b{i}", "url": f"http://127.0.0.1:{p}", "weight": w}
+                    for i, (p, w) in enumerate(zip(backends, WEIGHTS, strict=True))
+                ]
+            )
+        )
         sse_file = work / "sse.json"
         sse_file.write_text(json.dumps([{"name": "sse", "url": f"http://127.0.0.1:{sse_port}"}]))
         post = work / "post64k.lua"
-        post.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                        f'wrk.body = \'{{"model":"bench","prompt":"' + "x" * (64 * 1024 - 32) + '"}\'\n')
+        post.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            'wrk.body = \'{"model":"bench","prompt":"' + "x" * (64 * 1024 - 32) + "\"}'\n"
+        )
         env = {**os.environ, "PYTHONPATH": str(REPO / "balancer" / "src")}
-        balancer = [sys.executable, "-m", "edgewasm_balancer", "--log-level", "warning", "--health-interval", "0"]
+        balancer = [
+            sys.executable,
+            "-m",
+            "edgewasm_balancer",
+            "--log-level",
+            "warning",
+            "--health-interval",
+            "0",
+        ]
         sse = run_sse_backend(sse_port)
         try:
             wait_port(sse_port)
             with (
                 process([nginx, "-c", str(conf), "-p", str(work), "-g", "daemon off;"], nginx_port),
-                process([*balancer, "--listen", f"127.0.0.1:{balancer_port}", "--backends-file",
-                         str(backends_file)], balancer_port, env=env),
-                process([*balancer, "--listen", f"127.0.0.1:{sse_balancer}", "--backends-file",
-                         str(sse_file)], sse_balancer, env=env),
+                process(
+                    [
+                        *balancer,
+                        "--listen",
+                        f"127.0.0.1:{balancer_port}",
+                        "--backends-file",
+                        str(backends_file),
+                    ],
+                    balancer_port,
+                    env=env,
+                ),
+                process(
+                    [*balancer, "--listen", f"127.0.0.1:{sse_balancer}", "--backends-file", str(sse_file)],
+                    sse_balancer,
+                    env=env,
+                ),
             ):
                 wait_port(sse_nginx)
-                targets = {"direct": f"http://127.0.0.1:{backends[0]}", "nginx": f"http://127.0.0.1:{nginx_port}",
-                           "balancer": f"http://127.0.0.1:{balancer_port}"}
+                targets = {
+                    "direct": f"http://127.0.0.1:{backends[0]}",
+                    "nginx": f"http://127.0.0.1:{nginx_port}",
+                    "balancer": f"http://127.0.0.1:{balancer_port}",
+                }
                 results: dict[str, dict[str, float]] = {}
                 for name, base in targets.items():
                     url = base + "/v1/info"
@@ -198,10 +244,17 @@ def main() -> int:
                     small = wrk(url, args.duration, args.connections)
                     quiet = wrk(url, args.duration, 1)
                     large = wrk(base + "/v1/completions", args.duration, 16, post)
-                    results[name] = {"rps": small["rps"], "p50_ms": quiet["p50_ms"], "p99_ms": quiet["p99_ms"],
-                                     "rps_64k": large["rps"]}
-                sse_targets = {"direct": f"http://127.0.0.1:{sse_port}", "nginx": f"http://127.0.0.1:{sse_nginx}",
-                               "balancer": f"http://127.0.0.1:{sse_balancer}"}
+                    results[name] = {
+                        "rps": small["rps"],
+                        "p50_ms": quiet["p50_ms"],
+                        "p99_ms": quiet["p99_ms"],
+                        "rps_64k": large["rps"],
+                    }
+                sse_targets = {
+                    "direct": f"http://127.0.0.1:{sse_port}",
+                    "nginx": f"http://127.0.0.1:{sse_nginx}",
+                    "balancer": f"http://127.0.0.1:{sse_balancer}",
+                }
                 for name, base in sse_targets.items():
                     results[name]["ttfb_ms"] = asyncio.run(ttfb(base, args.streams))
         finally:
@@ -213,11 +266,15 @@ def main() -> int:
 
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
     print(f"\nloopback, {os.cpu_count()} cores; wrk -t1, {args.duration}s runs; weights {WEIGHTS}")
-    print(f"{'target':<10}{'req/s (c=' + str(args.connections) + ')':>18}{'p50 ms (c=1)':>14}{'p99 ms (c=1)':>14}"
-          f"{'req/s 64KB':>12}{'SSE TTFB ms':>13}")
+    print(
+        f"{'target':<10}{'req/s (c=' + str(args.connections) + ')':>18}{'p50 ms (c=1)':>14}{'p99 ms (c=1)':>14}"
+        f"{'req/s 64KB':>12}{'SSE TTFB ms':>13}"
+    )
     for name, r in results.items():
-        print(f"{name:<10}{r['rps']:>18.0f}{r['p50_ms']:>14.3f}{r['p99_ms']:>14.3f}{r['rps_64k']:>12.0f}"
-              f"{r['ttfb_ms']:>13.2f}")
+        print(
+            f"{name:<10}{r['rps']:>18.0f}{r['p50_ms']:>14.3f}{r['p99_ms']:>14.3f}{r['rps_64k']:>12.0f}"
+            f"{r['ttfb_ms']:>13.2f}"
+        )
     d, n, b = results["direct"], results["nginx"], results["balancer"]
     print("\nadded latency over direct access at one connection:")
     print(f"  nginx    p50 {n['p50_ms'] - d['p50_ms']:+.3f} ms   p99 {n['p99_ms'] - d['p99_ms']:+.3f} ms")

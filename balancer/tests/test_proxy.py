@@ -28,11 +28,14 @@ async def test_weighted_shares_over_10000_requests(backends, balancer, http):
     )
     url = base_url(bal) + "/v1/embeddings"
     counts: Counter[str] = Counter()
-    # The first picks follow nginx's smooth sequence exactly.
+    # Sequential requests follow nginx's smooth sequence exactly.
+    sequence = []
     for _ in range(7):
         async with http.post(url, data=b'{"input":"x"}') as r:
-            counts[r.headers["X-Edgewasm-Backend"]] += 1
             assert r.status == 200
+            sequence.append(r.headers["X-Edgewasm-Backend"])
+    assert "".join(sequence) == "aabacaa"
+    counts.update(sequence)
     sem = asyncio.Semaphore(32)
 
     async def one() -> str:
