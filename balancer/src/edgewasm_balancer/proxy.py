@@ -173,7 +173,7 @@ class Proxy:
         self.in_flight = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
+        started = request["edgewasm_started"] = time.perf_counter()
         self.in_flight += 1
         try:
             return await self._handle(request, started)

@@ -1,0 +1,144 @@
+"""balancer/Containerfile, built and run with podman.
+
+No registry is reachable here, so the image is built on a STAND-IN for python:3.12-slim-bookworm:
+the project's Debian bookworm node image plus python3-venv (CPython 3.11), with this machine's CA
+bundle for pip. Everything after `FROM` is the real Containerfile.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_IMAGE = "localhost/edgewasm-node:bookworm"
+BASE = "localhost/edgewasm-test-python-standin:bookworm"
+IMAGE = "localhost/edgewasm-balancer:test"
+
+pytestmark = pytest.mark.slow
+
+STANDIN_BASE = f"""\
+# STAND-IN for python:3.12-slim-bookworm (tests only).
+FROM {NODE_IMAGE}
+COPY host-ca.crt /etc/ssl/certs/host-ca.crt
+ENV PIP_CERT=/etc/ssl/certs/host-ca.crt
+RUN apt-get update -qq \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null \\
+ && ln -sf /usr/bin/python3 /usr/local/bin/python && rm -rf /var/lib/apt/lists/*
+"""
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory):
+    assert shutil.which("podman"), "podman is missing: run scripts/setup.sh"
+    assert podman("image", "exists", NODE_IMAGE, check=False).returncode == 0, (
+        f"{NODE_IMAGE} missing: run scripts/setup.sh"
+    )
+    context = tmp_path_factory.mktemp("python-standin")
+    (context / "Containerfile").write_text(STANDIN_BASE)
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", context / "host-ca.crt")
+    podman("build", "-q", "-t", BASE, str(context))
+    podman(
+        "build",
+        "-q",
+        "--build-arg",
+        f"PYTHON_IMAGE={BASE}",
+        "-t",
+        IMAGE,
+        "-f",
+        str(REPO / "balancer" / "Containerfile"),
+        str(REPO / "balancer"),
+    )
+    yield IMAGE
+    podman("rmi", "-f", IMAGE, check=False)
+
+
+def size(ref: str) -> int:
+    return int(podman("image", "inspect", ref, "--format", "{{.Size}}").stdout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_image_is_non_root_and_adds_little(image):
+    config = json.loads(podman("image", "inspect", image).stdout)[0]["Config"]
+    assert config["User"] == "65532:65532"
+    assert config["Entrypoint"] == ["python", "-m", "edgewasm_balancer"]
+    added = size(image) - size(BASE)
+    assert added < 100 * 1024 * 1024, f"the balancer adds {added / 2**20:.0f} MiB to its base"
+    listing = podman(
+        "run",
+        "--rm",
+        "--entrypoint",
+        "sh",
+        image,
+        "-c",
+        "ls /opt/balancer/bin; ls /opt/balancer/lib/python3*/site-packages",
+    ).stdout.split()
+    assert "pip" not in listing and "setuptools" not in listing
+    assert "edgewasm_balancer" in listing and "uvloop" in listing
+
+
+def test_image_serves_and_stops_cleanly(image, tmp_path):
+    help_text = podman("run", "--rm", image, "--help").stdout
+    assert "--backends-file" in help_text and "EDGEWASM_BALANCER_IDLE_TIMEOUT" in help_text
+    port = free_port()
+    backends = tmp_path / "backends.yaml"
+    backends.write_text(
+        "- name: llama-low-cost\n  url: http://127.0.0.1:9\n  weight: 3\n  models: [llama-3-1b]\n"
+    )
+    backends.chmod(0o644)
+    name = f"edgewasm-balancer-test-{port}"
+    podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "-v",
+        f"{backends}:/etc/balancer/backends.yaml:ro,Z",
+        "-e",
+        f"EDGEWASM_BALANCER_LISTEN=127.0.0.1:{port}",
+        image,
+        "--backends-file",
+        "/etc/balancer/backends.yaml",
+        "--health-interval",
+        "0",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, podman("logs", name, check=False).stderr
+                time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/services", timeout=5) as answer:
+            (service,) = json.load(answer)
+        assert (service["name"], service["weight"], service["models"]) == (
+            "llama-low-cost",
+            3,
+            ["llama-3-1b"],
+        )
+        podman("stop", "-t", "20", name)
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        assert state["ExitCode"] == 0, podman("logs", name, check=False).stderr
+    finally:
+        podman("rm", "-f", name, check=False)
