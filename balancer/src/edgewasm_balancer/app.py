@@ -20,7 +20,7 @@ from edgewasm_balancer.health import HealthChecker, merged_models
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
 from edgewasm_balancer.metrics import Metrics
 from edgewasm_balancer.pool import HealthPolicy, Pool
-from edgewasm_balancer.proxy import BACKEND_HEADER, Proxy, openai_error
+from edgewasm_balancer.proxy import BACKEND_HEADER, STARTED, Proxy, openai_error
 from edgewasm_balancer.sources import AdminApi, BackendsFile
 
 log = logging.getLogger("edgewasm_balancer")
@@ -35,7 +35,7 @@ class AccessLogger(AbstractAccessLogger):
         if request.path in {"/healthz", "/readyz", "/metrics"}:
             return
         # uvloop's clock has millisecond resolution: proxied requests carry their own start time.
-        started = request.get("edgewasm_started")
+        started = request.get(STARTED)
         seconds = perf_counter() - started if started is not None else time
         self.logger.info(
             "request",

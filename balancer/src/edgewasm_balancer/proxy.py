@@ -42,6 +42,7 @@ HOP_BY_HOP = frozenset(
 RETRY_STATUSES = frozenset({502, 503, 504})
 CHUNK = 64 * 1024
 BACKEND_HEADER = "X-Edgewasm-Backend"
+STARTED = web.RequestKey("edgewasm_started", float)  # perf_counter() when the proxy took the request
 
 
 def openai_error(
@@ -173,7 +174,7 @@ class Proxy:
         self.in_flight = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        started = request["edgewasm_started"] = time.perf_counter()
+        started = request[STARTED] = time.perf_counter()
         self.in_flight += 1
         try:
             return await self._handle(request, started)
