@@ -1,6 +1,6 @@
 """The balancer vs nginx vs direct backend access, on loopback, in one run.
 
-    make bench            (or: python benchmarks/balancer.py [--duration S] [--connections N])
+    make bench            (or: python benchmarks/balancer.py [--duration S] [--repeat N] [--connections N])
 
 Backends are nginx server blocks answering a small fixed JSON body (fast enough that the proxy is
 what is measured), weighted 5/1/1 in both proxies. Both proxies get one worker/process: nginx
@@ -170,7 +170,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds over all targets; medians are reported")
     parser.add_argument("--connections", type=int, default=50, help="connections for the throughput runs")
     parser.add_argument("--streams", type=int, default=40, help="SSE streams per target for the TTFB figure")
     args = parser.parse_args()
@@ -237,19 +238,32 @@ def main() -> int:
                     "nginx": f"http://127.0.0.1:{nginx_port}",
                     "balancer": f"http://127.0.0.1:{balancer_port}",
                 }
-                results: dict[str, dict[str, float]] = {}
-                for name, base in targets.items():
-                    url = base + "/v1/info"
-                    wrk(url, 2, args.connections)  # warm-up: connections, caches
-                    small = wrk(url, args.duration, args.connections)
-                    quiet = wrk(url, args.duration, 1)
-                    large = wrk(base + "/v1/completions", args.duration, 16, post)
-                    results[name] = {
-                        "rps": small["rps"],
-                        "p50_ms": quiet["p50_ms"],
-                        "p99_ms": quiet["p99_ms"],
-                        "rps_64k": large["rps"],
-                    }
+                for base in targets.values():
+                    wrk(base + "/v1/info", 2, args.connections)  # warm-up: connections, caches
+                # Rounds interleave the targets, so a burst of noise on the machine hits all of them;
+                # each figure is the median over the rounds.
+                rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+                for _round in range(args.repeat):
+                    for name, base in targets.items():
+                        url = base + "/v1/info"
+                        small = wrk(url, args.duration, args.connections)
+                        quiet = wrk(url, args.duration, 1)
+                        large = wrk(base + "/v1/completions", args.duration, 16, post)
+                        rounds[name].append(
+                            {
+                                "rps": small["rps"],
+                                "p50_ms": quiet["p50_ms"],
+                                "p99_ms": quiet["p99_ms"],
+                                "rps_64k": large["rps"],
+                            }
+                        )
+                results = {
+                    name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+                    for name, runs in rounds.items()
+                }
+                ratios = [
+                    b["rps"] / n["rps"] for b, n in zip(rounds["balancer"], rounds["nginx"], strict=True)
+                ]
                 sse_targets = {
                     "direct": f"http://127.0.0.1:{sse_port}",
                     "nginx": f"http://127.0.0.1:{sse_nginx}",
@@ -261,11 +275,15 @@ def main() -> int:
             sse.terminate()
             sse.wait()
     report(results, args)
+    print(f"  requests/s small, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
     return 0
 
 
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
-    print(f"\nloopback, {os.cpu_count()} cores; wrk -t1, {args.duration}s runs; weights {WEIGHTS}")
+    print(
+        f"\nloopback, {os.cpu_count()} cores; wrk -t1, {args.duration}s runs, median of {args.repeat} rounds; "
+        f"weights {WEIGHTS}; one nginx worker, one balancer process"
+    )
     print(
         f"{'target':<10}{'req/s (c=' + str(args.connections) + ')':>18}{'p50 ms (c=1)':>14}{'p99 ms (c=1)':>14}"
         f"{'req/s 64KB':>12}{'SSE TTFB ms':>13}"
