@@ -91,6 +91,10 @@ def endpoint_urls(service_port: dict[str, Any], slices: list[dict[str, Any]]) ->
     return tuple(sorted(urls))
 
 
+def _skipped(service: str, reason: str, **fields: str) -> None:
+    log.warning(f"service skipped: {reason}", extra={"service": service, **fields})
+
+
 def service_specs(
     namespace: str,
     services: dict[str, dict[str, Any]],
@@ -106,40 +110,22 @@ def service_specs(
     specs = []
     for name, service in sorted(services.items()):
         annotations = (service.get("metadata") or {}).get("annotations") or {}
-        where = f"Service {namespace}/{name}"
+        where = f"{namespace}/{name}"
         try:
-            weight = parse_weight(annotations.get(settings.weight_annotation))
+            annotation = settings.weight_annotation
+            weight = parse_weight(annotations.get(annotation))
+            annotation = settings.models_annotation
+            models = parse_models(annotations.get(annotation))
         except ValueError as exc:
-            log.warning(
-                "service skipped: invalid weight annotation",
-                extra={
-                    "service": f"{namespace}/{name}",
-                    "annotation": settings.weight_annotation,
-                    "detail": str(exc),
-                },
-            )
-            continue
-        try:
-            models = parse_models(annotations.get(settings.models_annotation))
-        except ValueError as exc:
-            log.warning(
-                "service skipped: invalid models annotation",
-                extra={
-                    "service": f"{namespace}/{name}",
-                    "annotation": settings.models_annotation,
-                    "detail": str(exc),
-                },
-            )
+            _skipped(where, f"invalid annotation {annotation}", annotation=annotation, detail=str(exc))
             continue
         port = _service_port(service, settings.port_name)
         if port is None:
-            log.warning(
-                "service skipped: no matching port", extra={"service": where, "port_name": settings.port_name}
-            )
+            _skipped(where, "no matching port", port_name=settings.port_name or "(first)")
             continue
         specs.append(
             ServiceSpec(
-                name=f"{namespace}/{name}",
+                name=where,
                 weight=weight,
                 models=models,
                 urls=endpoint_urls(port, by_service.get(name, [])),
