@@ -1,0 +1,49 @@
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # Options and attributes shared by the modules that manage Kubernetes objects.
+    DOCUMENTATION = r"""
+options:
+  state:
+    description:
+      - V(present) creates or updates the objects (server-side apply), V(absent) deletes them.
+    type: str
+    choices: [present, absent]
+    default: present
+  kubeconfig:
+    description:
+      - Path to a kubeconfig file. Without it, C(KUBECONFIG) or C(~/.kube/config), or the pod's service
+        account when the module runs inside the cluster.
+    type: path
+  context:
+    description:
+      - Context of the kubeconfig to use; its current context when not set.
+    type: str
+  wait:
+    description:
+      - Wait until every Deployment has rolled out (all replicas updated, ready and available).
+    type: bool
+    default: false
+  wait_timeout:
+    description:
+      - Seconds to wait with O(wait=true) before failing with the Deployment's status.
+    type: int
+    default: 600
+requirements:
+  - kubernetes (Python client) >= 24.2 on the host that runs the module (usually the controller)
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: A server-side dry run of every apply, so the API server validates and defaults the objects.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+"""

@@ -1,0 +1,89 @@
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the Kubernetes modules share: their common options and the apply-all-objects run."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
+
+COMMON_ARGS = dict(
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    kubeconfig=dict(type="path"),
+    context=dict(type="str"),
+    wait=dict(type="bool", default=False),
+    wait_timeout=dict(type="int", default=600),
+)
+
+
+def run_objects(cluster, objects, state, check_mode, wait, wait_timeout):
+    """Apply (or delete, in reverse order) ``objects``; the module result without ``manifests``."""
+    results = []
+    diff = {"before": [], "after": []}
+    ordered = objects if state == "present" else list(reversed(objects))
+    for obj in ordered:
+        outcome = cluster.apply(obj, check_mode) if state == "present" else cluster.delete(obj, check_mode)
+        results.append({"kind": obj["kind"], "name": obj["metadata"]["name"],
+                        "namespace": obj["metadata"].get("namespace"), "changed": outcome["changed"]})
+        if outcome["changed"]:
+            diff["before"].append(outcome["before"])
+            diff["after"].append(outcome["after"])
+    rollout = []
+    if state == "present" and wait and not check_mode:
+        for obj in objects:
+            if obj["kind"] == "Deployment":
+                done = cluster.wait_ready(obj, wait_timeout)
+                rollout.append(dict(name=obj["metadata"]["name"], **done))
+    return {
+        "changed": any(r["changed"] for r in results),
+        "objects": results,
+        "rollout": rollout,
+        "diff": {"before": [d for d in diff["before"] if d], "after": [d for d in diff["after"] if d]},
+    }
+
+
+def with_owned(cluster, objects, owned):
+    """Live objects the ``owned`` selectors find that are not in ``objects``: to delete.
+
+    With state=absent they are deleted with ``objects``; with state=present they are left-overs (a node
+    group that went away) and are deleted after the apply.
+    """
+    wanted = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects}
+    extra = []
+    for api_version, kind, namespace, label_selector in owned:
+        for live in cluster.find(api_version, kind, namespace, label_selector):
+            key = (kind, namespace, live["metadata"]["name"])
+            if key not in wanted:
+                wanted.add(key)
+                extra.append({"apiVersion": api_version, "kind": kind,
+                              "metadata": {"name": live["metadata"]["name"], "namespace": namespace}})
+    return extra
+
+
+def execute(module, objects, owned=()):
+    """Connect, apply, report: the whole body of a module once its objects are built."""
+    params = module.params
+    try:
+        cluster = k8s_apply.Cluster(k8s_apply.connect(params["kubeconfig"], params["context"]))
+        result = run(cluster, objects, with_owned(cluster, objects, owned), params, module.check_mode)
+    except k8s_apply.KubernetesError as exc:
+        module.fail_json(msg=str(exc), manifests=objects)
+    if not module._diff:
+        result.pop("diff")
+    module.exit_json(manifests=objects, **result)
+
+
+def run(cluster, objects, stale, params, check_mode):
+    """Apply or delete ``objects``, then delete ``stale`` ones; one result for the module."""
+    if params["state"] == "absent":
+        return run_objects(cluster, stale + objects, "absent", check_mode, False, 0)
+    result = run_objects(cluster, objects, "present", check_mode, params["wait"], params["wait_timeout"])
+    if stale:
+        removed = run_objects(cluster, stale, "absent", check_mode, False, 0)
+        result["objects"] += removed["objects"]
+        result["changed"] = result["changed"] or removed["changed"]
+        for side in ("before", "after"):
+            result["diff"][side] += removed["diff"][side]
+    return result

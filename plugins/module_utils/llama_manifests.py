@@ -1,0 +1,347 @@
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Kubernetes manifests for llama-api-server backends and the balancer: pure functions.
+
+Inputs are the modules' validated parameters (plain dicts); outputs are plain dicts ready for the
+API server. Nothing here talks to a cluster, so every object can be unit-tested and validated
+against the Kubernetes schemas.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+TARGET_LABEL = "llamaedge/target"
+WEIGHT_ANNOTATION = "llamaedge/weight"
+MODELS_ANNOTATION = "llamaedge/models"
+MANAGED_BY = "edgewasm.llamaedge"
+PART_OF = "edgewasm-llamaedge"
+POD_MODELS_DIR = "/models"
+BALANCER_PORT = 8080
+BALANCER_TOKEN_ENV = "EDGEWASM_BALANCER_ADMIN_TOKEN"
+# The flags of llama-api-server that the structured options map to, in the order they are emitted.
+SERVER_FLAGS = (
+    ("model_name", "--model-name"),
+    ("model_aliases", "--model-alias"),
+    ("prompt_template", "--prompt-template"),
+    ("ctx_size", "--ctx-size"),
+    ("batch_size", "--batch-size"),
+    ("n_predict", "--n-predict"),
+    ("threads", "--threads"),
+    ("n_gpu_layers", "--n-gpu-layers"),
+)
+
+
+def dns_label_error(option, value, max_length=63):
+    """Error text when ``value`` is not a DNS-1123 label of at most ``max_length``, else None."""
+    if not isinstance(value, str) or not DNS1123_LABEL.match(value) or len(value) > max_length:
+        return (
+            "%s=%r must be a DNS-1123 label of at most %d characters: lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit" % (option, value, max_length)
+        )
+    return None
+
+
+def labels(name, component):
+    return {
+        "app.kubernetes.io/name": "llama-api-server" if component == "backend" else "edgewasm-balancer",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def selector(name, component):
+    return {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": component}
+
+
+# -- backends -----------------------------------------------------------------------------------------
+def backend_errors(spec):
+    """Every problem with a backend's parameters, each naming the option; empty when usable."""
+    errors = []
+    name_error = dns_label_error("name", spec["name"], 52)  # room for a "-gN" suffix per node group
+    if name_error:
+        errors.append(name_error)
+    namespace_error = dns_label_error("namespace", spec["namespace"])
+    if namespace_error:
+        errors.append(namespace_error)
+    if spec["weight"] < 1:
+        errors.append("weight=%r must be an integer >= 1 (its share of the balancer's traffic)" % spec["weight"])
+    if spec["replicas"] < 0:
+        errors.append("replicas=%r must be >= 0" % spec["replicas"])
+    if not spec.get("image"):
+        errors.append("image is required: the OCI image holding llama-api-server.wasm")
+    model_file = spec.get("model_file") or ""
+    if not model_file or "/" in model_file or model_file in (".", ".."):
+        errors.append("model_file=%r must be a file name inside models_dir, without '/'" % model_file)
+    if not spec.get("models_dir", "").startswith("/"):
+        errors.append("models_dir=%r must be an absolute path on the nodes" % spec.get("models_dir"))
+    if not spec.get("prompt_template"):
+        errors.append("prompt_template is required by llama-api-server (for example llama-3-chat)")
+    if not spec.get("node_groups"):
+        errors.append(
+            "node_groups is empty: give at least one group of nodes that hold the model and the runtime, "
+            "with the volumes, volume_mounts and env wasmedge_plugin_deps returned on them"
+        )
+    for index, group in enumerate(spec.get("node_groups") or []):
+        if not group.get("nodes"):
+            errors.append("node_groups[%d].nodes must list at least one node name" % index)
+    return errors
+
+
+def server_args(spec):
+    """llama-api-server's command-line arguments from the structured options."""
+    args = []
+    for key, flag in SERVER_FLAGS:
+        value = spec.get(key)
+        if value is None or value == []:
+            continue
+        if isinstance(value, list):
+            value = ",".join(value)
+        args.extend([flag, str(value)])
+    args.extend(["--port", str(spec["port"])])
+    return args
+
+
+def preload(spec):
+    """WASMEDGE_WASINN_PRELOAD: alias:backend:target:path (the alias must be the server's first alias)."""
+    alias = (spec.get("model_aliases") or ["default"])[0]
+    return "%s:%s:%s:%s/%s" % (alias, spec["wasinn_backend"], spec["wasinn_target"], POD_MODELS_DIR, spec["model_file"])
+
+
+def split_replicas(total, groups):
+    """Replicas per node group, in proportion to each group's node count (largest remainder)."""
+    weights = [len(g["nodes"]) for g in groups]
+    whole = sum(weights)
+    shares = [total * w // whole for w in weights]
+    order = sorted(range(len(groups)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in order[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def _probe(path, port, period, failures, delay=0):
+    probe = {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+    if delay:
+        probe["initialDelaySeconds"] = delay
+    return probe
+
+
+def _backend_container(spec, group):
+    model_volume = "model"
+    env = [dict(e) for e in group.get("env") or []]
+    env.append({"name": "WASMEDGE_WASINN_PRELOAD", "value": preload(spec)})
+    env.extend(dict(e) for e in spec.get("extra_env") or [])
+    port = spec["port"]
+    container = {
+        "name": "llama-api-server",
+        "image": spec["image"],
+        "imagePullPolicy": spec["image_pull_policy"],
+        "command": ["llama-api-server.wasm"],
+        "args": server_args(spec),
+        "env": env,
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "volumeMounts": [dict(m) for m in group.get("volume_mounts") or []]
+        + [{"name": model_volume, "mountPath": "%s/%s" % (POD_MODELS_DIR, spec["model_file"]), "readOnly": True}],
+        # Loading a model takes a while: the startup probe allows it, then readiness and liveness take over.
+        # llama-api-server has no /health: /v1/models answers once the model is loaded, /echo always.
+        "startupProbe": _probe("/v1/models", port, 5, spec["startup_seconds"] // 5 or 1),
+        "readinessProbe": _probe("/v1/models", port, 10, 3),
+        "livenessProbe": _probe("/echo", port, 20, 3),
+    }
+    if spec.get("resources"):
+        container["resources"] = spec["resources"]
+    return container
+
+
+def _backend_deployment(spec, group, name, replicas):
+    model_path = "%s/%s" % (spec["models_dir"].rstrip("/"), spec["model_file"])
+    pod_labels = dict(labels(spec["name"], "backend"), **{"llamaedge/node-group": name})
+    pod_spec = {
+        "runtimeClassName": spec["runtime_class"],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "kubernetes.io/hostname", "operator": "In", "values": sorted(group["nodes"])}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+        "containers": [_backend_container(spec, group)],
+        "volumes": [dict(v) for v in group.get("volumes") or []]
+        + [{"name": "model", "hostPath": {"path": model_path, "type": "File"}}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": spec["namespace"], "labels": dict(pod_labels)},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(selector(spec["name"], "backend"), **{"llamaedge/node-group": name})},
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def backend_service(spec):
+    models = [spec["model_name"]] + [a for a in spec.get("model_aliases") or [] if a != spec["model_name"]]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": spec["name"],
+            "namespace": spec["namespace"],
+            "labels": dict(labels(spec["name"], "backend"), **{TARGET_LABEL: "true"}),
+            "annotations": {WEIGHT_ANNOTATION: str(spec["weight"]), MODELS_ANNOTATION: ",".join(models)},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(spec["name"], "backend"),
+            "ports": [{"name": "http", "port": spec["port"], "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def backend_manifests(spec):
+    """The Deployments (one per node group) and the Service of one backend."""
+    groups = spec["node_groups"]
+    shares = split_replicas(spec["replicas"], groups)
+    objects = []
+    for index, (group, replicas) in enumerate(zip(groups, shares)):
+        name = spec["name"] if len(groups) == 1 else "%s-g%d" % (spec["name"], index + 1)
+        objects.append(_backend_deployment(spec, group, name, replicas))
+    objects.append(backend_service(spec))
+    return objects
+
+
+# -- balancer -----------------------------------------------------------------------------------------
+def balancer_errors(spec):
+    errors = []
+    for option in ("name", "namespace"):
+        error = dns_label_error(option, spec[option])
+        if error:
+            errors.append(error)
+    for ns in spec["watch_namespaces"]:
+        error = dns_label_error("watch_namespaces[]", ns)
+        if error:
+            errors.append(error)
+    if not spec.get("image"):
+        errors.append("image is required: the edgewasm-balancer image built from balancer/Containerfile")
+    if spec["service_type"] != "NodePort" and spec.get("node_port"):
+        errors.append("node_port is only used with service_type=NodePort")
+    if spec.get("node_port") and not 30000 <= spec["node_port"] <= 32767:
+        errors.append("node_port=%r must be in the NodePort range 30000-32767" % spec["node_port"])
+    if spec["replicas"] < 1:
+        errors.append("replicas=%r must be >= 1" % spec["replicas"])
+    return errors
+
+
+def _balancer_rbac(spec):
+    """Read-only access to Services and EndpointSlices, one Role per watched namespace."""
+    objects = []
+    for ns in sorted(set(spec["watch_namespaces"])):
+        meta = {"name": spec["name"], "namespace": ns, "labels": labels(spec["name"], "balancer")}
+        objects.append({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": dict(meta),
+            "rules": [
+                {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+            ],
+        })
+        objects.append({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": dict(meta),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": spec["name"]},
+            "subjects": [{"kind": "ServiceAccount", "name": spec["name"], "namespace": spec["namespace"]}],
+        })
+    return objects
+
+
+def _balancer_container(spec):
+    args = ["--kubernetes", "--listen", "0.0.0.0:%d" % BALANCER_PORT]
+    for ns in spec["watch_namespaces"]:
+        args.extend(["--namespace", ns])
+    args.extend(spec.get("extra_args") or [])
+    env = []
+    if spec.get("admin_token_secret"):
+        env.append({
+            "name": BALANCER_TOKEN_ENV,
+            "valueFrom": {"secretKeyRef": {"name": spec["admin_token_secret"], "key": spec["admin_token_key"]}},
+        })
+    container = {
+        "name": "balancer",
+        "image": spec["image"],
+        "imagePullPolicy": spec["image_pull_policy"],
+        "args": args,
+        "ports": [{"name": "http", "containerPort": BALANCER_PORT, "protocol": "TCP"}],
+        "readinessProbe": _probe("/readyz", "http", 5, 2),
+        "livenessProbe": _probe("/healthz", "http", 10, 3, delay=5),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "resources": spec.get("resources") or {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
+    }
+    if env:
+        container["env"] = env
+    return container
+
+
+def balancer_manifests(spec):
+    """ServiceAccount, RBAC, Deployment and Service of the balancer."""
+    name, ns = spec["name"], spec["namespace"]
+    meta = {"name": name, "namespace": ns, "labels": labels(name, "balancer")}
+    service_port = {"name": "http", "port": spec["port"], "targetPort": "http", "protocol": "TCP"}
+    if spec["service_type"] == "NodePort" and spec.get("node_port"):
+        service_port["nodePort"] = spec["node_port"]
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": dict(meta),
+        "spec": {
+            "replicas": spec["replicas"],
+            "selector": {"matchLabels": selector(name, "balancer")},
+            "template": {
+                "metadata": {"labels": labels(name, "balancer")},
+                "spec": {
+                    "serviceAccountName": name,
+                    "automountServiceAccountToken": True,
+                    "terminationGracePeriodSeconds": 45,
+                    "containers": [_balancer_container(spec)],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": dict(meta),
+        "spec": {"type": spec["service_type"], "selector": selector(name, "balancer"), "ports": [service_port]},
+    }
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta)}
+    return [account] + _balancer_rbac(spec) + [deployment, service]
