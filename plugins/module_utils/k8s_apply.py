@@ -23,7 +23,13 @@ try:
     from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 except ImportError:  # the modules report it with missing_required_lib()
     HAS_KUBERNETES = False
-    DynamicApiError = NotFoundError = Exception  # pylint: disable=invalid-name
+
+    class DynamicApiError(Exception):  # stand-ins so the except clauses below stay valid
+        pass
+
+    class NotFoundError(DynamicApiError):
+        pass
+
 else:
     HAS_KUBERNETES = True
 
@@ -36,7 +42,7 @@ class KubernetesError(Exception):
     """A failed API call, with a message naming the object and the server's reason."""
 
 
-class WaitTimeout(KubernetesError):
+class WaitTimeoutError(KubernetesError):
     pass
 
 
@@ -72,7 +78,9 @@ def api_error(action, obj, exc):
         404: " Does the namespace exist?",
         422: " The server rejected the object: see the reason above.",
     }.get(status, "")
-    return KubernetesError("Kubernetes API error while trying to %s %s: %s%s" % (action, ref(obj), summary, hint))
+    return KubernetesError(
+        "Kubernetes API error while trying to %s %s: %s%s" % (action, ref(obj), summary, hint)
+    )
 
 
 def connect(kubeconfig=None, context=None):
@@ -90,8 +98,9 @@ def connect(kubeconfig=None, context=None):
     except Exception as exc:  # pylint: disable=broad-except
         raise KubernetesError(
             "Cannot reach the Kubernetes API (kubeconfig=%s, context=%s): %s. Set kubeconfig (or KUBECONFIG) "
-            "to a kubeconfig for the cluster, for example the one k3s_server fetched." % (kubeconfig, context, exc)
-        )
+            "to a kubeconfig for the cluster, for example the one k3s_server fetched."
+            % (kubeconfig, context, exc)
+        ) from exc
 
 
 class Cluster:
@@ -111,18 +120,22 @@ class Cluster:
         except NotFoundError:
             return None
         except DynamicApiError as exc:
-            raise api_error("read", obj, exc)
+            raise api_error("read", obj, exc) from exc
         return found.to_dict()
 
     def find(self, api_version, kind, namespace, label_selector):
         """Live objects of ``kind`` in ``namespace`` matching ``label_selector``."""
-        probe = {"apiVersion": api_version, "kind": kind, "metadata": {"name": label_selector, "namespace": namespace}}
+        probe = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": label_selector, "namespace": namespace},
+        }
         try:
             found = self.client.get(self._resource(probe), namespace=namespace, label_selector=label_selector)
         except NotFoundError:
             return []
         except DynamicApiError as exc:
-            raise api_error("list", probe, exc)
+            raise api_error("list", probe, exc) from exc
         return list(found.to_dict().get("items") or [])
 
     def _apply(self, obj, dry_run):
@@ -135,7 +148,7 @@ class Cluster:
                 self._resource(obj), body=obj, name=meta["name"], namespace=meta.get("namespace"), **kwargs
             )
         except DynamicApiError as exc:
-            raise api_error("apply", obj, exc)
+            raise api_error("apply", obj, exc) from exc
         return result.to_dict()
 
     def apply(self, obj, check_mode=False):
@@ -157,17 +170,19 @@ class Cluster:
             meta = obj["metadata"]
             try:
                 self.client.delete(
-                    self._resource(obj), name=meta["name"], namespace=meta.get("namespace"),
+                    self._resource(obj),
+                    name=meta["name"],
+                    namespace=meta.get("namespace"),
                     body={"propagationPolicy": "Foreground"},
                 )
             except NotFoundError:
                 pass
             except DynamicApiError as exc:
-                raise api_error("delete", obj, exc)
+                raise api_error("delete", obj, exc) from exc
         return {"changed": True, "before": before, "after": None}
 
     def wait_ready(self, deployment, timeout, interval=2.0):
-        """Wait until the Deployment's pods are all updated and ready; raises WaitTimeout with its status."""
+        """Wait until the Deployment's pods are all updated and ready; raises WaitTimeoutError with its status."""
         deadline = self.clock() + timeout
         while True:
             live = self.get(deployment) or {}
@@ -175,11 +190,16 @@ class Cluster:
             if state["ready"]:
                 return state
             if self.clock() >= deadline:
-                raise WaitTimeout(
+                raise WaitTimeoutError(
                     "%s is not ready after %ss: %s. Look at its pods' events (kubectl -n %s describe pods -l "
                     "app.kubernetes.io/instance=%s) or raise wait_timeout."
-                    % (ref(deployment), timeout, state["summary"], deployment["metadata"]["namespace"],
-                       deployment["metadata"]["labels"].get("app.kubernetes.io/instance", ""))
+                    % (
+                        ref(deployment),
+                        timeout,
+                        state["summary"],
+                        deployment["metadata"]["namespace"],
+                        deployment["metadata"]["labels"].get("app.kubernetes.io/instance", ""),
+                    )
                 )
             self.sleep(interval)
 
@@ -196,6 +216,10 @@ def rollout_state(live):
     available = status.get("availableReplicas", 0)
     done = bool(live) and observed and updated >= wanted and ready >= wanted and available >= wanted
     summary = "%d/%d ready, %d updated, %d available%s" % (
-        ready, wanted, updated, available, "" if observed else ", newest generation not yet observed"
+        ready,
+        wanted,
+        updated,
+        available,
+        "" if observed else ", newest generation not yet observed",
     )
     return {"ready": done, "summary": summary, "ready_replicas": ready, "replicas": wanted}

@@ -25,8 +25,14 @@ def run_objects(cluster, objects, state, check_mode, wait, wait_timeout):
     ordered = objects if state == "present" else list(reversed(objects))
     for obj in ordered:
         outcome = cluster.apply(obj, check_mode) if state == "present" else cluster.delete(obj, check_mode)
-        results.append({"kind": obj["kind"], "name": obj["metadata"]["name"],
-                        "namespace": obj["metadata"].get("namespace"), "changed": outcome["changed"]})
+        results.append(
+            {
+                "kind": obj["kind"],
+                "name": obj["metadata"]["name"],
+                "namespace": obj["metadata"].get("namespace"),
+                "changed": outcome["changed"],
+            }
+        )
         if outcome["changed"]:
             diff["before"].append(outcome["before"])
             diff["after"].append(outcome["after"])
@@ -57,8 +63,13 @@ def with_owned(cluster, objects, owned):
             key = (kind, namespace, live["metadata"]["name"])
             if key not in wanted:
                 wanted.add(key)
-                extra.append({"apiVersion": api_version, "kind": kind,
-                              "metadata": {"name": live["metadata"]["name"], "namespace": namespace}})
+                extra.append(
+                    {
+                        "apiVersion": api_version,
+                        "kind": kind,
+                        "metadata": {"name": live["metadata"]["name"], "namespace": namespace},
+                    }
+                )
     return extra
 
 

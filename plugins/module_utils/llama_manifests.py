@@ -22,7 +22,7 @@ MANAGED_BY = "edgewasm.llamaedge"
 PART_OF = "edgewasm-llamaedge"
 POD_MODELS_DIR = "/models"
 BALANCER_PORT = 8080
-BALANCER_TOKEN_ENV = "EDGEWASM_BALANCER_ADMIN_TOKEN"
+BALANCER_TOKEN_ENV = "EDGEWASM_BALANCER_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
 # The flags of llama-api-server that the structured options map to, in the order they are emitted.
 SERVER_FLAGS = (
     ("model_name", "--model-name"),
@@ -71,7 +71,9 @@ def backend_errors(spec):
     if namespace_error:
         errors.append(namespace_error)
     if spec["weight"] < 1:
-        errors.append("weight=%r must be an integer >= 1 (its share of the balancer's traffic)" % spec["weight"])
+        errors.append(
+            "weight=%r must be an integer >= 1 (its share of the balancer's traffic)" % spec["weight"]
+        )
     if spec["replicas"] < 0:
         errors.append("replicas=%r must be >= 0" % spec["replicas"])
     if not spec.get("image"):
@@ -111,7 +113,13 @@ def server_args(spec):
 def preload(spec):
     """WASMEDGE_WASINN_PRELOAD: alias:backend:target:path (the alias must be the server's first alias)."""
     alias = (spec.get("model_aliases") or ["default"])[0]
-    return "%s:%s:%s:%s/%s" % (alias, spec["wasinn_backend"], spec["wasinn_target"], POD_MODELS_DIR, spec["model_file"])
+    return "%s:%s:%s:%s/%s" % (
+        alias,
+        spec["wasinn_backend"],
+        spec["wasinn_target"],
+        POD_MODELS_DIR,
+        spec["model_file"],
+    )
 
 
 def split_replicas(total, groups):
@@ -152,7 +160,13 @@ def _backend_container(spec, group):
         "env": env,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "volumeMounts": [dict(m) for m in group.get("volume_mounts") or []]
-        + [{"name": model_volume, "mountPath": "%s/%s" % (POD_MODELS_DIR, spec["model_file"]), "readOnly": True}],
+        + [
+            {
+                "name": model_volume,
+                "mountPath": "%s/%s" % (POD_MODELS_DIR, spec["model_file"]),
+                "readOnly": True,
+            }
+        ],
         # Loading a model takes a while: the startup probe allows it, then readiness and liveness take over.
         # llama-api-server has no /health: /v1/models answers once the model is loaded, /echo always.
         "startupProbe": _probe("/v1/models", port, 5, spec["startup_seconds"] // 5 or 1),
@@ -175,7 +189,11 @@ def _backend_deployment(spec, group, name, replicas):
                     "nodeSelectorTerms": [
                         {
                             "matchExpressions": [
-                                {"key": "kubernetes.io/hostname", "operator": "In", "values": sorted(group["nodes"])}
+                                {
+                                    "key": "kubernetes.io/hostname",
+                                    "operator": "In",
+                                    "values": sorted(group["nodes"]),
+                                }
                             ]
                         }
                     ]
@@ -192,7 +210,9 @@ def _backend_deployment(spec, group, name, replicas):
         "metadata": {"name": name, "namespace": spec["namespace"], "labels": dict(pod_labels)},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": dict(selector(spec["name"], "backend"), **{"llamaedge/node-group": name})},
+            "selector": {
+                "matchLabels": dict(selector(spec["name"], "backend"), **{"llamaedge/node-group": name})
+            },
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
     }
@@ -222,7 +242,8 @@ def backend_manifests(spec):
     groups = spec["node_groups"]
     shares = split_replicas(spec["replicas"], groups)
     objects = []
-    for index, (group, replicas) in enumerate(zip(groups, shares)):
+    for index, group in enumerate(groups):
+        replicas = shares[index]
         name = spec["name"] if len(groups) == 1 else "%s-g%d" % (spec["name"], index + 1)
         objects.append(_backend_deployment(spec, group, name, replicas))
     objects.append(backend_service(spec))
@@ -256,22 +277,32 @@ def _balancer_rbac(spec):
     objects = []
     for ns in sorted(set(spec["watch_namespaces"])):
         meta = {"name": spec["name"], "namespace": ns, "labels": labels(spec["name"], "balancer")}
-        objects.append({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": dict(meta),
-            "rules": [
-                {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
-            ],
-        })
-        objects.append({
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": dict(meta),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": spec["name"]},
-            "subjects": [{"kind": "ServiceAccount", "name": spec["name"], "namespace": spec["namespace"]}],
-        })
+        objects.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": dict(meta),
+                "rules": [
+                    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]},
+                    {
+                        "apiGroups": ["discovery.k8s.io"],
+                        "resources": ["endpointslices"],
+                        "verbs": ["get", "list", "watch"],
+                    },
+                ],
+            }
+        )
+        objects.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": dict(meta),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": spec["name"]},
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": spec["name"], "namespace": spec["namespace"]}
+                ],
+            }
+        )
     return objects
 
 
@@ -282,10 +313,14 @@ def _balancer_container(spec):
     args.extend(spec.get("extra_args") or [])
     env = []
     if spec.get("admin_token_secret"):
-        env.append({
-            "name": BALANCER_TOKEN_ENV,
-            "valueFrom": {"secretKeyRef": {"name": spec["admin_token_secret"], "key": spec["admin_token_key"]}},
-        })
+        env.append(
+            {
+                "name": BALANCER_TOKEN_ENV,
+                "valueFrom": {
+                    "secretKeyRef": {"name": spec["admin_token_secret"], "key": spec["admin_token_key"]}
+                },
+            }
+        )
     container = {
         "name": "balancer",
         "image": spec["image"],
@@ -302,7 +337,8 @@ def _balancer_container(spec):
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "resources": spec.get("resources") or {
+        "resources": spec.get("resources")
+        or {
             "requests": {"cpu": "100m", "memory": "64Mi"},
             "limits": {"memory": "256Mi"},
         },
@@ -341,7 +377,11 @@ def balancer_manifests(spec):
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": dict(meta),
-        "spec": {"type": spec["service_type"], "selector": selector(name, "balancer"), "ports": [service_port]},
+        "spec": {
+            "type": spec["service_type"],
+            "selector": selector(name, "balancer"),
+            "ports": [service_port],
+        },
     }
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta)}
-    return [account] + _balancer_rbac(spec) + [deployment, service]
+    return [account, *_balancer_rbac(spec), deployment, service]

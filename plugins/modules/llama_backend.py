@@ -18,7 +18,7 @@ description:
   - The Service carries the label C(llamaedge/target=true) and the annotations C(llamaedge/weight) and
     C(llamaedge/models) that the collection's balancer discovers it by.
   - The plugin's libraries differ between distributions and architectures, so the host paths to mount
-    come from M(edgewasm.llamaedge.wasmedge_plugin_deps) run on the nodes, grouped in O(node_groups): one
+    come from M(edgewasm.llamaedge.wasmedge_plugin_deps) run on the nodes, grouped in O(node_groups) - one
     Deployment per group, pinned to its nodes, with O(replicas) split between the groups by node count.
   - The model file is mounted read-only from O(models_dir) on the node at C(/models/<model_file>) and
     preloaded through C(WASMEDGE_WASINN_PRELOAD).
@@ -149,7 +149,7 @@ options:
     type: int
     default: 300
 author:
-  - edgewasm.llamaedge contributors
+  - edgewasm.llamaedge maintainers (@edgewasm)
 """
 
 EXAMPLES = r"""
@@ -222,7 +222,9 @@ def argument_spec():
         name=dict(type="str", required=True),
         namespace=dict(type="str", default="default"),
         image=dict(type="str"),
-        image_pull_policy=dict(type="str", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent"),
+        image_pull_policy=dict(
+            type="str", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent"
+        ),
         runtime_class=dict(type="str", default="wasmedge-nn"),
         model_file=dict(type="str"),
         models_dir=dict(type="path", default="/var/lib/edgewasm/models"),
@@ -268,7 +270,9 @@ def objects_for(params):
         if error:
             return None, [error]
         # Its Deployments are found by label at run time: how many node groups it had is not known here.
-        return [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}}], []
+        return [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}}
+        ], []
     missing = [key for key in REQUIRED_PRESENT if not params.get(key)]
     errors = ["%s is required with state=present" % key for key in missing]
     errors += [e for e in llama_manifests.backend_errors(params) if not any(e.startswith(k) for k in missing)]
@@ -280,7 +284,12 @@ def objects_for(params):
 def deployments_selector(params):
     """What finds every Deployment of this backend, whatever its node groups were."""
     labels = llama_manifests.selector(params["name"], "backend")
-    return ("apps/v1", "Deployment", params["namespace"], ",".join("%s=%s" % kv for kv in sorted(labels.items())))
+    return (
+        "apps/v1",
+        "Deployment",
+        params["namespace"],
+        ",".join("%s=%s" % kv for kv in sorted(labels.items())),
+    )
 
 
 def main():

@@ -66,18 +66,28 @@ class FakeDynamicClient:
             wanted = dict(part.split("=", 1) for part in (label_selector or "").split(",") if part)
             items = [
                 copy.deepcopy(obj)
-                for (kind, ns, _), obj in sorted(self.objects.items())
-                if kind == resource.kind and ns == namespace
+                for (kind, ns, _name), obj in sorted(self.objects.items())
+                if kind == resource.kind
+                and ns == namespace
                 and all(obj["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
             ]
             return Instance({"items": items})
         obj = self.objects.get(self._key(resource, name, namespace))
         if obj is None:
-            raise api_error(404, "%s %r not found" % (resource.kind, name), NotFoundError)
+            raise api_error(404, f"{resource.kind} {name!r} not found", NotFoundError)
         return Instance(obj)
 
-    def server_side_apply(self, resource, body=None, name=None, namespace=None, force_conflicts=None,
-                          field_manager=None, dry_run=None, **kwargs):
+    def server_side_apply(
+        self,
+        resource,
+        body=None,
+        name=None,
+        namespace=None,
+        force_conflicts=None,
+        field_manager=None,
+        dry_run=None,
+        **kwargs,
+    ):
         self.calls.append(("apply-dry-run" if dry_run else "apply", resource.kind, namespace, name))
         self._maybe_fail("apply-dry-run" if dry_run else "apply")
         assert field_manager == "edgewasm.llamaedge" and force_conflicts is True
@@ -86,12 +96,14 @@ class FakeDynamicClient:
         stored = copy.deepcopy(body)
         meta = stored.setdefault("metadata", {})
         old_meta = (live or {}).get("metadata", {})
-        meta["uid"] = old_meta.get("uid", "uid-%s-%s" % (resource.kind.lower(), name))
+        meta["uid"] = old_meta.get("uid", f"uid-{resource.kind.lower()}-{name}")
         meta["creationTimestamp"] = old_meta.get("creationTimestamp", "2026-11-23T00:00:00Z")
         same_spec = live is not None and live.get("spec") == self._defaulted(resource, stored).get("spec")
         meta["generation"] = old_meta.get("generation", 0) + (0 if same_spec else 1)
         meta["resourceVersion"] = str(next(self.versions))
-        meta["managedFields"] = [{"manager": field_manager, "operation": "Apply", "time": meta["resourceVersion"]}]
+        meta["managedFields"] = [
+            {"manager": field_manager, "operation": "Apply", "time": meta["resourceVersion"]}
+        ]
         stored = self._defaulted(resource, stored)
         if not dry_run:
             self.objects[key] = stored
@@ -106,8 +118,13 @@ class FakeDynamicClient:
             spec["template"]["spec"].setdefault("restartPolicy", "Always")
             replicas = spec.get("replicas", 1)
             ready = replicas if self.rollout_ready else 0
-            obj["status"] = {"observedGeneration": obj["metadata"].get("generation", 1), "replicas": replicas,
-                             "updatedReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready}
+            obj["status"] = {
+                "observedGeneration": obj["metadata"].get("generation", 1),
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+            }
             obj["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = "1"
         if resource.kind == "Service":
             obj["spec"].setdefault("clusterIP", "10.43.0.17")

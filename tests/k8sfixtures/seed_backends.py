@@ -18,7 +18,9 @@ def node_group(nodes: list[str], multiarch: str) -> dict:
         {"path": f"/lib/{multiarch}/libgomp.so.1"},
     ]
     volumes, mounts = plugin_mounts.build_mounts(
-        [f"{WASMEDGE}/plugin/libwasmedgePluginWasiNN.so"], libraries, [f"{WASMEDGE}/plugin", f"{WASMEDGE}/lib"],
+        [f"{WASMEDGE}/plugin/libwasmedgePluginWasiNN.so"],
+        libraries,
+        [f"{WASMEDGE}/plugin", f"{WASMEDGE}/lib"],
         "wasmedge",
     )
     env = plugin_mounts.build_env([f"{WASMEDGE}/plugin"], [f"{WASMEDGE}/lib"])
@@ -54,10 +56,31 @@ BASE = {
 }
 
 SEED = [
-    dict(BASE, name="llama-low-cost", model_file="Llama-3.2-1B-Instruct-Q5_K_M.gguf", model_name="llama-3-1b",
-         prompt_template="llama-3-chat", weight=3, replicas=3),
-    dict(BASE, name="llama-high-cost", model_file="Llama-3.2-3B-Instruct-Q5_K_M.gguf", model_name="llama-3-3b",
-         prompt_template="llama-3-chat", weight=1, replicas=2),
-    dict(BASE, name="qwen-mid", model_file="Qwen2.5-1.5B-Instruct-Q5_K_M.gguf", model_name="qwen-2.5-1.5b",
-         prompt_template="chatml", weight=2, replicas=2),
+    dict(
+        BASE,
+        name="llama-low-cost",
+        model_file="Llama-3.2-1B-Instruct-Q5_K_M.gguf",
+        model_name="llama-3-1b",
+        prompt_template="llama-3-chat",
+        weight=3,
+        replicas=3,
+    ),
+    dict(
+        BASE,
+        name="llama-high-cost",
+        model_file="Llama-3.2-3B-Instruct-Q5_K_M.gguf",
+        model_name="llama-3-3b",
+        prompt_template="llama-3-chat",
+        weight=1,
+        replicas=2,
+    ),
+    dict(
+        BASE,
+        name="qwen-mid",
+        model_file="Qwen2.5-1.5B-Instruct-Q5_K_M.gguf",
+        model_name="qwen-2.5-1.5b",
+        prompt_template="chatml",
+        weight=2,
+        replicas=2,
+    ),
 ]

@@ -14,10 +14,19 @@ KUBERNETES_VERSIONS = ["1.30", "1.31", "1.32", "1.33"]
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 BALANCER = {
-    "name": "llama-balancer", "namespace": "llm", "image": "registry.example.com/edgewasm/balancer:0.1.0",
-    "image_pull_policy": "IfNotPresent", "watch_namespaces": ["llm", "batch"], "service_type": "NodePort",
-    "node_port": 30080, "port": 80, "replicas": 2, "admin_token_secret": "balancer-admin",
-    "admin_token_key": "token", "extra_args": ["--least-busy"], "resources": None,
+    "name": "llama-balancer",
+    "namespace": "llm",
+    "image": "registry.example.com/edgewasm/balancer:0.1.0",
+    "image_pull_policy": "IfNotPresent",
+    "watch_namespaces": ["llm", "batch"],
+    "service_type": "NodePort",
+    "node_port": 30080,
+    "port": 80,
+    "replicas": 2,
+    "admin_token_secret": "balancer-admin",
+    "admin_token_key": "token",
+    "extra_args": ["--least-busy"],
+    "resources": None,
 }
 
 
@@ -29,7 +38,9 @@ def all_objects():
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_object_validates_strictly(version):
     objects = all_objects()
-    assert len(objects) == 3 * 3 + 1 + 4 + 2  # 2 Deployments + Service per backend; SA, 2x(Role, Binding), Deploy, Svc
+    assert (
+        len(objects) == 3 * 3 + 1 + 4 + 2
+    )  # 2 Deployments + Service per backend; SA, 2x(Role, Binding), Deploy, Svc
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
 
@@ -48,16 +59,22 @@ def test_seed_backends_carry_weights_models_and_per_node_mounts():
     low = m.backend_manifests(SEED[0])
     amd, arm, service = low
     assert service["metadata"]["labels"]["llamaedge/target"] == "true"
-    assert service["metadata"]["annotations"] == {"llamaedge/weight": "3", "llamaedge/models": "llama-3-1b,default"}
-    assert service["spec"]["selector"] == {"app.kubernetes.io/instance": "llama-low-cost",
-                                           "app.kubernetes.io/component": "backend"}
+    assert service["metadata"]["annotations"] == {
+        "llamaedge/weight": "3",
+        "llamaedge/models": "llama-3-1b,default",
+    }
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/instance": "llama-low-cost",
+        "app.kubernetes.io/component": "backend",
+    }
     # 3 replicas over node groups of 2 and 1 nodes
     assert (amd["metadata"]["name"], amd["spec"]["replicas"]) == ("llama-low-cost-g1", 2)
     assert (arm["metadata"]["name"], arm["spec"]["replicas"]) == ("llama-low-cost-g2", 1)
     for deployment, group in ((amd, GROUPS[0]), (arm, GROUPS[1])):
         pod = deployment["spec"]["template"]["spec"]
         hosts = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-            "nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+            "nodeSelectorTerms"
+        ][0]["matchExpressions"][0]["values"]
         assert hosts == sorted(group["nodes"])
         paths = {v["hostPath"]["path"] for v in pod["volumes"]}
         assert {v["hostPath"]["path"] for v in group["volumes"]} < paths
@@ -73,32 +90,55 @@ def test_seed_backends_carry_weights_models_and_per_node_mounts():
 
 
 def test_container_args_env_and_probes():
-    (deployment, _, _) = m.backend_manifests(SEED[1])
+    deployment = m.backend_manifests(SEED[1])[0]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["llama-api-server.wasm"]
-    assert container["args"] == ["--model-name", "llama-3-3b", "--model-alias", "default", "--prompt-template",
-                                 "llama-3-chat", "--ctx-size", "4096", "--port", "8080"]
+    assert container["args"] == [
+        "--model-name",
+        "llama-3-3b",
+        "--model-alias",
+        "default",
+        "--prompt-template",
+        "llama-3-chat",
+        "--ctx-size",
+        "4096",
+        "--port",
+        "8080",
+    ]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["WASMEDGE_WASINN_PRELOAD"] == "default:GGML:AUTO:/models/Llama-3.2-3B-Instruct-Q5_K_M.gguf"
     assert env["WASMEDGE_PLUGIN_PATH"] == "/opt/wasmedge/0.14.1/plugin"
     assert env["LD_LIBRARY_PATH"] == "/opt/wasmedge/0.14.1/lib"
     model_mount = container["volumeMounts"][-1]
-    assert model_mount == {"name": "model", "mountPath": "/models/Llama-3.2-3B-Instruct-Q5_K_M.gguf", "readOnly": True}
+    assert model_mount == {
+        "name": "model",
+        "mountPath": "/models/Llama-3.2-3B-Instruct-Q5_K_M.gguf",
+        "readOnly": True,
+    }
     assert container["startupProbe"]["httpGet"] == {"path": "/v1/models", "port": 8080}
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] == 300
     assert container["livenessProbe"]["httpGet"]["path"] == "/echo"
 
 
-@pytest.mark.parametrize(("total", "nodes", "expected"), [(3, [2, 1], [2, 1]), (2, [1, 1, 1], [1, 1, 0]),
-                                                          (7, [3], [7]), (0, [2, 2], [0, 0]), (5, [1, 3], [1, 4])])
+@pytest.mark.parametrize(
+    ("total", "nodes", "expected"),
+    [(3, [2, 1], [2, 1]), (2, [1, 1, 1], [1, 1, 0]), (7, [3], [7]), (0, [2, 2], [0, 0]), (5, [1, 3], [1, 4])],
+)
 def test_split_replicas(total, nodes, expected):
     groups = [{"nodes": ["n"] * count} for count in nodes]
     assert m.split_replicas(total, groups) == expected
 
 
 def test_backend_errors_name_each_bad_option():
-    bad = dict(SEED[0], name="Llama_Low", weight=0, model_file="../x.gguf", node_groups=[{"nodes": []}],
-               namespace="LLM", models_dir="relative")
+    bad = dict(
+        SEED[0],
+        name="Llama_Low",
+        weight=0,
+        model_file="../x.gguf",
+        node_groups=[{"nodes": []}],
+        namespace="LLM",
+        models_dir="relative",
+    )
     errors = m.backend_errors(bad)
     for option in ("name=", "namespace=", "weight=0", "model_file=", "models_dir=", "node_groups[0].nodes"):
         assert any(e.startswith(option) for e in errors), (option, errors)
@@ -110,34 +150,65 @@ def test_balancer_rbac_is_least_privilege_per_watched_namespace():
     roles = [o for o in objects if o["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["batch", "llm"]
     for role in roles:
-        granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-                   for v in rule["verbs"]}
-        assert granted == {(g, r, v) for g, r in (("", "services"), ("discovery.k8s.io", "endpointslices"))
-                           for v in ("get", "list", "watch")}
+        granted = {
+            (g, r, v)
+            for rule in role["rules"]
+            for g in rule["apiGroups"]
+            for r in rule["resources"]
+            for v in rule["verbs"]
+        }
+        assert granted == {
+            (g, r, v)
+            for g, r in (("", "services"), ("discovery.k8s.io", "endpointslices"))
+            for v in ("get", "list", "watch")
+        }
     assert not any(o["kind"].startswith("Cluster") for o in objects)
     bindings = [o for o in objects if o["kind"] == "RoleBinding"]
-    assert all(b["subjects"] == [{"kind": "ServiceAccount", "name": "llama-balancer", "namespace": "llm"}]
-               for b in bindings)
+    assert all(
+        b["subjects"] == [{"kind": "ServiceAccount", "name": "llama-balancer", "namespace": "llm"}]
+        for b in bindings
+    )
 
 
 def test_balancer_deployment_and_service():
     objects = {o["kind"]: o for o in m.balancer_manifests(BALANCER)}
     container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["--kubernetes", "--listen", "0.0.0.0:8080", "--namespace", "llm", "--namespace",
-                                 "batch", "--least-busy"]
-    assert container["env"] == [{"name": "EDGEWASM_BALANCER_ADMIN_TOKEN", "valueFrom": {
-        "secretKeyRef": {"name": "balancer-admin", "key": "token"}}}]
+    assert container["args"] == [
+        "--kubernetes",
+        "--listen",
+        "0.0.0.0:8080",
+        "--namespace",
+        "llm",
+        "--namespace",
+        "batch",
+        "--least-busy",
+    ]
+    assert container["env"] == [
+        {
+            "name": "EDGEWASM_BALANCER_ADMIN_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "balancer-admin", "key": "token"}},
+        }
+    ]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["securityContext"]["runAsNonRoot"] is True
-    assert objects["Service"]["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http",
-                                                    "protocol": "TCP", "nodePort": 30080}]
+    assert objects["Service"]["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP", "nodePort": 30080}
+    ]
     assert objects["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == "llama-balancer"
 
 
 def test_balancer_errors():
-    errors = m.balancer_errors(dict(BALANCER, service_type="ClusterIP", node_port=30080, image="", replicas=0,
-                                    watch_namespaces=["Bad_NS"]))
+    errors = m.balancer_errors(
+        dict(
+            BALANCER,
+            service_type="ClusterIP",
+            node_port=30080,
+            image="",
+            replicas=0,
+            watch_namespaces=["Bad_NS"],
+        )
+    )
     for text in ("node_port is only used", "image is required", "replicas=0", "watch_namespaces[]="):
         assert any(text in e for e in errors), (text, errors)
     assert m.balancer_errors(dict(BALANCER, node_port=80))[0].startswith("node_port=80 must be in")
