@@ -73,6 +73,20 @@ def with_owned(cluster, objects, owned):
     return extra
 
 
+HIDDEN = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+
+def redact(obj):
+    """A Secret with its values hidden, for results and --diff; other objects unchanged."""
+    if not obj or obj.get("kind") != "Secret":
+        return obj
+    shown = dict(obj)
+    for field in ("data", "stringData"):
+        if field in shown:
+            shown[field] = dict.fromkeys(shown[field], HIDDEN)
+    return shown
+
+
 def execute(module, objects, owned=()):
     """Connect, apply, report: the whole body of a module once its objects are built."""
     params = module.params
@@ -80,10 +94,12 @@ def execute(module, objects, owned=()):
         cluster = k8s_apply.Cluster(k8s_apply.connect(params["kubeconfig"], params["context"]))
         result = run(cluster, objects, with_owned(cluster, objects, owned), params, module.check_mode)
     except k8s_apply.KubernetesError as exc:
-        module.fail_json(msg=str(exc), manifests=objects)
-    if not module._diff:
+        module.fail_json(msg=str(exc), manifests=[redact(o) for o in objects])
+    if module._diff:
+        result["diff"] = {side: [redact(o) for o in result["diff"][side]] for side in ("before", "after")}
+    else:
         result.pop("diff")
-    module.exit_json(manifests=objects, **result)
+    module.exit_json(manifests=[redact(o) for o in objects], **result)
 
 
 def run(cluster, objects, stale, params, check_mode):

@@ -348,8 +348,23 @@ def _balancer_container(spec):
     return container
 
 
+def token_secret(spec):
+    """The Secret holding the admin token when the module is given the token itself."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": spec["admin_token_secret"],
+            "namespace": spec["namespace"],
+            "labels": labels(spec["name"], "balancer"),
+        },
+        "type": "Opaque",
+        "stringData": {spec["admin_token_key"]: spec["admin_token"]},
+    }
+
+
 def balancer_manifests(spec):
-    """ServiceAccount, RBAC, Deployment and Service of the balancer."""
+    """ServiceAccount, RBAC, (token Secret,) Deployment and Service of the balancer."""
     name, ns = spec["name"], spec["namespace"]
     meta = {"name": name, "namespace": ns, "labels": labels(name, "balancer")}
     service_port = {"name": "http", "port": spec["port"], "targetPort": "http", "protocol": "TCP"}
@@ -384,4 +399,5 @@ def balancer_manifests(spec):
         },
     }
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta)}
-    return [account, *_balancer_rbac(spec), deployment, service]
+    secret = [token_secret(spec)] if spec.get("admin_token") else []
+    return [account, *_balancer_rbac(spec), *secret, deployment, service]

@@ -8,6 +8,7 @@ missing objects raise NotFoundError, and failures can be injected per verb.
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 import json
@@ -126,6 +127,10 @@ class FakeDynamicClient:
                 "availableReplicas": ready,
             }
             obj["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = "1"
+        if resource.kind == "Secret" and "stringData" in obj:
+            # Like the API server: stringData is write-only, merged into base64 data.
+            data = obj.setdefault("data", {})
+            data.update({k: base64.b64encode(v.encode()).decode() for k, v in obj.pop("stringData").items()})
         if resource.kind == "Service":
             obj["spec"].setdefault("clusterIP", "10.43.0.17")
             obj["spec"].setdefault("sessionAffinity", "None")

@@ -1,0 +1,198 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: llama_balancer
+short_description: Deploy the edgewasm balancer in front of the llama-api-server backends
+version_added: "0.1.0"
+description:
+  - Creates, updates or deletes the balancer built from the collection's C(balancer/) directory - a
+    ServiceAccount, one read-only Role and RoleBinding per watched namespace (C(get), C(list), C(watch) on
+    C(services) and C(discovery.k8s.io/endpointslices), nothing else), optionally the Secret holding the
+    admin API token, the Deployment and its Service (ClusterIP or NodePort).
+  - The balancer discovers the backends that M(edgewasm.llamaedge.llama_backend) deploys by their Service
+    label C(llamaedge/target=true) and annotations, so backends can come and go without touching it.
+  - Its pods run as a non-root user with a read-only root filesystem, no capabilities and the runtime's
+    default seccomp profile; readiness is C(/readyz), liveness C(/healthz).
+  - Bad parameters fail before any API call, with a message naming each bad option.
+extends_documentation_fragment:
+  - edgewasm.llamaedge.k8s
+options:
+  name:
+    description: Name of every object of the balancer (a DNS-1123 label).
+    type: str
+    default: llama-balancer
+  namespace:
+    description: Namespace of the balancer.
+    type: str
+    default: default
+  image:
+    description:
+      - The balancer image (C(podman build -f balancer/Containerfile balancer/)). Required with
+        O(state=present).
+    type: str
+  image_pull_policy:
+    description: The container's C(imagePullPolicy).
+    type: str
+    choices: [Always, IfNotPresent, Never]
+    default: IfNotPresent
+  watch_namespaces:
+    description: Namespaces whose backends it balances; O(namespace) when empty.
+    type: list
+    elements: str
+    default: []
+  service_type:
+    description: Type of the balancer's Service.
+    type: str
+    choices: [ClusterIP, NodePort]
+    default: ClusterIP
+  node_port:
+    description: Fixed node port with O(service_type=NodePort) (30000-32767); Kubernetes picks one when unset.
+    type: int
+  port:
+    description: Port of the balancer's Service.
+    type: int
+    default: 80
+  replicas:
+    description: Balancer pods.
+    type: int
+    default: 1
+  admin_token:
+    description:
+      - Bearer token for the balancer's admin API. The module stores it in the Secret O(admin_token_secret)
+        (its value never appears in results or diffs). Without it and without an existing Secret, the admin
+        API is open inside the cluster.
+    type: str
+  admin_token_secret:
+    description:
+      - Secret holding the token under O(admin_token_key). Created with O(admin_token); otherwise an existing
+        Secret is referenced. Defaults to C(<name>-admin) when O(admin_token) is set.
+    type: str
+  admin_token_key:
+    description: Key of the token in the Secret.
+    type: str
+    default: token
+  extra_args:
+    description: More balancer flags, for example C([--least-busy, --retries, "3"]).
+    type: list
+    elements: str
+    default: []
+  resources:
+    description: The container's C(resources); small requests and a 256Mi memory limit when unset.
+    type: dict
+author:
+  - edgewasm.llamaedge maintainers (@edgewasm)
+"""
+
+EXAMPLES = r"""
+- name: The balancer for the backends in namespace llm, on node port 30080
+  edgewasm.llamaedge.llama_balancer:
+    namespace: llm
+    image: registry.example.com/edgewasm/balancer:0.1.0
+    service_type: NodePort
+    node_port: 30080
+    admin_token: "{{ vault_balancer_admin_token }}"
+    wait: true
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+manifests:
+  description: The objects as sent to the API server, Secret values hidden.
+  returned: always
+  type: list
+  elements: dict
+objects:
+  description: Each object's kind, name, namespace and whether it changed.
+  returned: success
+  type: list
+  elements: dict
+rollout:
+  description: With O(wait=true), the Deployment's final state.
+  returned: success
+  type: list
+  elements: dict
+diff:
+  description: Normalized objects before and after, Secret values hidden; in diff mode only.
+  returned: when diff mode is on
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply, k8s_module, llama_manifests
+
+
+def argument_spec():
+    spec = dict(
+        name=dict(type="str", default="llama-balancer"),
+        namespace=dict(type="str", default="default"),
+        image=dict(type="str"),
+        image_pull_policy=dict(
+            type="str", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent"
+        ),
+        watch_namespaces=dict(type="list", elements="str", default=[]),
+        service_type=dict(type="str", choices=["ClusterIP", "NodePort"], default="ClusterIP"),
+        node_port=dict(type="int"),
+        port=dict(type="int", default=80),
+        replicas=dict(type="int", default=1),
+        admin_token=dict(type="str", no_log=True),
+        admin_token_secret=dict(type="str", no_log=False),
+        admin_token_key=dict(type="str", default="token", no_log=False),
+        extra_args=dict(type="list", elements="str", default=[]),
+        resources=dict(type="dict"),
+    )
+    spec.update(k8s_module.COMMON_ARGS)
+    return spec
+
+
+def spec_from(params):
+    spec = dict(params)
+    spec["watch_namespaces"] = list(params["watch_namespaces"]) or [params["namespace"]]
+    if params.get("admin_token") and not params.get("admin_token_secret"):
+        spec["admin_token_secret"] = "%s-admin" % params["name"]
+    return spec
+
+
+def objects_for(params):
+    """The balancer's objects, or the errors that stop the module before any API call."""
+    spec = spec_from(params)
+    if params["state"] == "absent":
+        spec["image"] = spec["image"] or "absent"  # names are all that deletion needs
+    errors = llama_manifests.balancer_errors(spec)
+    if errors:
+        return None, errors
+    return llama_manifests.balancer_manifests(spec), []
+
+
+def owned_selectors(params):
+    """What finds the objects this balancer made earlier: a token Secret it no longer needs, Roles and
+    RoleBindings in namespaces it no longer watches (among those named now)."""
+    labels = llama_manifests.selector(params["name"], "balancer")
+    selector = ",".join("%s=%s" % kv for kv in sorted(labels.items()))
+    found = [("v1", "Secret", params["namespace"], selector)]
+    for ns in sorted(set(spec_from(params)["watch_namespaces"]) | {params["namespace"]}):
+        found.append(("rbac.authorization.k8s.io/v1", "RoleBinding", ns, selector))
+        found.append(("rbac.authorization.k8s.io/v1", "Role", ns, selector))
+    return found
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    if not k8s_apply.HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"))
+    objects, errors = objects_for(module.params)
+    if errors:
+        module.fail_json(msg="llama_balancer %s: %s" % (module.params["name"], "; ".join(errors)))
+    k8s_module.execute(module, objects, owned=owned_selectors(module.params))
+
+
+if __name__ == "__main__":
+    main()
