@@ -1,0 +1,130 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: download
+short_description: Download a large file once, verified by sha256, resuming interrupted transfers
+version_added: "0.1.0"
+description:
+  - Downloads O(url) to O(dest) (usually a cache on the controller) unless O(dest) already has the O(sha256)
+    checksum. The bytes go to C(<dest>.part) first; an interrupted download continues where it stopped with
+    an HTTP Range request, and the file is moved onto O(dest) only after its sha256 matched.
+  - On a checksum mismatch the module fails, naming the file, the expected and the actual checksum, and
+    removes the partial file; O(dest) is left as it was.
+  - Uses Ansible's URL handling (proxies, C(validate_certs), client certificates do not apply).
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+options:
+  url:
+    description: HTTP(S) or C(file://) URL of the file.
+    type: str
+    required: true
+  dest:
+    description: Absolute path of the file to create; its directory must exist.
+    type: path
+    required: true
+  sha256:
+    description: Expected sha256 of the file, 64 hex digits.
+    type: str
+    required: true
+  resume:
+    description: Continue a previous partial download (C(<dest>.part)) instead of starting over.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds without data before the download fails (it can then be resumed).
+    type: int
+    default: 60
+  validate_certs:
+    description: Verify the server's TLS certificate.
+    type: bool
+    default: true
+author:
+  - edgewasm.llamaedge maintainers (@edgewasm)
+"""
+
+EXAMPLES = r"""
+- name: Fetch a model into the controller's cache
+  edgewasm.llamaedge.download:
+    url: https://huggingface.co/second-state/Llama-3.2-1B-Instruct-GGUF/resolve/main/Llama-3.2-1B-Instruct-Q5_K_M.gguf
+    dest: "{{ lookup('env', 'HOME') }}/.cache/edgewasm/models/Llama-3.2-1B-Instruct-Q5_K_M.gguf"
+    sha256: "{{ model_sha256 }}"
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+dest:
+  description: The verified file.
+  returned: success
+  type: str
+size:
+  description: Size of O(dest) in bytes.
+  returned: when a download happened
+  type: int
+resumed_from:
+  description: Bytes of an earlier partial download that were kept (0 when it started from scratch).
+  returned: when a download happened
+  type: int
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import download
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            url=dict(type="str", required=True),
+            dest=dict(type="path", required=True),
+            sha256=dict(type="str", required=True),
+            resume=dict(type="bool", default=True),
+            timeout=dict(type="int", default=60),
+            validate_certs=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    sha256 = params["sha256"].strip().lower()
+    dest = params["dest"]
+    if not os.path.isdir(os.path.dirname(dest) or "/"):
+        module.fail_json(msg="dest %s: directory %s does not exist" % (dest, os.path.dirname(dest)))
+    if download.is_current(dest, sha256):
+        module.exit_json(changed=False, dest=dest)
+    if module.check_mode:
+        module.exit_json(changed=True, dest=dest)
+
+    def opener(url, headers):
+        return open_url(
+            url, headers=headers, timeout=params["timeout"], validate_certs=params["validate_certs"]
+        )
+
+    try:
+        result = download.fetch(params["url"], dest, sha256, opener, resume=params["resume"])
+    except download.DownloadError as exc:
+        module.fail_json(msg=str(exc), dest=dest)
+    except Exception as exc:  # pylint: disable=broad-except  # network errors of every kind
+        module.fail_json(
+            msg="download of %s to %s failed: %s. Run again to resume." % (params["url"], dest, exc)
+        )
+    module.exit_json(changed=True, dest=dest, **result)
+
+
+if __name__ == "__main__":
+    main()

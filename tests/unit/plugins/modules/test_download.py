@@ -1,0 +1,106 @@
+"""download against a real HTTP server on 127.0.0.1 that honours Range and can cut a transfer short."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import threading
+import typing
+
+import pytest
+
+from ansible_collections.edgewasm.llamaedge.plugins.modules import download as module
+
+PAYLOAD = os.urandom(3 * 1024 * 1024 + 123)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    cut_after: int | None = None  # send only this many bytes, then drop the connection
+    honour_range = True
+    ranges: typing.ClassVar[list[str | None]] = []
+
+    def do_GET(self):
+        header = self.headers.get("Range")
+        type(self).ranges.append(header)
+        start = int(header.split("=")[1].rstrip("-")) if header and self.honour_range else 0
+        body = PAYLOAD[start:]
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.cut_after is not None:
+            self.wfile.write(body[: self.cut_after])
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    Handler.cut_after, Handler.honour_range, Handler.ranges = None, True, []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/model.gguf"
+    httpd.shutdown()
+
+
+def test_download_verify_and_second_run_is_a_no_op(run_module, server, tmp_path):
+    dest = tmp_path / "model.gguf"
+    first = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA})
+    assert first["changed"] is True and dest.read_bytes() == PAYLOAD
+    second = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA.upper()})
+    assert second["changed"] is False
+    assert len(Handler.ranges) == 1  # the second run did not touch the network
+
+
+def test_interrupted_download_resumes_with_a_range_request(run_module, server, tmp_path):
+    dest = tmp_path / "model.gguf"
+    Handler.cut_after = 1024 * 1024
+    failed = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA})
+    assert failed["failed"] is True and "Run again to resume" in failed["msg"]
+    assert not dest.exists()
+    kept = (tmp_path / "model.gguf.part").stat().st_size
+    assert kept > 0
+    Handler.cut_after = None
+    done = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA})
+    assert done["changed"] is True and done["resumed_from"] == kept
+    assert Handler.ranges[-1] == f"bytes={kept}-"
+    assert dest.read_bytes() == PAYLOAD and not (tmp_path / "model.gguf.part").exists()
+
+
+def test_server_ignoring_range_restarts_cleanly(run_module, server, tmp_path):
+    dest = tmp_path / "model.gguf"
+    (tmp_path / "model.gguf.part").write_bytes(PAYLOAD[:1000])
+    Handler.honour_range = False
+    done = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA})
+    assert done["resumed_from"] == 0 and dest.read_bytes() == PAYLOAD
+
+
+def test_checksum_mismatch_installs_nothing(run_module, server, tmp_path):
+    dest = tmp_path / "model.gguf"
+    dest.write_bytes(b"the old, good file")
+    wrong = "0" * 64
+    result = run_module(module.main, {"url": server, "dest": str(dest), "sha256": wrong})
+    assert result["failed"] is True
+    assert (
+        f"checksum mismatch for model.gguf (from {server}): expected sha256 {wrong}, got {SHA}"
+        in result["msg"]
+    )
+    assert dest.read_bytes() == b"the old, good file"
+    assert not (tmp_path / "model.gguf.part").exists()
+
+
+def test_check_mode_and_bad_checksum_format(run_module, server, tmp_path):
+    dest = tmp_path / "model.gguf"
+    assert run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA}, check_mode=True)[
+        "changed"
+    ]
+    assert not dest.exists() and Handler.ranges == []
+    bad = run_module(module.main, {"url": server, "dest": str(dest), "sha256": "abc"})
+    assert bad["failed"] is True and "sha256='abc' must be 64 lowercase hex digits" in bad["msg"]
