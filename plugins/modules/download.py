@@ -103,12 +103,12 @@ def main():
     params = module.params
     sha256 = params["sha256"].strip().lower()
     dest = params["dest"]
-    if not os.path.isdir(os.path.dirname(dest) or "/"):
-        module.fail_json(msg="dest %s: directory %s does not exist" % (dest, os.path.dirname(dest)))
     if download.is_current(dest, sha256):
         module.exit_json(changed=False, dest=dest)
-    if module.check_mode:
+    if module.check_mode:  # the directory may be created by an earlier task that check mode skipped
         module.exit_json(changed=True, dest=dest)
+    if not os.path.isdir(os.path.dirname(dest) or "/"):
+        module.fail_json(msg="dest %s: directory %s does not exist" % (dest, os.path.dirname(dest)))
 
     def opener(url, headers):
         return open_url(

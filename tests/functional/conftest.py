@@ -25,7 +25,10 @@ def run_site(tmp_path: Path):
     """Run playbooks/site.yml with an inventory built from a dict, locally."""
 
     def run(
-        inventory: dict, extra_vars: dict | None = None, playbook: str = "playbooks/site.yml"
+        inventory: dict,
+        extra_vars: dict | None = None,
+        playbook: str = "playbooks/site.yml",
+        check: bool = False,
     ) -> PlaybookRun:
         inv = tmp_path / "hosts.yml"
         inv.write_text(yaml.safe_dump(inventory))
@@ -39,6 +42,7 @@ def run_site(tmp_path: Path):
                 "-e",
                 yaml.safe_dump(extra, default_flow_style=True).strip(),
                 str(REPO / playbook),
+                *(["--check"] if check else []),
             ],
             capture_output=True,
             text=True,

@@ -1,0 +1,107 @@
+"""The models role, run for real on this machine (two inventory hosts, each with its own models_dir)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import stat
+
+import gguf
+import numpy as np
+import pytest
+from site_runner import local_inventory
+
+pytestmark = pytest.mark.slow
+PLAYBOOK = "tests/functional/playbooks/models.yml"
+
+
+def gguf_file(path, name):
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name)
+    writer.add_context_length(8192)
+    writer.add_tensor("w", np.zeros((2, 2), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+    small_sha = gguf_file(upstream / "small.gguf", "Stand-in small")
+    gguf_file(upstream / "big.gguf", "Stand-in big")
+    nodes = tmp_path / "nodes"
+    (nodes / "node1").mkdir(parents=True)
+    gguf_file(nodes / "node1" / "preplaced.gguf", "Stand-in preplaced")
+    models = [
+        {"file": "small.gguf", "url": f"file://{upstream}/small.gguf", "sha256": small_sha},
+        {"file": "big.gguf", "src": str(upstream / "big.gguf"), "nodes": ["node2"]},
+        {"file": "preplaced.gguf", "present": True, "nodes": ["node1"]},
+    ]
+    extra = {
+        "models_list": models,
+        "models_dir": str(nodes) + "/{{ inventory_hostname }}",
+        "models_cache_dir": str(tmp_path / "cache"),
+        "models_free_margin_mb": 1,
+    }
+    return nodes, extra
+
+
+def recap_changed(output: str) -> int:
+    return sum(int(n) for n in re.findall(r"changed=(\d+)", output))
+
+
+def test_models_placed_verified_and_idempotent(run_site, setup):
+    nodes, extra = setup
+    inventory = local_inventory(["node1", "node2"], [])
+    first = run_site(inventory, extra, playbook=PLAYBOOK)
+    assert first.rc == 0, first.output
+    assert sorted(p.name for p in (nodes / "node1").iterdir()) == ["preplaced.gguf", "small.gguf"]
+    assert sorted(p.name for p in (nodes / "node2").iterdir()) == ["big.gguf", "small.gguf"]
+    for path in (nodes / "node2").iterdir():
+        mode = path.stat()
+        assert stat.S_IMODE(mode.st_mode) == 0o644 and mode.st_uid == 0
+    assert stat.S_IMODE((nodes / "node2").stat().st_mode) == 0o755
+    second = run_site(inventory, extra, playbook=PLAYBOOK)
+    assert second.rc == 0, second.output
+    assert recap_changed(second.output) == 0, second.output
+
+
+def test_check_mode_on_fresh_nodes(run_site, setup, tmp_path):
+    nodes, extra = setup
+    extra = dict(extra, models_list=[m for m in extra["models_list"] if not m.get("present")])
+    result = run_site(local_inventory(["node1", "node2"], []), extra, playbook=PLAYBOOK, check=True)
+    assert result.rc == 0, result.output
+    assert not (tmp_path / "cache").exists() and not (nodes / "node2").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sha256": "0" * 64}, "checksum mismatch for small.gguf"),
+        ({"src": "/nonexistent.gguf"}, "give exactly one of url"),
+        ({"file": "sub/small.gguf"}, "file is a name without '/'"),
+        ({"nodes": ["node9"]}, "names nodes that are not in the inventory"),
+    ],
+)
+def test_bad_entries_fail_before_anything_is_placed(run_site, setup, change, message):
+    nodes, extra = setup
+    broken = dict(extra["models_list"][0], **change)
+    extra = dict(extra, models_list=[broken, *extra["models_list"][1:]])
+    result = run_site(local_inventory(["node1", "node2"], []), extra, playbook=PLAYBOOK)
+    assert result.rc != 0
+    assert message in result.output, result.output
+    assert not (nodes / "node2").exists()
+
+
+def test_a_file_that_is_not_gguf_is_rejected_on_the_node(run_site, setup, tmp_path):
+    extra = setup[1]
+    fake = tmp_path / "upstream" / "page.gguf"
+    fake.write_text("<html>rate limited</html>")
+    extra = dict(extra, models_list=[{"file": "page.gguf", "src": str(fake)}])
+    result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert result.rc != 0
+    assert "page.gguf is not a GGUF file" in result.output, result.output
