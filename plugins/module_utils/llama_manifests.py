@@ -96,6 +96,20 @@ def backend_errors(spec):
     return errors
 
 
+def group_node_mounts(node_mounts):
+    """Node groups from a node -> wasmedge_plugin_deps result mapping: nodes with identical volumes,
+    mounts and env share a group (and a Deployment). Deterministic: sorted by first node name."""
+    groups = {}
+    for node in sorted(node_mounts):
+        result = node_mounts[node] or {}
+        shape = {key: result.get(key) or [] for key in ("volumes", "volume_mounts", "env")}
+        key = repr(sorted((k, repr(v)) for k, v in shape.items()))
+        if key not in groups:
+            groups[key] = dict(shape, nodes=[])
+        groups[key]["nodes"].append(node)
+    return sorted(groups.values(), key=lambda g: g["nodes"][0])
+
+
 def server_args(spec):
     """llama-api-server's command-line arguments from the structured options."""
     args = []

@@ -55,7 +55,7 @@ options:
   models_dir:
     description: Directory holding the models on the nodes (the models role's default).
     type: path
-    default: /var/lib/edgewasm/models
+    default: /var/lib/llamaedge/models
   model_name:
     description:
       - Name the server reports in answers (C(--model-name)); the balancer routes requests naming it here.
@@ -136,6 +136,12 @@ options:
         type: list
         elements: dict
         default: []
+  node_mounts:
+    description:
+      - Instead of O(node_groups) - a mapping of node name to the result M(edgewasm.llamaedge.wasmedge_plugin_deps)
+        returned on it (only its C(volumes), C(volume_mounts) and C(env) are used). Nodes with identical results
+        are grouped, so a uniform cluster gets one Deployment.
+    type: dict
   extra_env:
     description: More container env entries (for example C(LLAMA_LOG)).
     type: list
@@ -227,7 +233,7 @@ def argument_spec():
         ),
         runtime_class=dict(type="str", default="wasmedge-nn"),
         model_file=dict(type="str"),
-        models_dir=dict(type="path", default="/var/lib/edgewasm/models"),
+        models_dir=dict(type="path", default="/var/lib/llamaedge/models"),
         model_name=dict(type="str"),
         model_aliases=dict(type="list", elements="str", default=["default"]),
         prompt_template=dict(type="str"),
@@ -252,6 +258,7 @@ def argument_spec():
                 env=dict(type="list", elements="dict", default=[]),
             ),
         ),
+        node_mounts=dict(type="dict"),
         extra_env=dict(type="list", elements="dict", default=[]),
         resources=dict(type="dict"),
         startup_seconds=dict(type="int", default=300),
@@ -293,7 +300,13 @@ def deployments_selector(params):
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        mutually_exclusive=[("node_groups", "node_mounts")],
+    )
+    if module.params["node_mounts"]:
+        module.params["node_groups"] = llama_manifests.group_node_mounts(module.params["node_mounts"])
     if not k8s_apply.HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"))
     objects, errors = objects_for(module.params)

@@ -35,7 +35,7 @@ BASE = {
     "image": "registry.example.com/llamaedge/llama-api-server:0.14.1",
     "image_pull_policy": "IfNotPresent",
     "runtime_class": "wasmedge-nn",
-    "models_dir": "/var/lib/edgewasm/models",
+    "models_dir": "/var/lib/llamaedge/models",
     "model_aliases": ["default"],
     "ctx_size": 4096,
     "batch_size": None,

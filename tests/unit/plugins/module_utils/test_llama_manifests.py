@@ -78,7 +78,7 @@ def test_seed_backends_carry_weights_models_and_per_node_mounts():
         assert hosts == sorted(group["nodes"])
         paths = {v["hostPath"]["path"] for v in pod["volumes"]}
         assert {v["hostPath"]["path"] for v in group["volumes"]} < paths
-        assert "/var/lib/edgewasm/models/Llama-3.2-1B-Instruct-Q5_K_M.gguf" in paths
+        assert "/var/lib/llamaedge/models/Llama-3.2-1B-Instruct-Q5_K_M.gguf" in paths
         assert pod["runtimeClassName"] == "wasmedge-nn"
         # every pod template matches the Service's selector, so the Service spreads over both groups
         labels = deployment["spec"]["template"]["metadata"]["labels"]

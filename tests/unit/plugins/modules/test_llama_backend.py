@@ -131,3 +131,25 @@ def test_bad_input_fails_before_any_api_call(run_module, cluster, overrides, mes
     assert result["failed"] is True
     assert message in result["msg"], result["msg"]
     assert cluster.calls == []
+
+
+def test_node_mounts_are_grouped_by_identical_libraries(run_module, cluster):
+    amd, arm = SEED[0]["node_groups"]
+    plugin = {n: dict(amd, libraries=["ignored"]) for n in ("amd2", "amd1")} | {"arm1": arm}
+    for result in plugin.values():
+        result.pop("nodes", None)
+    result = run_module(module.main, args(node_groups=None, node_mounts=plugin))
+    assert result["changed"] is True, result
+    deployments = {o["metadata"]["name"]: o for o in result["manifests"] if o["kind"] == "Deployment"}
+    assert sorted(deployments) == ["llama-low-cost-g1", "llama-low-cost-g2"]
+    hosts = [
+        d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+        for d in deployments.values()
+    ]
+    assert hosts == [["amd1", "amd2"], ["arm1"]]
+    uniform = run_module(module.main, args(name="uniform", node_groups=None, node_mounts={"a": amd, "b": amd}))
+    both = run_module(module.main, args(node_mounts={"a": amd}))
+    assert both["failed"] is True and "mutually exclusive" in both["msg"]
+    assert [o["metadata"]["name"] for o in uniform["manifests"] if o["kind"] == "Deployment"] == ["uniform"]
