@@ -26,6 +26,11 @@ options:
     description:
       - Context of the kubeconfig to use; its current context when not set.
     type: str
+  create_namespace:
+    description:
+      - Create O(namespace) first when it does not exist (never deleted with O(state=absent)).
+    type: bool
+    default: false
   wait:
     description:
       - Wait until every Deployment has rolled out (all replicas updated, ready and available).

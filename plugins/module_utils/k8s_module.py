@@ -15,6 +15,7 @@ COMMON_ARGS = dict(
     context=dict(type="str"),
     wait=dict(type="bool", default=False),
     wait_timeout=dict(type="int", default=600),
+    create_namespace=dict(type="bool", default=False),
 )
 
 
@@ -90,6 +91,9 @@ def redact(obj):
 def execute(module, objects, owned=()):
     """Connect, apply, report: the whole body of a module once its objects are built."""
     params = module.params
+    if params["create_namespace"] and params["state"] == "present":
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": params["namespace"]}}
+        objects = [namespace, *objects]
     try:
         cluster = k8s_apply.Cluster(k8s_apply.connect(params["kubeconfig"], params["context"]))
         result = run(cluster, objects, with_owned(cluster, objects, owned), params, module.check_mode)

@@ -135,7 +135,7 @@ def test_bad_input_fails_before_any_api_call(run_module, cluster, overrides, mes
 
 def test_node_mounts_are_grouped_by_identical_libraries(run_module, cluster):
     amd, arm = SEED[0]["node_groups"]
-    plugin = {n: dict(amd, libraries=["ignored"]) for n in ("amd2", "amd1")} | {"arm1": arm}
+    plugin = {n: dict(amd, libraries=["ignored"]) for n in ("amd2", "amd1")} | {"arm1": dict(arm)}
     for result in plugin.values():
         result.pop("nodes", None)
     result = run_module(module.main, args(node_groups=None, node_mounts=plugin))
@@ -149,7 +149,20 @@ def test_node_mounts_are_grouped_by_identical_libraries(run_module, cluster):
         for d in deployments.values()
     ]
     assert hosts == [["amd1", "amd2"], ["arm1"]]
-    uniform = run_module(module.main, args(name="uniform", node_groups=None, node_mounts={"a": amd, "b": amd}))
+    uniform = run_module(
+        module.main, args(name="uniform", node_groups=None, node_mounts={"a": amd, "b": amd})
+    )
     both = run_module(module.main, args(node_mounts={"a": amd}))
     assert both["failed"] is True and "mutually exclusive" in both["msg"]
     assert [o["metadata"]["name"] for o in uniform["manifests"] if o["kind"] == "Deployment"] == ["uniform"]
+
+
+def test_create_namespace_first_and_never_deleted(run_module, cluster):
+    result = run_module(module.main, args(create_namespace=True))
+    assert kinds(result)[0] == ("Namespace", "llm", True)
+    assert ("Namespace", None, "llm") in cluster.objects
+    run_module(
+        module.main,
+        {"name": "llama-low-cost", "namespace": "llm", "state": "absent", "create_namespace": True},
+    )
+    assert list(cluster.objects) == [("Namespace", None, "llm")]
