@@ -80,7 +80,15 @@ class StandinBackend:
         payload = json.loads(body) if body.startswith(b"{") and len(body) < 1_000_000 else {}
         if payload.get("stream"):
             return await self._stream(request, payload)
-        answer = {"backend": self.name, "model": payload.get("model", self.models[0]), **record}
+        answer = {
+            "backend": self.name,
+            "model": payload.get("model", self.models[0]),
+            **record,
+            "object": "chat.completion",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "blue"}, "finish_reason": "stop"}
+            ],
+        }
         answer.pop("headers")
         answer["headers"] = record["headers"]
         return web.json_response(answer)

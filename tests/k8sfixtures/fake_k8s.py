@@ -44,6 +44,16 @@ def api_error(status, message, cls=DynamicApiError):
     return cls(exc)
 
 
+def _pairs(selector):
+    return dict(part.split("=", 1) for part in (selector or "").split(",") if part)
+
+
+def _field(obj, dotted):
+    for key in dotted.split("."):
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
 class FakeDynamicClient:
     def __init__(self):
         self.resources = Resources()
@@ -60,17 +70,18 @@ class FakeDynamicClient:
         if verb in self.fail:
             raise self.fail[verb]
 
-    def get(self, resource, name=None, namespace=None, label_selector=None, **kwargs):
+    def get(self, resource, name=None, namespace=None, label_selector=None, field_selector=None, **kwargs):
         self.calls.append(("get", resource.kind, namespace, name or label_selector))
         self._maybe_fail("get")
         if name is None:
-            wanted = dict(part.split("=", 1) for part in (label_selector or "").split(",") if part)
+            wanted = _pairs(label_selector)
             items = [
                 copy.deepcopy(obj)
                 for (kind, ns, _name), obj in sorted(self.objects.items())
                 if kind == resource.kind
                 and ns == namespace
                 and all(obj["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
+                and all(_field(obj, k) == v for k, v in _pairs(field_selector).items())
             ]
             return Instance({"items": items})
         obj = self.objects.get(self._key(resource, name, namespace))
@@ -135,6 +146,11 @@ class FakeDynamicClient:
             obj["spec"].setdefault("clusterIP", "10.43.0.17")
             obj["spec"].setdefault("sessionAffinity", "None")
         return obj
+
+    def put(self, obj):
+        """Store an object as the cluster would have it (pods, events, slices made by controllers)."""
+        meta = obj["metadata"]
+        self.objects[(obj["kind"], meta.get("namespace"), meta["name"])] = copy.deepcopy(obj)
 
     def delete(self, resource, name=None, namespace=None, body=None, **kwargs):
         self.calls.append(("delete", resource.kind, namespace, name))

@@ -1,0 +1,247 @@
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Checks of a deployed system: pods, endpoints, answers and the traffic split, with a report.
+
+The seed's pod tests, made strict: every check has a pass/fail verdict and the module fails when one
+fails. Cluster reads go through the DynamicClient; HTTP goes through an ``opener`` (Ansible's
+open_url in the module) so the checks can be tested against real local servers.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+BACKEND_HEADER = "X-Edgewasm-Backend"
+
+
+def _items(client, api_version, kind, namespace, label_selector=None, field_selector=None):
+    resource = client.resources.get(api_version=api_version, kind=kind)
+    kwargs = {"namespace": namespace}
+    if label_selector:
+        kwargs["label_selector"] = label_selector
+    if field_selector:
+        kwargs["field_selector"] = field_selector
+    return client.get(resource, **kwargs).to_dict().get("items") or []
+
+
+def pod_report(client, namespace, backend):
+    """Status of a backend's pods: phase, readiness, restarts, waiting reasons and warning events."""
+    selector = "app.kubernetes.io/component=backend,app.kubernetes.io/instance=%s" % backend
+    pods = []
+    for pod in _items(client, "v1", "Pod", namespace, label_selector=selector):
+        name = pod["metadata"]["name"]
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        waiting = [
+            s["state"]["waiting"].get("reason", "") for s in statuses if (s.get("state") or {}).get("waiting")
+        ]
+        events = _items(
+            client, "v1", "Event", namespace, field_selector="involvedObject.name=%s,type=Warning" % name
+        )
+        pods.append(
+            {
+                "name": name,
+                "node": (pod.get("spec") or {}).get("nodeName"),
+                "phase": (pod.get("status") or {}).get("phase"),
+                "ready": bool(statuses) and all(s.get("ready") for s in statuses),
+                "restarts": sum(s.get("restartCount", 0) for s in statuses),
+                "waiting": waiting,
+                "warnings": ["%s: %s" % (e.get("reason"), e.get("message")) for e in events],
+            }
+        )
+    slices = _items(
+        client,
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        namespace,
+        label_selector="kubernetes.io/service-name=%s" % backend,
+    )
+    ready_endpoints = sum(
+        1
+        for s in slices
+        for e in s.get("endpoints") or []
+        if (e.get("conditions") or {}).get("ready") is not False
+    )
+    return {"backend": backend, "pods": pods, "ready_endpoints": ready_endpoints}
+
+
+def chat(opener, url, model, prompt, max_tokens, timeout):
+    """One chat completion; returns what the checks need, never raises for HTTP or network errors."""
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens}
+    if model:
+        body["model"] = model
+    started = time.monotonic()
+    try:
+        response = opener(url.rstrip("/") + "/v1/chat/completions", json.dumps(body), timeout)
+        payload = json.loads(response.read() or b"{}")
+        status = getattr(response, "status", None) or response.getcode()
+        backend = response.headers.get(BACKEND_HEADER)
+    except Exception as exc:  # pylint: disable=broad-except  # HTTPError, URLError, timeouts, bad JSON
+        return {
+            "ok": False,
+            "model": model,
+            "error": "%s: %s" % (type(exc).__name__, exc),
+            "seconds": round(time.monotonic() - started, 3),
+        }
+    answer = ((payload.get("choices") or [{}])[0].get("message") or {}).get("content")
+    return {
+        "ok": status == 200 and bool(answer),
+        "status": status,
+        "model": model,
+        "answered_by": backend,
+        "answer_model": payload.get("model"),
+        "seconds": round(time.monotonic() - started, 3),
+        "error": None if answer else "no choices[0].message.content in the answer",
+    }
+
+
+def batch(opener, url, count, concurrency, prompt, max_tokens, timeout):
+    if concurrency <= 1:
+        return [chat(opener, url, None, prompt, max_tokens, timeout) for _attempt in range(count)]
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        futures = [
+            pool.submit(chat, opener, url, None, prompt, max_tokens, timeout) for _attempt in range(count)
+        ]
+        return [f.result() for f in futures]
+
+
+def distribution(results, weights, tolerance):
+    """Each backend's share of the answered requests against its weight's share, within ``tolerance``."""
+    total_weight = float(sum(weights.values()))
+    answered = [r for r in results if r["ok"]]
+    counts = dict.fromkeys(weights, 0)
+    others = 0
+    for result in answered:
+        if result.get("answered_by") in counts:
+            counts[result["answered_by"]] += 1
+        else:
+            others += 1
+    rows = []
+    for name, weight in sorted(weights.items()):
+        expected = weight / total_weight
+        observed = counts[name] / float(len(answered)) if answered else 0.0
+        rows.append(
+            {
+                "backend": name,
+                "weight": weight,
+                "count": counts[name],
+                "expected": round(expected, 4),
+                "observed": round(observed, 4),
+                "ok": abs(observed - expected) <= tolerance,
+            }
+        )
+    failed = [r for r in results if not r["ok"]]
+    return {
+        "rows": rows,
+        "requests": len(results),
+        "failed": len(failed),
+        "unknown_backend": others,
+        "ok": bool(answered) and not failed and not others and all(r["ok"] for r in rows),
+    }
+
+
+def pod_problems(report, min_ready):
+    problems = []
+    for pod in report["pods"]:
+        if not pod["ready"]:
+            problems.append(
+                "pod %s is not ready (phase %s%s)"
+                % (
+                    pod["name"],
+                    pod["phase"],
+                    ", waiting: " + ", ".join(pod["waiting"]) if pod["waiting"] else "",
+                )
+            )
+    if report["ready_endpoints"] < min_ready:
+        problems.append(
+            "Service %s has %d ready endpoints, expected %d"
+            % (report["backend"], report["ready_endpoints"], min_ready)
+        )
+    return problems
+
+
+def restarted(before, after):
+    """Pods whose restart count grew between two reports of the same backend."""
+    counts = {p["name"]: p["restarts"] for p in before["pods"]}
+    return [
+        "pod %s restarted %d time(s) during the checks" % (p["name"], p["restarts"] - counts[p["name"]])
+        for p in after["pods"]
+        if p["name"] in counts and p["restarts"] > counts[p["name"]]
+    ]
+
+
+def markdown(report):
+    lines = [
+        "# edgewasm.llamaedge verification",
+        "",
+        "Result: **%s**" % ("PASS" if report["ok"] else "FAIL"),
+        "",
+    ]
+    if report["problems"]:
+        lines += ["## Problems", ""] + ["- %s" % p for p in report["problems"]] + [""]
+    for phase in ("before", "after"):
+        lines += [
+            "## Pods %s the requests" % phase,
+            "",
+            "| backend | pod | node | phase | ready | restarts | warnings |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for backend in report["pods_" + phase]:
+            for pod in backend["pods"]:
+                lines.append(
+                    "| %s | %s | %s | %s | %s | %d | %s |"
+                    % (
+                        backend["backend"],
+                        pod["name"],
+                        pod["node"],
+                        pod["phase"],
+                        "yes" if pod["ready"] else "no",
+                        pod["restarts"],
+                        "; ".join(pod["warnings"]) or "-",
+                    )
+                )
+        lines.append("")
+    lines += [
+        "## One chat completion per backend (routed by model)",
+        "",
+        "| backend | model | answered by | status | seconds |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for check in report["per_backend"]:
+        lines.append(
+            "| %s | %s | %s | %s | %s |"
+            % (
+                check["backend"],
+                check["model"],
+                check.get("answered_by"),
+                "ok" if check["ok"] else check.get("error"),
+                check["seconds"],
+            )
+        )
+    lines.append("")
+    for name in ("sequential", "concurrent"):
+        dist = report["distribution"][name]
+        lines += [
+            "## Traffic split, %s (%d requests, %d failed)" % (name, dist["requests"], dist["failed"]),
+            "",
+            "| backend | weight | count | expected | observed | within tolerance |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in dist["rows"]:
+            lines.append(
+                "| %s | %d | %d | %.3f | %.3f | %s |"
+                % (
+                    row["backend"],
+                    row["weight"],
+                    row["count"],
+                    row["expected"],
+                    row["observed"],
+                    "yes" if row["ok"] else "NO",
+                )
+            )
+        lines.append("")
+    return "\n".join(lines)

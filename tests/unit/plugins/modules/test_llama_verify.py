@@ -1,0 +1,201 @@
+"""llama_verify against the real balancer and stand-in backends on 127.0.0.1, and a FAKE cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from k8sfixtures.fake_k8s import FakeDynamicClient
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
+from ansible_collections.edgewasm.llamaedge.plugins.modules import llama_verify as module
+
+REPO = Path(__file__).resolve().parents[4]
+BACKENDS = [
+    {"name": "llama-low-cost", "model_name": "llama-3-1b", "weight": 3, "replicas": 2},
+    {"name": "llama-high-cost", "model_name": "llama-3-3b", "weight": 1, "replicas": 1},
+]
+
+SYSTEM = textwrap.dedent("""
+    import asyncio, json, sys
+    sys.path[:0] = [sys.argv[1] + "/balancer/src", sys.argv[1] + "/balancer/tests"]
+    from standin_backend import StandinBackend
+    from edgewasm_balancer.__main__ import main
+
+    async def start():
+        low = await StandinBackend(name="low", models=["llama-3-1b"]).start()
+        high = await StandinBackend(name="high", models=["llama-3-3b"]).start()
+        return low, high
+
+    loop = asyncio.new_event_loop()
+    low, high = loop.run_until_complete(start())
+    backends = [{"name": "llm/llama-low-cost", "url": low.url, "weight": int(sys.argv[3]), "models": ["llama-3-1b"]},
+                {"name": "llm/llama-high-cost", "url": high.url, "weight": 1, "models": ["llama-3-3b"]}]
+    open(sys.argv[2], "w").write(json.dumps(backends))
+    import threading
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    sys.exit(main(["--listen", "127.0.0.1:" + sys.argv[4], "--backends-file", sys.argv[2], "--health-interval", "0",
+                   "--log-level", "warning"]))
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def system(tmp_path):
+    """The real balancer in front of two stand-in backends; the low-cost one weighted 3 (or what the test asks)."""
+    procs = []
+
+    def start(low_weight: int = 3) -> str:
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SYSTEM,
+                str(REPO),
+                str(tmp_path / "backends.json"),
+                str(low_weight),
+                str(port),
+            ],
+            stderr=subprocess.PIPE,
+        )
+        procs.append(proc)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return f"http://127.0.0.1:{port}"
+            time.sleep(0.1)
+        raise AssertionError(
+            proc.stderr.read().decode() if proc.poll() is not None else "balancer did not start"
+        )
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def pod(name, backend, ready=True, restarts=0):
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "llm",
+            "labels": {"app.kubernetes.io/component": "backend", "app.kubernetes.io/instance": backend},
+        },
+        "spec": {"nodeName": "node1"},
+        "status": {
+            "phase": "Running" if ready else "Pending",
+            "containerStatuses": [
+                {
+                    "name": "llama-api-server",
+                    "ready": ready,
+                    "restartCount": restarts,
+                    "state": {"running": {}} if ready else {"waiting": {"reason": "CreateContainerError"}},
+                }
+            ],
+        },
+    }
+
+
+def endpoint_slice(backend, ready):
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": backend + "-x",
+            "namespace": "llm",
+            "labels": {"kubernetes.io/service-name": backend},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [f"10.42.0.{i}"], "conditions": {"ready": True}} for i in range(ready)],
+    }
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    fake = FakeDynamicClient()
+    monkeypatch.setattr(k8s_apply, "connect", lambda kubeconfig=None, context=None: fake)
+    for obj in (
+        pod("low-1", "llama-low-cost"),
+        pod("low-2", "llama-low-cost"),
+        pod("high-1", "llama-high-cost"),
+        endpoint_slice("llama-low-cost", 2),
+        endpoint_slice("llama-high-cost", 1),
+    ):
+        fake.put(obj)
+    return fake
+
+
+def params(url, tmp_path, **overrides):
+    base = {
+        "namespace": "llm",
+        "backends": BACKENDS,
+        "balancer_url": url,
+        "report_dir": str(tmp_path / "reports"),
+        "sequential": 16,
+        "concurrent": 24,
+        "concurrency": 6,
+        "tolerance": 0.1,
+    }
+    base.update(overrides)
+    return base
+
+
+def test_healthy_system_passes_and_writes_reports(run_module, system, cluster, tmp_path):
+    result = run_module(module.main, params(system(), tmp_path))
+    assert result["ok"] is True and result["changed"] is False, result.get("problems")
+    seq = {r["backend"]: r["count"] for r in result["report"]["distribution"]["sequential"]["rows"]}
+    assert seq == {"llm/llama-low-cost": 12, "llm/llama-high-cost": 4}  # smooth WRR: exact for 3:1
+    report = json.loads(Path(result["json_path"]).read_text())
+    assert report["ok"] is True
+    markdown = Path(result["markdown_path"]).read_text()
+    assert (
+        "Result: **PASS**" in markdown and "| llm/llama-low-cost | 3 | 12 | 0.750 | 0.750 | yes |" in markdown
+    )
+    assert [c["answered_by"] for c in report["per_backend"]] == ["llm/llama-low-cost", "llm/llama-high-cost"]
+
+
+def test_wrong_split_unready_pod_and_restarts_fail_with_each_problem(run_module, system, cluster, tmp_path):
+    cluster.put(pod("high-1", "llama-high-cost", ready=False))
+    cluster.put(endpoint_slice("llama-high-cost", 0))
+    result = run_module(
+        module.main, params(system(low_weight=1), tmp_path)
+    )  # the balancer splits 1:1, not 3:1
+    assert result["failed"] is True and result["ok"] is False
+    problems = "\n".join(result["problems"])
+    assert "pod high-1 is not ready (phase Pending, waiting: CreateContainerError)" in problems
+    assert "Service llama-high-cost has 0 ready endpoints, expected 1" in problems
+    assert (
+        "sequential batch: llm/llama-low-cost got 50.0% of the answers, its weight asks for 75.0%" in problems
+    )
+    assert "Result: **FAIL**" in Path(result["markdown_path"]).read_text()
+
+
+def test_unreachable_balancer_fails_every_request(run_module, cluster, tmp_path):
+    result = run_module(
+        module.main, params(f"http://127.0.0.1:{free_port()}", tmp_path, sequential=2, concurrent=2)
+    )
+    assert result["failed"] is True
+    assert any("backend llama-low-cost (model llama-3-1b): URLError" in p for p in result["problems"])
+    assert "sequential batch: 2 of 2 requests failed" in result["problems"]
+
+
+def test_check_mode_sends_nothing(run_module, cluster, tmp_path):
+    result = run_module(module.main, params("http://127.0.0.1:9", tmp_path), check_mode=True)
+    assert result["changed"] is False and not os.path.exists(tmp_path / "reports")
+    assert cluster.calls == []
