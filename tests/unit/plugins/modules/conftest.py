@@ -6,6 +6,9 @@ import json
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
+from k8sfixtures.fake_k8s import FakeDynamicClient
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
 
 
 @pytest.fixture
@@ -20,3 +23,11 @@ def run_module(capsys):
         return result
 
     return run
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    """The Kubernetes modules connected to a FAKE in-memory API (tests/k8sfixtures/fake_k8s.py)."""
+    fake = FakeDynamicClient()
+    monkeypatch.setattr(k8s_apply, "connect", lambda kubeconfig=None, context=None: fake)
+    return fake

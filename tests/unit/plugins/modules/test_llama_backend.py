@@ -5,18 +5,11 @@ from __future__ import annotations
 import copy
 
 import pytest
-from k8sfixtures.fake_k8s import FakeDynamicClient, api_error
+from k8sfixtures.fake_k8s import api_error
 from k8sfixtures.seed_backends import SEED
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
 from ansible_collections.edgewasm.llamaedge.plugins.modules import llama_backend as module
-
-
-@pytest.fixture
-def cluster(monkeypatch):
-    fake = FakeDynamicClient()
-    monkeypatch.setattr(k8s_apply, "connect", lambda kubeconfig=None, context=None: fake)
-    return fake
 
 
 def args(**overrides):

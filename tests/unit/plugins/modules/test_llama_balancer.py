@@ -6,19 +6,10 @@ import json
 
 import kubernetes_validate
 import pytest
-from k8sfixtures.fake_k8s import FakeDynamicClient
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
 from ansible_collections.edgewasm.llamaedge.plugins.modules import llama_balancer as module
 
 TOKEN = "s3cret-admin-token"
-
-
-@pytest.fixture
-def cluster(monkeypatch):
-    fake = FakeDynamicClient()
-    monkeypatch.setattr(k8s_apply, "connect", lambda kubeconfig=None, context=None: fake)
-    return fake
 
 
 def args(**overrides):

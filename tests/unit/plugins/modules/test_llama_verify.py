@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from k8sfixtures.fake_k8s import FakeDynamicClient
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
 from ansible_collections.edgewasm.llamaedge.plugins.modules import llama_verify as module
 
 REPO = Path(__file__).resolve().parents[4]
@@ -127,9 +125,9 @@ def endpoint_slice(backend, ready):
 
 
 @pytest.fixture
-def cluster(monkeypatch):
-    fake = FakeDynamicClient()
-    monkeypatch.setattr(k8s_apply, "connect", lambda kubeconfig=None, context=None: fake)
+def cluster(cluster):
+    """The fake API with the pods and EndpointSlices of two healthy backends."""
+    fake = cluster
     for obj in (
         pod("low-1", "llama-low-cost"),
         pod("low-2", "llama-low-cost"),
