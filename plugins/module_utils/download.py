@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import hashlib
+import json
 import os
 import re
 
@@ -40,13 +41,45 @@ def is_current(dest, sha256):
     return os.path.isfile(dest) and sha256_of(dest) == sha256
 
 
+def read_lock(path):
+    """Recorded checksums: {key: sha256} from a lock file (absent file: none recorded)."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except ValueError as exc:
+        raise DownloadError("lock file %s is not valid JSON (%s): fix or delete it" % (path, exc)) from exc
+    return dict(data.get("artifacts") or {})
+
+
+def record(path, key, sha256):
+    """Add ``key``'s checksum to the lock file, atomically."""
+    artifacts = read_lock(path)
+    artifacts[key] = sha256
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(
+            {
+                "comment": "sha256 of artifacts recorded on first download by edgewasm.llamaedge; "
+                "enforced on every later run. Commit this file with your inventory.",
+                "artifacts": dict(sorted(artifacts.items())),
+            },
+            handle,
+            indent=2,
+        )
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
 def fetch(url, dest, sha256, opener, resume=True):
     """Make ``dest`` the verified content of ``url``; returns a dict describing what happened.
 
     ``opener(url, headers)`` returns a file-like response with ``.status`` (or ``.code``) and
-    ``.headers``; the module passes Ansible's open_url so proxies and CA settings apply.
+    ``.headers``; the module passes Ansible's open_url so proxies and CA settings apply. With
+    ``sha256=None`` (trust on first use, the caller records the result) nothing is compared.
     """
-    if not SHA256.match(sha256 or ""):
+    if sha256 is not None and not SHA256.match(sha256):
         raise DownloadError("sha256=%r must be 64 lowercase hex digits" % sha256)
     part = dest + ".part"
     offset = os.path.getsize(part) if resume and os.path.isfile(part) else 0
@@ -68,7 +101,7 @@ def fetch(url, dest, sha256, opener, resume=True):
             % (url, received, int(expected), part)
         )
     actual = sha256_of(part)
-    if actual != sha256:
+    if sha256 is not None and actual != sha256:
         os.unlink(part)
         raise DownloadError(
             "checksum mismatch for %s (from %s): expected sha256 %s, got %s. Nothing was installed; the partial "
@@ -76,4 +109,9 @@ def fetch(url, dest, sha256, opener, resume=True):
             % (os.path.basename(dest), url, sha256, actual)
         )
     os.replace(part, dest)
-    return {"resumed_from": offset, "bytes_received": received, "size": os.path.getsize(dest)}
+    return {
+        "resumed_from": offset,
+        "bytes_received": received,
+        "size": os.path.getsize(dest),
+        "sha256": actual,
+    }

@@ -36,9 +36,18 @@ options:
     type: path
     required: true
   sha256:
-    description: Expected sha256 of the file, 64 hex digits.
+    description:
+      - Expected sha256 of the file, 64 hex digits.
+      - Without it, O(lock_file) is required - the checksum recorded there under O(lock_key) is enforced, and
+        when none is recorded yet the file's checksum is recorded on this first download (for upstreams that
+        publish no checksums, such as WasmEdge).
     type: str
-    required: true
+  lock_file:
+    description: JSON lock file of recorded checksums, usually next to the inventory; created when missing.
+    type: path
+  lock_key:
+    description: Key of this file in O(lock_file); the URL's last path segments by default.
+    type: str
   resume:
     description: Continue a previous partial download (C(<dest>.part)) instead of starting over.
     type: bool
@@ -78,6 +87,14 @@ resumed_from:
   description: Bytes of an earlier partial download that were kept (0 when it started from scratch).
   returned: when a download happened
   type: int
+sha256:
+  description: The file's checksum.
+  returned: success
+  type: str
+recorded:
+  description: Whether the checksum was recorded in O(lock_file) by this run (first download).
+  returned: success
+  type: bool
 """
 
 import os
@@ -88,42 +105,60 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import download
 
 
+def lock_key(url):
+    parts = [p for p in url.split("?")[0].split("/") if p]
+    return "/".join(parts[-2:])
+
+
+def expected_checksum(params):
+    """The checksum to enforce (None: first download, to record) and the lock key."""
+    key = params["lock_key"] or lock_key(params["url"])
+    if params["sha256"]:
+        return params["sha256"].strip().lower(), key
+    return download.read_lock(params["lock_file"]).get(key), key
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             url=dict(type="str", required=True),
             dest=dict(type="path", required=True),
-            sha256=dict(type="str", required=True),
+            sha256=dict(type="str"),
+            lock_file=dict(type="path"),
+            lock_key=dict(type="str", no_log=False),
             resume=dict(type="bool", default=True),
             timeout=dict(type="int", default=60),
             validate_certs=dict(type="bool", default=True),
         ),
+        required_one_of=[("sha256", "lock_file")],
         supports_check_mode=True,
     )
     params = module.params
-    sha256 = params["sha256"].strip().lower()
     dest = params["dest"]
-    if download.is_current(dest, sha256):
-        module.exit_json(changed=False, dest=dest)
-    if module.check_mode:  # the directory may be created by an earlier task that check mode skipped
-        module.exit_json(changed=True, dest=dest)
-    if not os.path.isdir(os.path.dirname(dest) or "/"):
-        module.fail_json(msg="dest %s: directory %s does not exist" % (dest, os.path.dirname(dest)))
-
-    def opener(url, headers):
-        return open_url(
-            url, headers=headers, timeout=params["timeout"], validate_certs=params["validate_certs"]
-        )
-
     try:
+        sha256, key = expected_checksum(params)
+        if sha256 is not None and download.is_current(dest, sha256):
+            module.exit_json(changed=False, dest=dest, sha256=sha256, recorded=False)
+        if module.check_mode:  # the directory may be created by an earlier task that check mode skipped
+            module.exit_json(changed=True, dest=dest, sha256=sha256, recorded=sha256 is None)
+        if not os.path.isdir(os.path.dirname(dest) or "/"):
+            module.fail_json(msg="dest %s: directory %s does not exist" % (dest, os.path.dirname(dest)))
+
+        def opener(url, headers):
+            return open_url(
+                url, headers=headers, timeout=params["timeout"], validate_certs=params["validate_certs"]
+            )
+
         result = download.fetch(params["url"], dest, sha256, opener, resume=params["resume"])
+        if sha256 is None:
+            download.record(params["lock_file"], key, result["sha256"])
     except download.DownloadError as exc:
         module.fail_json(msg=str(exc), dest=dest)
     except Exception as exc:  # pylint: disable=broad-except  # network errors of every kind
         module.fail_json(
             msg="download of %s to %s failed: %s. Run again to resume." % (params["url"], dest, exc)
         )
-    module.exit_json(changed=True, dest=dest, **result)
+    module.exit_json(changed=True, dest=dest, recorded=sha256 is None, **result)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import threading
 import typing
@@ -104,3 +105,28 @@ def test_check_mode_and_bad_checksum_format(run_module, server, tmp_path):
     assert not dest.exists() and Handler.ranges == []
     bad = run_module(module.main, {"url": server, "dest": str(dest), "sha256": "abc"})
     assert bad["failed"] is True and "sha256='abc' must be 64 lowercase hex digits" in bad["msg"]
+
+
+def test_lock_file_records_on_first_download_then_enforces(run_module, server, tmp_path):
+    lock = tmp_path / "edgewasm.lock.json"
+    dest = tmp_path / "model.gguf"
+    first = run_module(module.main, {"url": server, "dest": str(dest), "lock_file": str(lock)})
+    assert first["changed"] is True and first["recorded"] is True
+    assert json.loads(lock.read_text())["artifacts"] == {
+        "127.0.0.1:" + server.split(":")[2].split("/")[0] + "/model.gguf": SHA
+    }
+    again = run_module(module.main, {"url": server, "dest": str(dest), "lock_file": str(lock)})
+    assert again["changed"] is False and again["sha256"] == SHA
+    # The upstream file changes (or is tampered with): the recorded checksum is enforced, nothing is replaced.
+    dest.unlink()
+    key = next(iter(json.loads(lock.read_text())["artifacts"]))
+    lock.write_text(json.dumps({"artifacts": {key: "1" * 64}}))
+    tampered = run_module(module.main, {"url": server, "dest": str(dest), "lock_file": str(lock)})
+    assert tampered["failed"] is True
+    assert f"expected sha256 {'1' * 64}, got {SHA}" in tampered["msg"]
+    assert not dest.exists()
+
+
+def test_sha256_or_lock_file_is_required(run_module, server, tmp_path):
+    result = run_module(module.main, {"url": server, "dest": str(tmp_path / "x")})
+    assert result["failed"] is True and "one of the following is required: sha256, lock_file" in result["msg"]
