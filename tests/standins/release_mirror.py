@@ -1,0 +1,76 @@
+"""STAND-IN release mirror for the runtime roles' tests (not upstream software).
+
+Lays out, under a directory, the WasmEdge and WASI-NN GGML plugin release assets the roles fetch,
+with upstream's file names and archive layouts, built from the gcc stand-ins of wasmedge_tree.py:
+
+    <mirror>/<V>/WasmEdge-<V>-<dist>_<arch>.tar.gz                      WasmEdge-<V>-Linux/{bin,include,lib}
+    <mirror>/<V>/WasmEdge-plugin-wasi_nn-ggml[<infix>]-<V>-<dist>_<arch>.tar.gz   libwasmedgePluginWasiNN.so
+
+    python tests/standins/release_mirror.py --mirror DIR [--version 0.14.1 --version 0.15.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import wasmedge_tree  # noqa: E402
+
+DISTS = ("ubuntu20.04", "manylinux_2_28", "manylinux2014")
+# variant infix -> build with a CUDA runtime dependency
+VARIANTS = {"": False, "-noavx": False, "-cuda": True}
+
+
+def _tar(archive: Path, entries: list[tuple[Path, str]]) -> None:
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for path, name in entries:
+            tar.add(path, arcname=name)
+
+
+def build(mirror: Path, versions: list[str]) -> list[Path]:
+    arch = platform.machine()
+    made = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for version in versions:
+            for infix, cuda in VARIANTS.items():
+                # The release tarball's plugin is the build-tree copy: RUNPATH $ORIGIN/../../lib/api:
+                tree = wasmedge_tree.build(Path(tmp) / version / (infix or "cpu"), version,
+                                           plugin_runpath="$ORIGIN/../../lib/api:", cuda=cuda)
+                for dist in DISTS:
+                    plugin = mirror / version / f"WasmEdge-plugin-wasi_nn-ggml{infix}-{version}-{dist}_{arch}.tar.gz"
+                    _tar(plugin, [(tree["plugin_dir"] / "libwasmedgePluginWasiNN.so", "libwasmedgePluginWasiNN.so")])
+                    made.append(plugin)
+                    if infix:
+                        continue
+                    top = Path(tmp) / f"WasmEdge-{version}-Linux"
+                    if not top.exists():
+                        (top / "include" / "wasmedge").mkdir(parents=True)
+                        (top / "include" / "wasmedge" / "wasmedge.h").write_text(f"/* {wasmedge_tree.MARKER} */\n")
+                        shutil.copytree(tree["prefix"] / "bin", top / "bin", symlinks=True)
+                        shutil.copytree(tree["prefix"] / "lib", top / "lib", symlinks=True)
+                    core = mirror / version / f"WasmEdge-{version}-{dist}_{arch}.tar.gz"
+                    _tar(core, [(top, top.name)])
+                    made.append(core)
+            shutil.rmtree(Path(tmp) / f"WasmEdge-{version}-Linux", ignore_errors=True)
+    return made
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mirror", type=Path, required=True)
+    parser.add_argument("--version", action="append", dest="versions")
+    args = parser.parse_args()
+    for path in build(args.mirror, args.versions or ["0.14.1"]):
+        sys.stdout.write(f"{path}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
