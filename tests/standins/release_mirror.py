@@ -5,6 +5,8 @@ with upstream's file names and archive layouts, built from the gcc stand-ins of 
 
     <mirror>/<V>/WasmEdge-<V>-<dist>_<arch>.tar.gz                      WasmEdge-<V>-Linux/{bin,include,lib}
     <mirror>/<V>/WasmEdge-plugin-wasi_nn-ggml[<infix>]-<V>-<dist>_<arch>.tar.gz   libwasmedgePluginWasiNN.so
+    <mirror>/containerd-shim-wasmedge/v<R>/containerd-shim-wasmedge-<arch>-linux-musl.tar.gz   (upstream's path)
+    <mirror>/runwasi/<R>/containerd-shim-wasmedge-<arch>-linux-gnu.tar.gz      (a site's own glibc build)
 
     python tests/standins/release_mirror.py --mirror DIR [--version 0.14.1 --version 0.15.0]
 """
@@ -20,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import wasmedge_tree  # noqa: E402
+import wasmedge_tree
 
 DISTS = ("ubuntu20.04", "manylinux_2_28", "manylinux2014")
 # variant infix -> build with a CUDA runtime dependency
@@ -41,18 +43,31 @@ def build(mirror: Path, versions: list[str]) -> list[Path]:
         for version in versions:
             for infix, cuda in VARIANTS.items():
                 # The release tarball's plugin is the build-tree copy: RUNPATH $ORIGIN/../../lib/api:
-                tree = wasmedge_tree.build(Path(tmp) / version / (infix or "cpu"), version,
-                                           plugin_runpath="$ORIGIN/../../lib/api:", cuda=cuda)
+                tree = wasmedge_tree.build(
+                    Path(tmp) / version / (infix or "cpu"),
+                    version,
+                    plugin_runpath="$ORIGIN/../../lib/api:",
+                    cuda=cuda,
+                )
                 for dist in DISTS:
-                    plugin = mirror / version / f"WasmEdge-plugin-wasi_nn-ggml{infix}-{version}-{dist}_{arch}.tar.gz"
-                    _tar(plugin, [(tree["plugin_dir"] / "libwasmedgePluginWasiNN.so", "libwasmedgePluginWasiNN.so")])
+                    plugin = (
+                        mirror
+                        / version
+                        / f"WasmEdge-plugin-wasi_nn-ggml{infix}-{version}-{dist}_{arch}.tar.gz"
+                    )
+                    _tar(
+                        plugin,
+                        [(tree["plugin_dir"] / "libwasmedgePluginWasiNN.so", "libwasmedgePluginWasiNN.so")],
+                    )
                     made.append(plugin)
                     if infix:
                         continue
                     top = Path(tmp) / f"WasmEdge-{version}-Linux"
                     if not top.exists():
                         (top / "include" / "wasmedge").mkdir(parents=True)
-                        (top / "include" / "wasmedge" / "wasmedge.h").write_text(f"/* {wasmedge_tree.MARKER} */\n")
+                        (top / "include" / "wasmedge" / "wasmedge.h").write_text(
+                            f"/* {wasmedge_tree.MARKER} */\n"
+                        )
                         shutil.copytree(tree["prefix"] / "bin", top / "bin", symlinks=True)
                         shutil.copytree(tree["prefix"] / "lib", top / "lib", symlinks=True)
                     core = mirror / version / f"WasmEdge-{version}-{dist}_{arch}.tar.gz"
@@ -62,12 +77,41 @@ def build(mirror: Path, versions: list[str]) -> list[Path]:
     return made
 
 
+def build_shim(mirror: Path, version: str) -> list[Path]:
+    """A gcc-built STAND-IN containerd-shim-wasmedge-v1 that only prints its version, in both layouts."""
+    arch = platform.machine()
+    made = []
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "shim.c"
+        source.write_text(
+            f"/* {wasmedge_tree.MARKER} */\n#include <stdio.h>\n"
+            f'int main(void) {{ printf("containerd-shim-wasmedge-v1 v{version} ({wasmedge_tree.MARKER})\\n"); return 0; }}\n'
+        )
+        binary = Path(tmp) / "containerd-shim-wasmedge-v1"
+        wasmedge_tree._gcc(["-o", str(binary), str(source)])
+        for archive in (
+            mirror
+            / "containerd-shim-wasmedge"
+            / f"v{version}"
+            / f"containerd-shim-wasmedge-{arch}-linux-musl.tar.gz",
+            mirror / "runwasi" / version / f"containerd-shim-wasmedge-{arch}-linux-gnu.tar.gz",
+        ):
+            _tar(archive, [(binary, binary.name)])
+            made.append(archive)
+    return made
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mirror", type=Path, required=True)
     parser.add_argument("--version", action="append", dest="versions")
+    parser.add_argument("--runwasi-version", default="0.6.0")
     args = parser.parse_args()
-    for path in build(args.mirror, args.versions or ["0.14.1"]):
+    for path in build(args.mirror, args.versions or ["0.14.1"]) + build_shim(
+        args.mirror, args.runwasi_version
+    ):
         sys.stdout.write(f"{path}\n")
     return 0
 

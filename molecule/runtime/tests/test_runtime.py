@@ -21,8 +21,11 @@ def test_wasmedge_runs_from_the_path(host):
 
 
 def test_linker_knows_libwasmedge(host):
-    assert host.file("/etc/ld.so.conf.d/edgewasm-wasmedge.conf").content_string.strip().endswith(
-        "/opt/wasmedge/current/lib")
+    assert (
+        host.file("/etc/ld.so.conf.d/edgewasm-wasmedge.conf")
+        .content_string.strip()
+        .endswith("/opt/wasmedge/current/lib")
+    )
     assert "/opt/wasmedge/current/lib/libwasmedge.so.0" in host.check_output("ldconfig -p")
 
 
@@ -43,3 +46,9 @@ def test_lock_file_recorded_every_artifact():
     assert any(k.startswith("0.14.1/WasmEdge-0.14.1-") for k in artifacts)
     assert any(k.startswith("0.14.1/WasmEdge-plugin-wasi_nn-ggml-0.14.1-") for k in artifacts)
     assert all(len(v) == 64 for v in artifacts.values())
+
+
+def test_runwasi_shim_from_the_sites_glibc_build(host):
+    shim = host.file("/usr/local/bin/containerd-shim-wasmedge-v1")
+    assert shim.exists and shim.mode == 0o755 and shim.user == "root"
+    assert host.check_output("containerd-shim-wasmedge-v1").startswith("containerd-shim-wasmedge-v1 v0.6.0")
