@@ -126,7 +126,7 @@ def test_replace_keeps_health_of_surviving_endpoints_and_drops_gone_services():
     a0 = pool.services["static", "a"].endpoints["http://a-0:80"]
     pool.failure(a0)
     pool.replace("static", [spec("a", 4, n=2)])
-    assert pool.source_names("static") == ["a"]
+    assert list(pool.services) == [("static", "a")]
     same = pool.services["static", "a"].endpoints["http://a-0:80"]
     assert same is a0 and not same.available(clock.now)
     assert pool.services["static", "a"].weight == 4

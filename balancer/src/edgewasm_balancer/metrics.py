@@ -39,12 +39,6 @@ class BackendMetrics:
 
 
 class Metrics:
-    def backend(self, label: str) -> BackendMetrics:
-        found = self._backends.get(label)
-        if found is None:
-            found = self._backends[label] = BackendMetrics(self, label)
-        return found
-
     def __init__(self, pool: Pool | None = None) -> None:
         self._backends: dict[str, BackendMetrics] = {}
         self.registry = CollectorRegistry(auto_describe=True)
@@ -102,6 +96,13 @@ class Metrics:
             namespace=ns,
             registry=self.registry,
         )
+
+    def backend(self, label: str) -> BackendMetrics:
+        """The cached per-backend series (created on first use)."""
+        found = self._backends.get(label)
+        if found is None:
+            found = self._backends[label] = BackendMetrics(self, label)
+        return found
 
 
 class PoolCollector(Collector):

@@ -162,7 +162,6 @@ class Pool:
         self.least_busy = least_busy
         self.clock = clock
         self.services: dict[tuple[str, str], Service] = {}
-        self.listeners: list[Callable[[], None]] = []
 
     # -- discovery ------------------------------------------------------------------------------------
     def replace(self, source: str, specs: Iterable[ServiceSpec]) -> None:
@@ -172,16 +171,12 @@ class Pool:
             del self.services[key]
         for key, spec in wanted.items():
             self._upsert(key, spec)
-        self._changed()
 
     def upsert(self, source: str, spec: ServiceSpec) -> None:
         self._upsert((source, spec.name), spec)
-        self._changed()
 
     def remove(self, source: str, name: str) -> bool:
-        found = self.services.pop((source, name), None) is not None
-        self._changed()
-        return found
+        return self.services.pop((source, name), None) is not None
 
     def _upsert(self, key: tuple[str, str], spec: ServiceSpec) -> None:
         svc = self.services.get(key)
@@ -191,13 +186,6 @@ class Pool:
         svc.declared_models = spec.models
         svc.meta = spec.meta
         svc.endpoints = {url: svc.endpoints.get(url) or Endpoint(url=url, service=svc) for url in spec.urls}
-
-    def _changed(self) -> None:
-        for listener in self.listeners:
-            listener()
-
-    def source_names(self, source: str) -> list[str]:
-        return sorted(name for src, name in self.services if src == source)
 
     def endpoints(self) -> list[Endpoint]:
         return [e for svc in self.services.values() for e in svc.endpoints.values()]
