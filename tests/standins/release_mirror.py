@@ -7,6 +7,8 @@ with upstream's file names and archive layouts, built from the gcc stand-ins of 
     <mirror>/<V>/WasmEdge-plugin-wasi_nn-ggml[<infix>]-<V>-<dist>_<arch>.tar.gz   libwasmedgePluginWasiNN.so
     <mirror>/containerd-shim-wasmedge/v<R>/containerd-shim-wasmedge-<arch>-linux-musl.tar.gz   (upstream's path)
     <mirror>/runwasi/<R>/containerd-shim-wasmedge-<arch>-linux-gnu.tar.gz      (a site's own glibc build)
+    <mirror>/<K>/k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt   stand-in k3s (k3s.py)
+    <mirror>/<C>/crun-<C>.tar.gz          a source tarball with crun's configure/make interface (crun_source.py)
 
     python tests/standins/release_mirror.py --mirror DIR [--version 0.14.1 --version 0.15.0]
 """
@@ -14,6 +16,8 @@ with upstream's file names and archive layouts, built from the gcc stand-ins of 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import platform
 import shutil
 import sys
@@ -22,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import crun_source
 import wasmedge_tree
 
 DISTS = ("ubuntu20.04", "manylinux_2_28", "manylinux2014")
@@ -101,6 +106,32 @@ def build_shim(mirror: Path, version: str) -> list[Path]:
     return made
 
 
+K3S_ARCH = {"x86_64": ("amd64", "k3s"), "aarch64": ("arm64", "k3s-arm64")}
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "k3s_containerd"
+
+
+def build_k3s(mirror: Path, version: str) -> list[Path]:
+    """The STAND-IN k3s script as a release: binary, air-gap images file and sha256sum file."""
+    arch, binary = K3S_ARCH[platform.machine()]
+    release = mirror / version
+    release.mkdir(parents=True, exist_ok=True)
+    script = (Path(__file__).with_name("k3s.py")).read_text().replace("__K3S_VERSION__", version)
+    for config_version in ("2", "3"):
+        base = (FIXTURES / f"base-v{config_version}.toml").read_text()
+        script = script.replace(f'"__BASE_V{config_version}__"', json.dumps(base))
+    (release / binary).write_text(script)
+    images = release / f"k3s-airgap-images-{arch}.tar.zst"
+    images.write_bytes(f"{wasmedge_tree.MARKER}: air-gap images of k3s {version}\n".encode())
+    sums = release / f"sha256sum-{arch}.txt"
+    sums.write_text(
+        "".join(
+            f"{hashlib.sha256((release / name).read_bytes()).hexdigest()}  {name}\n"
+            for name in (binary, images.name)
+        )
+    )
+    return [release / binary, images, sums]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -108,10 +139,15 @@ def main() -> int:
     parser.add_argument("--mirror", type=Path, required=True)
     parser.add_argument("--version", action="append", dest="versions")
     parser.add_argument("--runwasi-version", default="0.6.0")
+    parser.add_argument("--crun-version", action="append", dest="crun_versions")
+    parser.add_argument("--k3s-version", action="append", dest="k3s_versions", default=[])
     args = parser.parse_args()
-    for path in build(args.mirror, args.versions or ["0.14.1"]) + build_shim(
-        args.mirror, args.runwasi_version
-    ):
+    made = build(args.mirror, args.versions or ["0.14.1"])
+    made += build_shim(args.mirror, args.runwasi_version)
+    made += [crun_source.build(args.mirror, v) for v in args.crun_versions or ["1.29.1"]]
+    for k3s_version in args.k3s_versions:
+        made += build_k3s(args.mirror, k3s_version)
+    for path in made:
         sys.stdout.write(f"{path}\n")
     return 0
 

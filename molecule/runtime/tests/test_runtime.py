@@ -52,3 +52,16 @@ def test_runwasi_shim_from_the_sites_glibc_build(host):
     shim = host.file("/usr/local/bin/containerd-shim-wasmedge-v1")
     assert shim.exists and shim.mode == 0o755 and shim.user == "root"
     assert host.check_output("containerd-shim-wasmedge-v1").startswith("containerd-shim-wasmedge-v1 v0.6.0")
+
+
+def test_crun_built_with_wasmedge_on_the_server_only(host):
+    crun = host.file("/usr/local/bin/crun")
+    if host.backend.get_hostname() != "server1":
+        assert not crun.exists, "crun_wasmedge ran only on the server"
+        return
+    assert crun.exists and crun.mode == 0o755 and crun.user == "root"
+    lines = host.check_output("/usr/local/bin/crun --version").splitlines()
+    assert lines[0] == "crun version 1.29.1"
+    assert "+WASM:wasmedge" in lines[-1].split()
+    assert "stand-in" in lines[1]  # built from tests/standins/crun_source.py
+    assert not host.file("/var/cache/edgewasm/crun-build").exists
