@@ -27,9 +27,12 @@ sanity: setup
 unit: setup
 	EDGEWASM_STAGES="pytest" scripts/test.sh
 
+LAB_DIR := $(CURDIR)/.cache/lab
+
 lab: setup
 	$(ENV) molecule create -s default
-	$(ENV) ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
+	$(ENV) python3 tests/standins/release_mirror.py --mirror $(LAB_DIR)/mirror --version 0.14.1 --k3s-version v1.31.6+k3s1 >/dev/null
+	$(ENV) EDGEWASM_LAB_DIR=$(LAB_DIR) ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
 
 lab-destroy:
 	$(ENV) molecule destroy -s default

@@ -1,0 +1,180 @@
+"""containerd_wasm renders k3s's containerd template (v2 and v3) and a plain containerd drop-in.
+
+The role runs on this machine with every path under tmp_path. The rendered Go template is completed
+the way k3s does it, with k3s's base stanzas from tests/fixtures/k3s_containerd, and parsed as TOML:
+tomllib rejects a table defined twice, as containerd does.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from site_runner import local_inventory
+from standins.k3s import render_containerd_template
+
+pytestmark = pytest.mark.slow
+PLAYBOOK = "tests/functional/playbooks/containerd_wasm.yml"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "k3s_containerd"
+
+
+@pytest.fixture
+def node(tmp_path):
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    for name in ("containerd-shim-wasmedge-v1", "crun"):
+        (bins / name).write_text("#!/bin/sh\n")
+    return tmp_path
+
+
+def variables(root: Path, **more) -> dict:
+    return {
+        "containerd_wasm_k3s_data_dir": str(root / "k3s"),
+        "containerd_wasm_containerd_config": str(root / "containerd" / "config.toml"),
+        "containerd_wasm_containerd_dropin_dir": str(root / "containerd" / "conf.d"),
+        "containerd_wasm_restart": False,
+        "containerd_wasm_label_nodes": False,
+        "containerd_wasm_plugin_path": "",
+        "containerd_wasm_runtimes": [
+            {
+                "name": "wasmedge-nn",
+                "runtime_type": "io.containerd.wasmedge.v1",
+                "binary": str(root / "bin" / "containerd-shim-wasmedge-v1"),
+            },
+            {
+                "name": "crun-wasm",
+                "runtime_type": "io.containerd.runc.v2",
+                "binary": str(root / "bin" / "crun"),
+                "pod_annotations": ["module.wasm.image/variant", "run.oci.handler"],
+            },
+        ],
+        **more,
+    }
+
+
+def runtimes(config: dict, version: int) -> dict:
+    if version == 3:
+        return config["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]
+    return config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+
+
+def k3s_config(root: Path, version: int) -> dict:
+    name = "config-v3.toml.tmpl" if version == 3 else "config.toml.tmpl"
+    template = (root / "k3s" / "agent" / "etc" / "containerd" / name).read_text()
+    base = (FIXTURES / f"base-v{version}.toml").read_text()
+    return tomllib.loads(render_containerd_template(template, base, systemd_cgroup=True))
+
+
+@pytest.mark.parametrize(("k3s_version", "config_version"), [("v1.31.6+k3s1", 3), ("v1.30.4+k3s1", 2)])
+def test_k3s_template_extends_base_without_redefining_tables(run_site, node, k3s_version, config_version):
+    extra = variables(node, containerd_wasm_k3s_version=k3s_version)
+    result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert result.rc == 0, result.output
+    tables = runtimes(k3s_config(node, config_version), config_version)
+    # k3s's own auto-detected runtimes are still there, unchanged, next to ours.
+    assert tables["crun"]["options"]["BinaryName"] == "/usr/local/bin/crun"
+    assert tables["wasmedge"]["runtime_type"] == "io.containerd.wasmedge.v1"
+    assert tables["wasmedge-nn"] == {
+        "runtime_type": "io.containerd.wasmedge.v1",
+        "options": {"BinaryName": str(node / "bin" / "containerd-shim-wasmedge-v1"), "SystemdCgroup": True},
+    }
+    assert tables["crun-wasm"] == {
+        "runtime_type": "io.containerd.runc.v2",
+        "pod_annotations": ["module.wasm.image/variant", "run.oci.handler"],
+        "options": {"BinaryName": str(node / "bin" / "crun"), "SystemdCgroup": True},
+    }
+    again = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert re.search(r"node1\s+: ok=\d+\s+changed=0 ", again.output), again.output
+
+
+def test_duplicate_table_is_what_the_parse_catches(node):
+    # The check above can fail: a template that declares a runtime k3s already declares is rejected.
+    base = (FIXTURES / "base-v3.toml").read_text()
+    template = (
+        "{{ template \"base\" . }}\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'crun']\n"
+    )
+    with pytest.raises(tomllib.TOMLDecodeError):
+        tomllib.loads(render_containerd_template(template, base, systemd_cgroup=True))
+
+
+def test_upgrade_to_containerd_2_replaces_the_v2_template(run_site, node):
+    inventory = local_inventory(["node1"], [])
+    old = run_site(inventory, variables(node, containerd_wasm_k3s_version="v1.31.5+k3s1"), playbook=PLAYBOOK)
+    assert old.rc == 0, old.output
+    tmpl_dir = node / "k3s" / "agent" / "etc" / "containerd"
+    assert sorted(p.name for p in tmpl_dir.iterdir()) == ["config.toml.tmpl"]
+    new = run_site(inventory, variables(node, containerd_wasm_k3s_version="v1.32.2+k3s1"), playbook=PLAYBOOK)
+    assert new.rc == 0, new.output
+    assert sorted(p.name for p in tmpl_dir.iterdir()) == ["config-v3.toml.tmpl"]
+
+
+def test_only_runtimes_installed_on_the_node_are_declared(run_site, node):
+    (node / "bin" / "crun").unlink()
+    result = run_site(local_inventory(["node1"], []), variables(node), playbook=PLAYBOOK)
+    assert result.rc == 0, result.output
+    assert set(runtimes(k3s_config(node, 3), 3)) == {"runc", "crun", "wasmedge", "wasmedge-nn"}
+
+
+def test_runtimeclasses_are_valid_and_select_labelled_nodes(run_site, node):
+    result = run_site(local_inventory(["node1"], []), variables(node), playbook=PLAYBOOK)
+    assert result.rc == 0, result.output
+    manifest = node / "k3s" / "server" / "manifests" / "edgewasm-runtimeclasses.yaml"
+    assert manifest.stat().st_mode & 0o777 == 0o600
+    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    assert [d["handler"] for d in docs] == ["wasmedge-nn", "crun-wasm"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.33", strict=True)
+        assert doc["scheduling"]["nodeSelector"] == {f"runtime.edgewasm.io/{doc['metadata']['name']}": "true"}
+
+
+@pytest.mark.parametrize("name", ["crun", "wasmedge", "spin"])
+def test_runtime_name_colliding_with_k3s_fails_before_writing(run_site, node, name):
+    extra = variables(node)
+    extra["containerd_wasm_runtimes"][1]["name"] = name
+    result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert result.rc != 0
+    assert "must not be one of the runtimes k3s declares itself" in result.output, result.output
+    assert f'"name": "{name}"' in result.output
+    assert not (node / "k3s").exists()
+
+
+def test_plain_containerd_gets_a_drop_in_and_an_import(run_site, node):
+    config = node / "containerd" / "config.toml"
+    config.parent.mkdir()
+    config.write_text(
+        'version = 2\n\n[plugins."io.containerd.grpc.v1.cri"]\n  restrict_oom_score_adj = true\n'
+    )
+    extra = variables(node, containerd_wasm_mode="containerd")
+    result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert result.rc == 0, result.output
+    main = tomllib.loads(config.read_text())
+    assert main["imports"] == [f"{node}/containerd/conf.d/*.toml"]
+    assert main["plugins"]["io.containerd.grpc.v1.cri"]["restrict_oom_score_adj"] is True
+    dropin = tomllib.loads((node / "containerd" / "conf.d" / "50-edgewasm-wasm.toml").read_text())
+    assert dropin["version"] == 2
+    assert runtimes(dropin, 2)["crun-wasm"]["options"] == {
+        "BinaryName": str(node / "bin" / "crun"),
+        "SystemdCgroup": True,
+    }
+    assert not (node / "k3s").exists()
+    removed = run_site(
+        local_inventory(["node1"], []), {**extra, "containerd_wasm_state": "absent"}, playbook=PLAYBOOK
+    )
+    assert removed.rc == 0, removed.output
+    assert "imports" not in tomllib.loads(config.read_text())
+    assert not (node / "containerd" / "conf.d" / "50-edgewasm-wasm.toml").exists()
+
+
+def test_plain_containerd_with_its_own_imports_is_refused(run_site, node):
+    config = node / "containerd" / "config.toml"
+    config.parent.mkdir()
+    config.write_text('version = 2\nimports = ["/etc/containerd/other/*.toml"]\n')
+    result = run_site(
+        local_inventory(["node1"], []), variables(node, containerd_wasm_mode="containerd"), playbook=PLAYBOOK
+    )
+    assert result.rc != 0
+    assert "already has its own `imports` line" in result.output, result.output

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""STAND-IN k3s executable (edgewasm stand-in, not k3s) for the k3s role's molecule scenario.
+
+k3s releases cannot be downloaded on our test machines. This stdlib-only script takes the place of
+the `k3s` binary on the nodes and behaves like it where the roles can observe it:
+
+- `k3s --version`; `k3s server` / `k3s agent` as systemd Type=notify services (READY=1 once up);
+- the server writes its token (`K10<hash>::server:<token>`, from K3S_TOKEN or generated) to
+  /var/lib/rancher/k3s/server/token and node-token, and /etc/rancher/k3s/k3s.yaml (0600);
+- it serves plain HTTP on :6443 (`/ping`, a join endpoint); agents and joining servers register
+  there with their token and exit 1 on a token mismatch, as a k3s agent fails to join;
+- it completes k3s's containerd template like k3s does (`{{ template "base" . }}` and
+  `{{ .SystemdCgroup }}`, with the base stanzas of tests/fixtures/k3s_containerd) into
+  agent/etc/containerd/config.toml and exits 1 when the result is not valid TOML (a table
+  defined twice included), as containerd would fail;
+- `k3s kubectl get node NAME -o jsonpath={.metadata.labels}` and
+  `k3s kubectl label node NAME --overwrite k=v k-` on the registered nodes;
+- every start and stop is appended to /var/lib/rancher/k3s/standin/events.log (JSON lines) so
+  tests can see restarts and their order.
+
+release_mirror.py writes it as `<mirror>/<k3s version>/k3s` with the version and base stanzas
+filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
+
+MARKER = "edgewasm stand-in, not k3s"
+VERSION = "__K3S_VERSION__"
+BASES = {"2": "__BASE_V2__", "3": "__BASE_V3__"}
+DATA = Path("/var/lib/rancher/k3s")
+CONFIG = Path("/etc/rancher/k3s/config.yaml")
+STATE = DATA / "standin"
+
+
+def render_containerd_template(template: str, base: str, systemd_cgroup: bool) -> str:
+    """Complete a k3s containerd template the way k3s does for the two constructs we use."""
+    text = re.sub(r"\{\{-?\s*template\s+\"base\"\s+\.\s*-?\}\}", lambda _: base, template)
+    text = re.sub(r"\{\{\s*\.SystemdCgroup\s*\}\}", "true" if systemd_cgroup else "false", text)
+    if "{{" in text:
+        raise ValueError("template uses Go template constructs the stand-in does not render")
+    return text
+
+
+def config_value(key: str) -> str:
+    if not CONFIG.exists():
+        return ""
+    match = re.search(rf"^{re.escape(key)}:\s*['\"]?([^'\"\n]*)", CONFIG.read_text(), re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def event(kind: str, mode: str) -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    line = {"event": kind, "mode": mode, "version": VERSION, "time": time.time(), "pid": os.getpid()}
+    with (STATE / "events.log").open("a") as log:
+        log.write(json.dumps(line) + "\n")
+
+
+def notify_ready() -> None:
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(b"READY=1")
+
+
+def config_version() -> str:
+    numbers = [int(n) for n in re.findall(r"\d+", VERSION)[:3]]
+    major, minor, patch = [*numbers, 0, 0, 0][:3]
+    newer = (major, minor) > (1, 32) or (minor == 32 and patch >= 2) or (minor == 31 and patch >= 6)
+    return "3" if major > 1 or newer else "2"
+
+
+def render_containerd() -> None:
+    directory = DATA / "agent" / "etc" / "containerd"
+    version = config_version()
+    names = ["config-v3.toml.tmpl", "config.toml.tmpl"] if version == "3" else ["config.toml.tmpl"]
+    base = BASES[version]
+    text = base
+    for name in names:
+        if (directory / name).exists():
+            text = render_containerd_template((directory / name).read_text(), base, systemd_cgroup=True)
+            break
+    tomllib.loads(text)  # containerd refuses a config that does not parse
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.toml").write_text(text)
+
+
+def nodes_file() -> Path:
+    return STATE / "nodes.json"
+
+
+def load_nodes() -> dict:
+    try:
+        return json.loads(nodes_file().read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def save_nodes(nodes: dict) -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    tmp = nodes_file().with_suffix(".tmp")
+    tmp.write_text(json.dumps(nodes, indent=1, sort_keys=True))
+    os.replace(tmp, nodes_file())
+
+
+def register(nodes: dict, name: str, role: str) -> None:
+    node = nodes.setdefault(name, {"labels": {"kubernetes.io/hostname": name}})
+    node["role"] = role
+    node["version"] = VERSION
+    save_nodes(nodes)
+
+
+def node_name() -> str:
+    return config_value("node-name") or socket.gethostname()
+
+
+def raw_token(token: str) -> str:
+    return token.rsplit(":", 1)[-1]
+
+
+def serve(token: str) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            return
+
+        def _answer(self, code: int, body: str) -> None:
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._answer(200, "pong" if self.path == "/ping" else json.dumps(load_nodes()))
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if raw_token(request.get("token", "")) != token:
+                self._answer(401, "token mismatch")
+                return
+            register(load_nodes(), request["node"], request["role"])
+            self._answer(200, "joined")
+
+    server = ThreadingHTTPServer(("0.0.0.0", 6443), Handler)  # noqa: S104 - where k3s listens
+    Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def join(url: str, token: str, role: str) -> None:
+    target = re.sub(r"^https://", "http://", url).rstrip("/") + "/standin/join"
+    if not target.startswith("http://"):
+        sys.exit(f"k3s ({MARKER}): server URL {url} is not https://")
+    body = json.dumps({"token": token, "node": node_name(), "role": role}).encode()
+    deadline = time.time() + 60
+    while True:
+        try:
+            request = urllib.request.Request(target, data=body)  # noqa: S310 - http:// checked above
+            urllib.request.urlopen(request, timeout=5).read()  # noqa: S310
+            return
+        except urllib.error.HTTPError as err:
+            sys.exit(f"k3s ({MARKER}): cannot join {url}: {err.code} {err.read().decode()}")
+        except OSError as err:
+            if time.time() > deadline:
+                sys.exit(f"k3s ({MARKER}): cannot reach {url}: {err}")
+            time.sleep(1)
+
+
+def run(mode: str) -> int:
+    render_containerd()
+    token = raw_token(os.environ.get("K3S_TOKEN", ""))
+    server_url = config_value("server") or os.environ.get("K3S_URL", "")
+    if mode == "server":
+        token_file = DATA / "server" / "token"
+        if not token:
+            token = (
+                raw_token(token_file.read_text().strip()) if token_file.exists() else secrets.token_hex(16)
+            )
+        if server_url:
+            join(server_url, token, "server")
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        for name in ("token", "node-token"):
+            path = DATA / "server" / name
+            path.write_text(f"K10{MARKER.replace(' ', '')}::server:{token}\n")
+            path.chmod(0o600)
+        kubeconfig = Path("/etc/rancher/k3s/k3s.yaml")
+        kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+        kubeconfig.write_text(KUBECONFIG)
+        kubeconfig.chmod(0o600)
+        serve(token)
+        register(load_nodes(), node_name(), "server")
+    else:
+        if not server_url or not token:
+            sys.exit(f"k3s ({MARKER}): an agent needs a server URL and a token")
+        join(server_url, token, "agent")
+    event("start", mode)
+
+    def stop(*_: object) -> None:
+        event("stop", mode)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    notify_ready()
+    while True:
+        time.sleep(3600)
+
+
+def kubectl(args: list[str]) -> int:
+    nodes = load_nodes()
+    if args[:2] == ["get", "node"] and len(args) >= 3:
+        if args[2] not in nodes:
+            print(f'Error from server (NotFound): nodes "{args[2]}" not found', file=sys.stderr)
+            return 1
+        print(json.dumps(nodes[args[2]]["labels"]))
+        return 0
+    if args[:2] == ["label", "node"] and len(args) >= 3 and args[2] in nodes:
+        labels = nodes[args[2]]["labels"]
+        before = dict(labels)
+        for item in args[3:]:
+            if item.startswith("--"):
+                continue
+            if item.endswith("-"):
+                labels.pop(item[:-1], None)
+            else:
+                key, _, value = item.partition("=")
+                labels[key] = value
+        save_nodes(nodes)
+        print(f"node/{args[2]} {'labeled' if labels != before else 'not labeled'}")
+        return 0
+    print(f"k3s kubectl ({MARKER}): unsupported: {' '.join(args)}", file=sys.stderr)
+    return 1
+
+
+KUBECONFIG = f"""apiVersion: v1
+kind: Config
+clusters:
+- cluster:
+    certificate-authority-data: {MARKER.encode().hex()}
+    server: https://127.0.0.1:6443
+  name: default
+contexts:
+- context:
+    cluster: default
+    user: default
+  name: default
+current-context: default
+preferences: {{}}
+users:
+- name: default
+  user:
+    client-certificate-data: {MARKER.encode().hex()}
+    client-key-data: {MARKER.encode().hex()}
+"""
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("--version", "-v", "version"):
+        print(f"k3s version {VERSION} ({MARKER})\ngo version go1.23.6")
+        return 0
+    if argv[0] in ("server", "agent"):
+        return run(argv[0])
+    if argv[0] == "kubectl":
+        return kubectl(argv[1:])
+    print(f"k3s ({MARKER}): unsupported command {argv[0]}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
