@@ -13,7 +13,8 @@ cache=${EDGEWASM_CACHE:-$repo/.cache}
 image=${EDGEWASM_NODE_IMAGE:-localhost/edgewasm-node:bookworm}
 mirror=${EDGEWASM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
-packages=python3,systemd,systemd-sysv,sudo,iproute2,procps,ca-certificates,dbus,iputils-ping,gnupg,apt-transport-https
+# gcc/make/libc6-dev: the crun_wasmedge role builds the stand-in crun source on a node; python3-apt: the apt module.
+packages=python3,python3-apt,systemd,systemd-sysv,sudo,iproute2,procps,ca-certificates,dbus,iputils-ping,gnupg,apt-transport-https,gcc,libc6-dev,make
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo/tests/podman/containers.conf}
 
 recipe_hash=$( { cat "$0"; echo "$suite $packages"; } | sha256sum | cut -c1-16)

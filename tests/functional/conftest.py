@@ -20,15 +20,15 @@ class PlaybookRun:
     output: str
 
 
-@pytest.fixture
-def run_site(tmp_path: Path):
-    """Run playbooks/site.yml with an inventory built from a dict, locally."""
+def _runner(tmp_path: Path):
+    """Run playbooks/site.yml (or another playbook) with an inventory built from a dict, locally."""
 
     def run(
         inventory: dict,
         extra_vars: dict | None = None,
         playbook: str = "playbooks/site.yml",
         check: bool = False,
+        tags: list[str] | None = None,
     ) -> PlaybookRun:
         inv = tmp_path / "hosts.yml"
         inv.write_text(yaml.safe_dump(inventory))
@@ -43,6 +43,7 @@ def run_site(tmp_path: Path):
                 yaml.safe_dump(extra, default_flow_style=True).strip(),
                 str(REPO / playbook),
                 *(["--check"] if check else []),
+                *(["--tags", ",".join(tags)] if tags else []),
             ],
             capture_output=True,
             text=True,
@@ -54,3 +55,13 @@ def run_site(tmp_path: Path):
         return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
 
     return run
+
+
+@pytest.fixture
+def run_site(tmp_path: Path):
+    return _runner(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def run_site_module(tmp_path_factory):
+    return _runner(tmp_path_factory.mktemp("site"))

@@ -35,7 +35,6 @@ def variables(root: Path, **more) -> dict:
     return {
         "containerd_wasm_k3s_data_dir": str(root / "k3s"),
         "containerd_wasm_containerd_config": str(root / "containerd" / "config.toml"),
-        "containerd_wasm_containerd_dropin_dir": str(root / "containerd" / "conf.d"),
         "containerd_wasm_restart": False,
         "containerd_wasm_label_nodes": False,
         "containerd_wasm_plugin_path": "",
@@ -78,10 +77,8 @@ def test_k3s_template_extends_base_without_redefining_tables(run_site, node, k3s
     # k3s's own auto-detected runtimes are still there, unchanged, next to ours.
     assert tables["crun"]["options"]["BinaryName"] == "/usr/local/bin/crun"
     assert tables["wasmedge"]["runtime_type"] == "io.containerd.wasmedge.v1"
-    assert tables["wasmedge-nn"] == {
-        "runtime_type": "io.containerd.wasmedge.v1",
-        "options": {"BinaryName": str(node / "bin" / "containerd-shim-wasmedge-v1"), "SystemdCgroup": True},
-    }
+    # A non-runc shim gets no options table: containerd would drop BinaryName for it anyway.
+    assert tables["wasmedge-nn"] == {"runtime_type": "io.containerd.wasmedge.v1"}
     assert tables["crun-wasm"] == {
         "runtime_type": "io.containerd.runc.v2",
         "pod_annotations": ["module.wasm.image/variant", "run.oci.handler"],
@@ -142,39 +139,45 @@ def test_runtime_name_colliding_with_k3s_fails_before_writing(run_site, node, na
     assert not (node / "k3s").exists()
 
 
-def test_plain_containerd_gets_a_drop_in_and_an_import(run_site, node):
+def test_plain_containerd_gets_a_marked_block_in_its_config(run_site, node):
     config = node / "containerd" / "config.toml"
     config.parent.mkdir()
-    config.write_text(
-        'version = 2\n\n[plugins."io.containerd.grpc.v1.cri"]\n  restrict_oom_score_adj = true\n'
-    )
+    original = 'version = 2\n\n[plugins."io.containerd.grpc.v1.cri"]\n  restrict_oom_score_adj = true\n'
+    config.write_text(original)
     extra = variables(node, containerd_wasm_mode="containerd")
     result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
     assert result.rc == 0, result.output
     main = tomllib.loads(config.read_text())
-    assert main["imports"] == [f"{node}/containerd/conf.d/*.toml"]
+    assert main["version"] == 2
     assert main["plugins"]["io.containerd.grpc.v1.cri"]["restrict_oom_score_adj"] is True
-    dropin = tomllib.loads((node / "containerd" / "conf.d" / "50-edgewasm-wasm.toml").read_text())
-    assert dropin["version"] == 2
-    assert runtimes(dropin, 2)["crun-wasm"]["options"] == {
+    assert runtimes(main, 2)["crun-wasm"]["options"] == {
         "BinaryName": str(node / "bin" / "crun"),
         "SystemdCgroup": True,
     }
+    # Declaring runtimes replaces containerd's built-in map: the default runc must be declared too.
+    assert runtimes(main, 2)["runc"] == {
+        "runtime_type": "io.containerd.runc.v2",
+        "options": {"SystemdCgroup": True},
+    }
     assert not (node / "k3s").exists()
+    again = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert re.search(r"node1\s+: ok=\d+\s+changed=0 ", again.output), again.output
     removed = run_site(
         local_inventory(["node1"], []), {**extra, "containerd_wasm_state": "absent"}, playbook=PLAYBOOK
     )
     assert removed.rc == 0, removed.output
-    assert "imports" not in tomllib.loads(config.read_text())
-    assert not (node / "containerd" / "conf.d" / "50-edgewasm-wasm.toml").exists()
+    assert config.read_text() == original
 
 
-def test_plain_containerd_with_its_own_imports_is_refused(run_site, node):
+def test_plain_containerd_declaring_our_runtime_itself_is_refused(run_site, node):
     config = node / "containerd" / "config.toml"
     config.parent.mkdir()
-    config.write_text('version = 2\nimports = ["/etc/containerd/other/*.toml"]\n')
+    config.write_text(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun-wasm]\n'
+        '  runtime_type = "io.containerd.runc.v2"\n'
+    )
     result = run_site(
         local_inventory(["node1"], []), variables(node, containerd_wasm_mode="containerd"), playbook=PLAYBOOK
     )
     assert result.rc != 0
-    assert "already has its own `imports` line" in result.output, result.output
+    assert "already declares one of wasmedge-nn, crun-wasm itself" in result.output, result.output

@@ -18,8 +18,19 @@ pytestmark = pytest.mark.slow
 LENIENT = {"preflight_kernel_checks": "warn"}
 
 
-def test_single_server_passes_and_writes_local_facts(run_site, tmp_path):
-    result = run_site(local_inventory(["node1"], []), LENIENT)
+@pytest.fixture
+def run_preflight(run_site):
+    """site.yml's inventory check and preflight plays only (tag preflight): the later stages would
+    install software on this machine."""
+
+    def run(inventory: dict, extra_vars: dict | None = None):
+        return run_site(inventory, extra_vars, tags=["preflight"])
+
+    return run
+
+
+def test_single_server_passes_and_writes_local_facts(run_preflight, tmp_path):
+    result = run_preflight(local_inventory(["node1"], []), LENIENT)
     assert result.rc == 0, result.output
     facts = json.loads((tmp_path / "facts" / "edgewasm.fact").read_text())
     assert facts["arch"] in ("x86_64", "aarch64")
@@ -35,30 +46,30 @@ def test_single_server_passes_and_writes_local_facts(run_site, tmp_path):
     ],
     ids=["two-servers", "no-server", "four-servers"],
 )
-def test_bad_server_counts_are_rejected(run_site, servers, agents, message):
-    result = run_site(local_inventory(servers, agents), LENIENT)
+def test_bad_server_counts_are_rejected(run_preflight, servers, agents, message):
+    result = run_preflight(local_inventory(servers, agents), LENIENT)
     assert result.rc != 0
     assert message in result.output
 
 
-def test_host_in_both_groups_is_rejected(run_site):
+def test_host_in_both_groups_is_rejected(run_preflight):
     inventory = local_inventory(["s1"], ["a1"])
     inventory["k3s_cluster"]["children"]["agent"]["hosts"]["s1"] = {}
-    result = run_site(inventory, LENIENT)
+    result = run_preflight(inventory, LENIENT)
     assert result.rc != 0
     assert "Hosts s1 are in both server and agent" in result.output
 
 
-def test_missing_groups_are_rejected(run_site):
+def test_missing_groups_are_rejected(run_preflight):
     inventory = {"nodes": {"hosts": {"n1": {"ansible_connection": "local"}}}}
-    result = run_site(inventory, LENIENT)
+    result = run_preflight(inventory, LENIENT)
     assert result.rc != 0
     assert "must define group k3s_cluster with the child groups server and" in result.output
     assert "Groups found: nodes" in result.output
 
 
-def test_unknown_variant_is_rejected_by_the_argument_spec(run_site):
-    result = run_site(local_inventory(["s1"], []), {**LENIENT, "preflight_ggml_variant": "vulkan"})
+def test_unknown_variant_is_rejected_by_the_argument_spec(run_preflight):
+    result = run_preflight(local_inventory(["s1"], []), {**LENIENT, "preflight_ggml_variant": "vulkan"})
     assert result.rc != 0
     assert "preflight_ggml_variant" in result.output
     assert "vulkan" in result.output
@@ -68,37 +79,41 @@ def test_unknown_variant_is_rejected_by_the_argument_spec(run_site):
     Path("/proc/driver/nvidia/version").exists(),
     reason="this machine has an NVIDIA driver: nothing to reject",
 )
-def test_cuda_variant_without_driver_is_rejected(run_site, tmp_path):
-    result = run_site(local_inventory(["s1"], []), {**LENIENT, "preflight_ggml_variant": "cuda-12"})
+def test_cuda_variant_without_driver_is_rejected(run_preflight, tmp_path):
+    result = run_preflight(local_inventory(["s1"], []), {**LENIENT, "preflight_ggml_variant": "cuda-12"})
     assert result.rc != 0
     assert "preflight_ggml_variant=cuda-12 needs the NVIDIA driver" in result.output
     assert not (tmp_path / "facts" / "edgewasm.fact").exists()
 
 
-def test_dist_needing_newer_wasmedge_is_rejected(run_site):
-    result = run_site(local_inventory(["s1"], []), {**LENIENT, "preflight_wasmedge_dist": "manylinux_2_28"})
+def test_dist_needing_newer_wasmedge_is_rejected(run_preflight):
+    result = run_preflight(
+        local_inventory(["s1"], []), {**LENIENT, "preflight_wasmedge_dist": "manylinux_2_28"}
+    )
     assert result.rc != 0
     assert "preflight_wasmedge_dist=manylinux_2_28 is not released for WasmEdge 0.14.1" in result.output
 
 
-def test_unsupported_os_is_rejected(run_site):
-    result = run_site(
+def test_unsupported_os_is_rejected(run_preflight):
+    result = run_preflight(
         local_inventory(["s1"], []), {**LENIENT, "preflight_supported_os": {"Ubuntu": ["24.04"]}}
     )
     assert result.rc != 0
     assert "which is not in preflight_supported_os" in result.output
 
 
-def test_kernel_problems_fail_by_default_when_present(run_site):
+def test_kernel_problems_fail_by_default_when_present(run_preflight):
     # Ask for a module no kernel has: the default (fail) must stop the play.
-    result = run_site(local_inventory(["s1"], []), {"preflight_kernel_modules": ["edgewasm_no_such_module"]})
+    result = run_preflight(
+        local_inventory(["s1"], []), {"preflight_kernel_modules": ["edgewasm_no_such_module"]}
+    )
     assert result.rc != 0
     assert "kernel module edgewasm_no_such_module is neither loaded nor built in" in result.output
     assert "preflight_kernel_checks" in result.output
 
 
-def test_disk_requirement_too_large_is_rejected(run_site):
+def test_disk_requirement_too_large_is_rejected(run_preflight):
     huge = [{"path": "/var/lib/llamaedge/models", "min_free_mb": 10**12}]
-    result = run_site(local_inventory(["s1"], []), {**LENIENT, "preflight_disk_requirements": huge})
+    result = run_preflight(local_inventory(["s1"], []), {**LENIENT, "preflight_disk_requirements": huge})
     assert result.rc != 0
     assert "preflight_disk_requirements asks for 1000000000000 MiB" in result.output

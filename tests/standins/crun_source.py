@@ -53,9 +53,9 @@ prefix = $prefix
 CC = $CC
 all: crun
 crun: crun.c
-	\$(CC) -O2 -DCRUN_VERSION='"__VERSION__"' -DCRUN_FEATURES='"$features +YAJL"' -o crun crun.c
+__TAB__\$(CC) -O2 -DCRUN_VERSION='"__VERSION__"' -DCRUN_FEATURES='"$features +YAJL"' -o crun crun.c
 install: crun
-	install -D -m 0755 crun \$(DESTDIR)\$(prefix)/bin/crun
+__TAB__install -D -m 0755 crun \$(DESTDIR)\$(prefix)/bin/crun
 MAKEFILE
 echo "config.status: creating Makefile"
 """
@@ -96,5 +96,6 @@ def build(mirror: Path, version: str) -> Path:
             ("README.edgewasm", f"{MARKER}\n", 0o644),
         ):
             body = text.replace("__MARKER__", MARKER).replace("__VERSION__", version)
+            body = body.replace("__TAB__", "\t")  # make recipes start with a tab
             _add(tar, f"{top}/{name}", body, mode)
     return archive

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """STAND-IN k3s executable (edgewasm stand-in, not k3s) for the k3s role's molecule scenario.
 
 k3s releases cannot be downloaded on our test machines. This stdlib-only script takes the place of
@@ -138,7 +137,7 @@ def raw_token(token: str) -> str:
 
 def serve(token: str) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
+        def log_message(self, *args: object) -> None:  # quiet
             return
 
         def _answer(self, code: int, body: str) -> None:
@@ -212,7 +211,7 @@ def run(mode: str) -> int:
         join(server_url, token, "agent")
     event("start", mode)
 
-    def stop(*_: object) -> None:
+    def stop(*_args: object) -> None:
         event("stop", mode)
         sys.exit(0)
 
@@ -239,7 +238,7 @@ def kubectl(args: list[str]) -> int:
             if item.endswith("-"):
                 labels.pop(item[:-1], None)
             else:
-                key, _, value = item.partition("=")
+                key, _sep, value = item.partition("=")
                 labels[key] = value
         save_nodes(nodes)
         print(f"node/{args[2]} {'labeled' if labels != before else 'not labeled'}")

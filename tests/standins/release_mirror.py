@@ -115,7 +115,8 @@ def build_k3s(mirror: Path, version: str) -> list[Path]:
     arch, binary = K3S_ARCH[platform.machine()]
     release = mirror / version
     release.mkdir(parents=True, exist_ok=True)
-    script = (Path(__file__).with_name("k3s.py")).read_text().replace("__K3S_VERSION__", version)
+    script = "#!/usr/bin/env python3\n" + Path(__file__).with_name("k3s.py").read_text()
+    script = script.replace("__K3S_VERSION__", version)
     for config_version in ("2", "3"):
         base = (FIXTURES / f"base-v{config_version}.toml").read_text()
         script = script.replace(f'"__BASE_V{config_version}__"', json.dumps(base))

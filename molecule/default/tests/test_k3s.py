@@ -29,7 +29,7 @@ def test_config_yaml_per_node(host):
         assert data["tls-san"] == ["server1"]
     else:
         assert data["server"] == "https://server1:6443"
-    assert "token" not in config.content_string.lower()
+    assert "token" not in data and "K3S_TOKEN" not in config.content_string
 
 
 def test_one_token_everywhere_and_only_in_0600_env_files(host):
@@ -62,8 +62,12 @@ def test_containerd_config_k3s_rendered_has_our_runtimes(host):
     config = tomllib.loads(host.file("/var/lib/rancher/k3s/agent/etc/containerd/config.toml").content_string)
     runtimes = config["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]
     assert runtimes["wasmedge-nn"]["runtime_type"] == "io.containerd.wasmedge.v1"
-    assert runtimes["wasmedge-nn"]["options"]["BinaryName"] == "/usr/local/bin/containerd-shim-wasmedge-v1"
-    assert "crun-wasm" not in runtimes  # crun_wasmedge_enabled is false in the lab: no crun on the nodes
+    assert "options" not in runtimes["wasmedge-nn"]  # found as containerd-shim-wasmedge-v1 on k3s's PATH
+    # crun with WasmEdge is built on the server only (lab group_vars/server.yml): declared only there.
+    assert ("crun-wasm" in runtimes) == is_server(host)
+    if is_server(host):
+        assert runtimes["crun-wasm"]["options"]["BinaryName"] == "/usr/local/bin/crun"
+        assert runtimes["crun-wasm"]["pod_annotations"] == ["module.wasm.image/variant", "run.oci.handler"]
     dropin = host.file(
         "/etc/systemd/system/"
         + ("k3s" if is_server(host) else "k3s-agent")
@@ -77,9 +81,9 @@ def test_nodes_registered_and_labelled_through_the_server(host):
         return
     nodes = json.loads(host.file("/var/lib/rancher/k3s/standin/nodes.json").content_string)
     assert sorted(nodes) == ["agent1", "agent2", "server1"]
-    for node in nodes.values():
+    for name, node in nodes.items():
         assert node["labels"]["runtime.edgewasm.io/wasmedge-nn"] == "true"
-        assert "runtime.edgewasm.io/crun-wasm" not in node["labels"]
+        assert ("runtime.edgewasm.io/crun-wasm" in node["labels"]) == (name == "server1")
     manifest = host.file("/var/lib/rancher/k3s/server/manifests/edgewasm-runtimeclasses.yaml")
     docs = [d for d in yaml.safe_load_all(manifest.content_string) if d]
     assert {d["metadata"]["name"] for d in docs} == {"wasmedge-nn", "crun-wasm"}

@@ -1,0 +1,211 @@
+"""Debian's real containerd (1.6, config version 2) runs pods through the runtimes containerd_wasm declares.
+
+The role declares its runtimes for a plain containerd (mode containerd) in a temporary containerd
+configuration; a private containerd (own root, state and sockets under tmp_path) is started with it
+and driven through CRI, as a kubelet would. The runtimes behind the handlers are stand-ins
+(tests/standins/cri_runtime.py): a crun that logs and runs runc, and runc's v2 shim installed under
+the WasmEdge shim's name. This proves the handler names, BinaryName and the pod annotations reach
+the runtime; it does not run WebAssembly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from cri_api.v1 import api_pb2 as cri
+from cri_api.v1.api_pb2_grpc import RuntimeServiceStub
+from site_runner import local_inventory
+from standins import cri_runtime
+
+pytestmark = pytest.mark.slow
+PLAYBOOK = "tests/functional/playbooks/containerd_wasm.yml"
+IMAGE = "localhost/edgewasm-standin-pause:1"
+NODE = cri.NamespaceOption(network=cri.NODE, pid=cri.CONTAINER, ipc=cri.POD)
+
+
+def base_config(root: Path) -> str:
+    return f"""version = 2
+root = "{root}/root"
+state = "{root}/state"
+
+[grpc]
+  address = "{root}/c.sock"
+
+[ttrpc]
+  address = "{root}/c.sock.ttrpc"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{IMAGE}"
+  restrict_oom_score_adj = true
+  stream_server_port = "0"
+
+[plugins."io.containerd.grpc.v1.cri".cni]
+  conf_dir = "{root}/cni"
+  bin_dir = "{root}/cni-bin"
+"""
+
+
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory):
+    if os.geteuid() != 0 or shutil.which("containerd") is None:
+        pytest.fail("this test needs root and Debian's containerd (scripts/setup.sh installs it)")
+    root = Path(tmp_path_factory.mktemp("ctrd", numbered=True))
+    standins = cri_runtime.install(root / "bin", root / "log")
+    (root / "containerd").mkdir()
+    config = root / "containerd" / "config.toml"
+    config.write_text(base_config(root))
+    yield {"root": root, "config": config, **standins}
+    for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+        target = line.split()[1]
+        if target.startswith(str(root)):
+            subprocess.run(["umount", "-l", target], check=False)
+
+
+@pytest.fixture(scope="module")
+def runtime(containerd, run_site_module):
+    root = containerd["root"]
+    extra = {
+        "containerd_wasm_mode": "containerd",
+        "containerd_wasm_containerd_config": str(containerd["config"]),
+        "containerd_wasm_systemd_cgroup": False,
+        "containerd_wasm_restart": False,
+        "containerd_wasm_plugin_path": "",
+        "containerd_wasm_runtimes": [
+            {
+                "name": "wasmedge-nn",
+                "runtime_type": "io.containerd.wasmedge.v1",
+                "binary": str(containerd["shim"]),
+            },
+            {
+                "name": "crun-wasm",
+                "runtime_type": "io.containerd.runc.v2",
+                "binary": str(containerd["crun"]),
+                "pod_annotations": ["module.wasm.image/variant", "run.oci.handler"],
+            },
+        ],
+    }
+    result = run_site_module(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert result.rc == 0, result.output
+    env = dict(os.environ, PATH=f"{root / 'bin'}:{os.environ['PATH']}")
+    log = (root / "containerd.log").open("w")
+    proc = subprocess.Popen(
+        ["containerd", "--config", str(containerd["config"])], stdout=log, stderr=log, env=env
+    )
+    sock = root / "c.sock"
+    for _ in range(100):
+        if sock.exists():
+            break
+        time.sleep(0.1)
+    archive = cri_runtime.build_image(root / "image", IMAGE)
+    subprocess.run(
+        ["ctr", "--address", str(sock), "-n", "k8s.io", "images", "import", str(archive)],
+        check=True,
+        capture_output=True,
+    )
+    channel = grpc.insecure_channel(f"unix://{sock}")
+    stub = RuntimeServiceStub(channel)
+    pods: list[str] = []
+    yield {"stub": stub, "pods": pods, "root": root, "log": root / "containerd.log"}
+    for pod in pods:
+        stub.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod))
+        stub.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    channel.close()
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def sandbox_config(name: str, annotations: dict[str, str]) -> cri.PodSandboxConfig:
+    return cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=name, uid=str(uuid.uuid4()), namespace="edgewasm-test"),
+        annotations=annotations,
+        linux=cri.LinuxPodSandboxConfig(
+            security_context=cri.LinuxSandboxSecurityContext(namespace_options=NODE)
+        ),
+    )
+
+
+def run_pod(runtime, name: str, handler: str, annotations: dict[str, str]) -> tuple[str, str]:
+    stub = runtime["stub"]
+    config = sandbox_config(name, annotations)
+    pod = stub.RunPodSandbox(cri.RunPodSandboxRequest(config=config, runtime_handler=handler)).pod_sandbox_id
+    runtime["pods"].append(pod)
+    container = stub.CreateContainer(
+        cri.CreateContainerRequest(
+            pod_sandbox_id=pod,
+            sandbox_config=config,
+            config=cri.ContainerConfig(
+                metadata=cri.ContainerMetadata(name="app"),
+                image=cri.ImageSpec(image=IMAGE),
+                linux=cri.LinuxContainerConfig(
+                    security_context=cri.LinuxContainerSecurityContext(namespace_options=NODE)
+                ),
+            ),
+        )
+    ).container_id
+    stub.StartContainer(cri.StartContainerRequest(container_id=container))
+    return pod, container
+
+
+def test_crun_wasm_handler_uses_binaryname_and_passes_listed_annotations(runtime):
+    annotations = {"module.wasm.image/variant": "compat-smart", "other.example/unlisted": "dropped"}
+    pod, container = run_pod(runtime, "crun", "crun-wasm", annotations)
+    status = runtime["stub"].ContainerStatus(cri.ContainerStatusRequest(container_id=container)).status
+    assert status.state == cri.CONTAINER_RUNNING, runtime["log"].read_text()[-3000:]
+    log = runtime["root"] / "log"
+    calls = (log / "calls").read_text()
+    # containerd's runc v2 shim ran our BinaryName for the sandbox and the container.
+    assert "--bundle" in calls and pod in calls and container in calls
+    spec = json.loads((log / f"{container}.json").read_text())
+    assert spec["annotations"]["module.wasm.image/variant"] == "compat-smart"
+    assert "other.example/unlisted" not in spec["annotations"]  # pod_annotations is a filter
+    sandbox_spec = json.loads((log / f"{pod}.json").read_text())
+    assert sandbox_spec["annotations"]["module.wasm.image/variant"] == "compat-smart"
+
+
+def test_wasmedge_nn_handler_starts_the_wasmedge_shim(runtime):
+    pod, container = run_pod(runtime, "wasmedge", "wasmedge-nn", {})
+    stub = runtime["stub"]
+    assert (
+        stub.PodSandboxStatus(cri.PodSandboxStatusRequest(pod_sandbox_id=pod)).status.state
+        == cri.SANDBOX_READY
+    )
+    status = stub.ContainerStatus(cri.ContainerStatusRequest(container_id=container)).status
+    assert status.state == cri.CONTAINER_RUNNING, runtime["log"].read_text()[-3000:]
+    # containerd started our binary for runtime_type io.containerd.wasmedge.v1, for this pod.
+    shim = str(runtime["root"] / "bin" / "containerd-shim-wasmedge-v1")
+    assert [args for args in command_lines() if args[0] == shim and pod in args], command_lines()
+
+
+def command_lines() -> list[list[str]]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0]:
+            found.append([a.decode(errors="replace") for a in args if a])
+    return found
+
+
+def test_undeclared_handler_is_refused(runtime):
+    with pytest.raises(grpc.RpcError) as err:
+        runtime["stub"].RunPodSandbox(
+            cri.RunPodSandboxRequest(config=sandbox_config("nope", {}), runtime_handler="wasmedge-undeclared")
+        )
+    assert 'no runtime for "wasmedge-undeclared" is configured' in err.value.details()

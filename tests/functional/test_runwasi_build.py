@@ -1,0 +1,84 @@
+"""runwasi_source=build on this machine: one builder per architecture, the binary cached on the
+controller and copied to the other nodes. Two inventory hosts are this machine with their own
+install directories; the runwasi source and cargo are STAND-INS (tests/standins/runwasi_source.py):
+no runwasi source and no Rust toolchain recent enough for it can be obtained here."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from standins import runwasi_source
+
+pytestmark = pytest.mark.slow
+PLAYBOOK = "tests/functional/playbooks/runwasi.yml"
+
+
+def inventory(tmp_path) -> dict:
+    hosts = {name: {"runwasi_bin_dir": str(tmp_path / name / "bin")} for name in ("node1", "node2")}
+    for name in hosts:
+        (tmp_path / name / "bin").mkdir(parents=True, exist_ok=True)
+    return {
+        "k3s_cluster": {
+            "children": {
+                "server": {"hosts": {"node1": hosts["node1"]}},
+                "agent": {"hosts": {"node2": hosts["node2"]}},
+            },
+            "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+        }
+    }
+
+
+@pytest.fixture
+def site(tmp_path):
+    runwasi_source.build(tmp_path / "mirror", "0.6.0")
+    cargo = runwasi_source.install_cargo(tmp_path / "cargo", tmp_path / "cargo.log")
+    return {
+        "edgewasm_artifact_mirror": str(tmp_path / "mirror"),
+        "edgewasm_artifact_cache": str(tmp_path / "cache"),
+        "edgewasm_artifact_lock": str(tmp_path / "lock.json"),
+        "runwasi_source": "build",
+        "runwasi_cargo": str(cargo),
+        "runwasi_build_packages": [],
+        "runwasi_build_dir": str(tmp_path / "build"),
+    }
+
+
+def test_built_once_on_the_builder_and_copied_to_the_other_node(run_site, tmp_path, site):
+    first = run_site(inventory(tmp_path), site, playbook=PLAYBOOK)
+    assert first.rc == 0, first.output
+    builds = [line for line in (tmp_path / "cargo.log").read_text().splitlines() if line.startswith("build")]
+    assert builds == ["build --release --locked -p containerd-shim-wasmedge --features plugin"]
+    outputs = {
+        name: subprocess.run(
+            [str(tmp_path / name / "bin" / "containerd-shim-wasmedge-v1")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for name in ("node1", "node2")
+    }
+    assert outputs["node1"] == outputs["node2"]
+    assert outputs["node1"].startswith("containerd-shim-wasmedge-v1 v0.6.0 features=plugin")
+    assert (
+        tmp_path / "cache" / "runwasi" / "0.6.0" / "build-x86_64" / "containerd-shim-wasmedge-v1"
+    ).exists() or (
+        tmp_path / "cache" / "runwasi" / "0.6.0" / "build-aarch64" / "containerd-shim-wasmedge-v1"
+    ).exists()
+    assert not (tmp_path / "build").exists()
+    again = run_site(inventory(tmp_path), site, playbook=PLAYBOOK)
+    assert re.search(r"node1\s+: ok=\d+\s+changed=0 ", again.output), again.output
+    assert re.search(r"node2\s+: ok=\d+\s+changed=0 ", again.output), again.output
+    assert len((tmp_path / "cargo.log").read_text().splitlines()) == 2  # --version + the one build
+
+
+def test_missing_cargo_fails_naming_the_variable(run_site, tmp_path, site):
+    result = run_site(
+        inventory(tmp_path), {**site, "runwasi_cargo": str(tmp_path / "no-cargo")}, playbook=PLAYBOOK
+    )
+    assert result.rc != 0
+    assert f"runwasi_cargo={tmp_path / 'no-cargo'} does not run" in result.output, result.output
+    assert not (tmp_path / "node1" / "bin" / "containerd-shim-wasmedge-v1").exists()
+    assert not (tmp_path / "node2" / "bin" / "containerd-shim-wasmedge-v1").exists()
