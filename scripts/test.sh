@@ -3,7 +3,8 @@
 # shellcheck disable=SC2317
 # The project's whole test suite: `make test` runs this. Sets everything up on a
 # fresh Debian 12 machine (scripts/setup.sh), then runs each stage in order,
-# prints a header per stage, and ends with one line "N passed, N failed".
+# prints a header per stage, and ends with one line "N passed, N failed". The molecule scenarios start
+# in the background after sanity and run beside pytest and the balancer suite.
 #
 # Stages: setup, ruff, ansible-lint, ansible-test sanity, pytest (unit and
 # functional), balancer (its own pytest suite), one stage per molecule scenario. Select stages with
@@ -74,7 +75,49 @@ pytest_stage() {
   python -m pytest -p no:cacheprovider tests/unit tests/functional
 }
 
-molecule_stage() { molecule test -s "$1"; }
+# Molecule scenarios run in the background, beside pytest and the balancer suite: most of their time
+# is spent waiting on podman, so on our 2-core machines this takes minutes off the suite. The default
+# scenario (the long one) runs in one job, the others one after another in a second job; each log is
+# printed whole, in order, when its stage comes.
+molecule_logs=$EDGEWASM_CACHE/molecule-logs
+declare -A molecule_jobs=()
+
+run_scenarios() {
+  local scenario start rc
+  for scenario in "$@"; do
+    start=$SECONDS
+    molecule test -s "$scenario" >"$molecule_logs/$scenario.log" 2>&1
+    rc=$?
+    echo "$rc $((SECONDS - start))" >"$molecule_logs/$scenario.rc"
+  done
+}
+
+start_molecule() {
+  local scenario_dir scenario long=() short=()
+  rm -rf "$molecule_logs" && mkdir -p "$molecule_logs"
+  for scenario_dir in molecule/*/; do
+    scenario=$(basename "$scenario_dir")
+    selected "molecule-$scenario" || continue
+    if [[ $scenario == default ]]; then long+=("$scenario"); else short+=("$scenario"); fi
+  done
+  if ((${#long[@]})); then run_scenarios "${long[@]}" & molecule_jobs[default]=$!; fi
+  if ((${#short[@]})); then
+    run_scenarios "${short[@]}" &
+    for scenario in "${short[@]}"; do molecule_jobs[$scenario]=$!; done
+  fi
+}
+
+molecule_stage() {
+  local scenario=$1 rc took
+  while [[ ! -f $molecule_logs/$scenario.rc ]]; do
+    kill -0 "${molecule_jobs[$scenario]}" 2>/dev/null || break
+    sleep 2
+  done
+  cat "$molecule_logs/$scenario.log"
+  read -r rc took <"$molecule_logs/$scenario.rc" || { echo "molecule $scenario did not finish"; return 1; }
+  echo "(molecule $scenario ran for ${took}s, beside the stages before it)"
+  return "$rc"
+}
 
 # The balancer package has its own pytest configuration (balancer/pyproject.toml).
 balancer_stage() { (cd balancer && python -m pytest); }
@@ -83,6 +126,7 @@ stage setup "install packages, venv, collections, node image" "$EDGEWASM_REPO/sc
 stage ruff "ruff check and format" ruff_stage
 stage ansible-lint "ansible-lint --profile production" ansible-lint --offline --profile production
 stage sanity "ansible-test sanity" sanity
+start_molecule
 stage pytest "pytest: unit and functional tests" pytest_stage
 stage balancer "balancer: pytest (real sockets on 127.0.0.1)" balancer_stage
 for scenario_dir in molecule/*/; do
