@@ -106,7 +106,7 @@ def runtime(containerd, run_site_module):
         ["containerd", "--config", str(containerd["config"])], stdout=log, stderr=log, env=env
     )
     sock = root / "c.sock"
-    for _ in range(100):
+    for _attempt in range(100):
         if sock.exists():
             break
         time.sleep(0.1)
