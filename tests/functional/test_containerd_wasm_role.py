@@ -1,4 +1,4 @@
-"""containerd_wasm renders k3s's containerd template (v2 and v3) and a plain containerd drop-in.
+"""containerd_wasm renders k3s's containerd template (v2 and v3) and a plain containerd's config.toml block.
 
 The role runs on this machine with every path under tmp_path. The rendered Go template is completed
 the way k3s does it, with k3s's base stanzas from tests/fixtures/k3s_containerd, and parsed as TOML:
