@@ -23,6 +23,7 @@ TEST_SETTINGS = Settings(
     idle_timeout=5.0,
     reload_interval=0.05,
     shutdown_timeout=5.0,
+    admin_listen=("127.0.0.1", 0),
 )
 
 
@@ -74,6 +75,11 @@ async def balancer(
 def base_url(bal: Balancer) -> str:
     assert bal.address is not None
     return f"http://127.0.0.1:{bal.address[1]}"
+
+
+def admin_url(bal: Balancer) -> str:
+    assert bal.admin_address is not None
+    return f"http://127.0.0.1:{bal.admin_address[1]}"
 
 
 @pytest.fixture

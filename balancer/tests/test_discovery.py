@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 from dataclasses import replace
 
 import pytest
-from conftest import TEST_SETTINGS, base_url
+from conftest import TEST_SETTINGS, admin_url, base_url
 from fake_kube import FakeKubeApi, endpoint_slice, service
 from kubernetes_asyncio import client
 
@@ -178,7 +179,7 @@ async def test_backends_file_is_reloaded_and_a_bad_edit_keeps_the_last_good_set(
 
 
 def test_backends_file_validation(tmp_path):
-    with pytest.raises(InvalidBackendError, match=r"\[0\]: weight must be an integer >= 1, got 0"):
+    with pytest.raises(InvalidBackendError, match=r"\[0\]: weight must be an integer from 1 to 10000, got 0"):
         parse_backends([{"name": "a", "url": "http://x:1", "weight": 0}], "f")
     with pytest.raises(InvalidBackendError, match="duplicate name 'a'"):
         parse_backends([{"name": "a", "url": "http://x:1"}, {"name": "a", "url": "http://y:1"}], "f")
@@ -195,8 +196,9 @@ def test_backends_file_validation(tmp_path):
 # -- admin API ----------------------------------------------------------------------------------------
 async def test_admin_api_requires_the_token(backends, balancer, http):
     a = await backends("a")
-    bal = await balancer(admin_token="s3cret")
-    url = base_url(bal)
+    loopback = (ipaddress.ip_network("127.0.0.0/8"),)  # the stand-in backends listen there
+    bal = await balancer(admin_api=True, admin_token="s3cret", admin_allow_networks=loopback)
+    url = admin_url(bal)
     reg = {"name": "low-cost", "weight": 3, "ip": "127.0.0.1", "port": a.port}
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
         async with http.post(url + "/api/register", json=reg, headers=headers) as r:
@@ -209,7 +211,7 @@ async def test_admin_api_requires_the_token(backends, balancer, http):
     auth = {"Authorization": "Bearer s3cret"}
     async with http.post(url + "/api/register", json=reg, headers=auth) as r:
         assert (r.status, await r.text()) == (200, "Registered")
-    async with http.post(url + "/v1/chat/completions", json={}) as r:
+    async with http.post(base_url(bal) + "/v1/chat/completions", json={}) as r:
         assert r.headers["X-Edgewasm-Backend"] == "low-cost"
     async with http.get(url + "/api/services", headers=auth) as r:
         (listed,) = await r.json()
@@ -227,18 +229,22 @@ async def test_admin_api_requires_the_token(backends, balancer, http):
 
 
 async def test_admin_api_rejects_bad_registrations(balancer, http):
-    bal = await balancer()
+    bal = await balancer(admin_api=True, admin_token="t")
+    auth = {"Authorization": "Bearer t"}
     for bad in (
         {"name": "x", "weight": 0, "ip": "10.0.0.1", "port": 80},
+        {"name": "x", "weight": 10001, "ip": "10.0.0.1", "port": 80},
+        {"name": "x", "weight": 10**400, "ip": "10.0.0.1", "port": 80},
         {"name": "x", "weight": 1, "ip": "10.0.0.1", "port": 70000},
         {"name": "", "weight": 1, "ip": "10.0.0.1", "port": 80},
         {"name": "x", "weight": 1, "ip": "not a host!", "port": 80},
     ):
-        async with http.post(base_url(bal) + "/api/register", json=bad) as r:
+        async with http.post(admin_url(bal) + "/api/register", json=bad, headers=auth) as r:
             assert r.status == 400, bad
             assert "error" in await r.json()
-    async with http.post(base_url(bal) + "/api/register", data=b"{oops") as r:
+    async with http.post(admin_url(bal) + "/api/register", data=b"{oops", headers=auth) as r:
         assert r.status == 400
+    assert bal.pool.services == {}
 
 
 def test_registration_formats_ipv6():

@@ -103,9 +103,33 @@ async def test_first_byte_timeout_moves_on_to_another_backend(backends, balancer
     bal = await balancer(
         [{"name": "slow", "url": slow.url}, {"name": "fast", "url": fast.url}], first_byte_timeout=0.3
     )
-    statuses = [(await _post(http, base_url(bal)))[0] for _ in range(3)]
+    statuses = []
+    for _ in range(3):  # GET is idempotent: sent again elsewhere after the timeout
+        async with http.get(base_url(bal) + "/v1/chat/completions") as r:
+            statuses.append(r.status)
     assert statuses == [200, 200, 200]
     assert slow.hits == 1 and fast.hits == 3
+
+
+async def test_a_post_that_timed_out_is_not_sent_again(backends, balancer, http):
+    """The backend may still be generating the answer: a second delivery would double the work."""
+    slow, fast = await backends("slow", first_byte_delay=3), await backends("fast")
+    bal = await balancer(
+        [{"name": "slow", "url": slow.url}, {"name": "fast", "url": fast.url}], first_byte_timeout=0.3
+    )
+    status, body, _ = await _post(http, base_url(bal))
+    assert status == 502 and b"first-byte timeout" in body
+    assert (slow.hits, fast.hits) == (1, 0)
+    # With an Idempotency-Key the client says a second delivery is harmless (a fresh balancer, whose
+    # first pick is the slow backend again).
+    again = await balancer(
+        [{"name": "slow", "url": slow.url}, {"name": "fast", "url": fast.url}], first_byte_timeout=0.3
+    )
+    async with http.post(
+        base_url(again) + "/v1/chat/completions", json={}, headers={"Idempotency-Key": "k1"}
+    ) as r:
+        assert r.status == 200 and r.headers["X-Edgewasm-Backend"] == "fast"
+    assert (slow.hits, fast.hits) == (2, 1)
 
 
 async def test_active_health_check_brings_a_backend_back(backends, balancer, http):

@@ -58,8 +58,8 @@ async def test_metrics(backends, balancer, http):
     assert value(r'edgewasm_balancer_retries_total\{backend="a"\}') == 1
     assert value(r'edgewasm_balancer_time_to_first_byte_seconds_count\{backend="a"\}') == 4
     assert value(r'edgewasm_balancer_request_duration_seconds_count\{backend="a"\}') == 4
-    assert value(r'edgewasm_balancer_in_flight_requests\{backend="a"\}') == 0
-    assert value(r'edgewasm_balancer_backend_weight\{backend="a"\}') == 2
+    assert value(r'edgewasm_balancer_in_flight_requests\{backend="a",source="static"\}') == 0
+    assert value(r'edgewasm_balancer_backend_weight\{backend="a",source="static"\}') == 2
 
 
 async def test_graceful_shutdown_drains_streams(backends, balancer, http):
@@ -132,6 +132,9 @@ def test_settings_from_flags_and_env(tmp_path, monkeypatch):
         (["--listen", "nowhere"], "expected HOST:PORT"),
         (["--connect-timeout", "0"], "must be > 0"),
         (["--admin-api", "false"], "no backend source"),
+        (["--admin-api", "true"], "--admin-api needs a token"),
+        (["--kubernetes", "--admin-allow-network", "10.0.0.0/33"], "expected a network"),
+        (["--kubernetes", "--max-ejection-percent", "101"], "must be from 0 to 100"),
         (["--admin-token-file", "/nonexistent/token"], "--admin-token-file /nonexistent/token"),
     ],
 )
@@ -168,8 +171,10 @@ def test_command_line_runs_static_mode_and_stops_on_sigterm(tmp_path):
         while line["msg"] != "listening":
             line = json.loads(proc.stderr.readline())
         port = line["port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/services", timeout=10) as answer:
-            assert json.load(answer)[0]["name"] == "a"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            assert (
+                'edgewasm_balancer_backend_weight{backend="a",source="static"} 2.0' in answer.read().decode()
+            )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -189,4 +194,4 @@ def test_command_line_rejects_a_bad_backends_file(tmp_path):
         timeout=30,
     )
     assert result.returncode == 2
-    assert "weight must be an integer >= 1, got 0" in result.stderr
+    assert "weight must be an integer from 1 to 10000, got 0" in result.stderr

@@ -185,7 +185,9 @@ async def test_hop_by_hop_response_headers_are_dropped(balancer, http, raw_serve
         assert r.headers["X-Request-Id"] == "r-1"
 
 
-async def test_reused_connection_closed_on_arrival_is_replaced_once(raw_server):
+async def test_a_written_request_is_never_resent_by_the_client(raw_server):
+    """A reused connection closed after the request reached the backend: the backend may have processed
+    it, so the client reports it (delivered, no response byte) instead of silently sending it again."""
     connections = 0
 
     async def one_answer_per_connection(reader, writer):
@@ -194,13 +196,15 @@ async def test_reused_connection_closed_on_arrival_is_replaced_once(raw_server):
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
-        await read_request(reader)  # the next request on this connection is dropped unanswered
+        await read_request(reader)  # the next request on this connection is read, then dropped
         writer.close()
 
     port = await raw_server(one_answer_per_connection)
     pool = upstream.Pool(connect_timeout=1)
-    for _ in range(2):
-        response = await upstream.request(pool, "127.0.0.1", port, "POST", "/v1/x", [], b"{}")
-        assert await body_of(response) == b"ok"
-        response.release()
-    assert connections == 2
+    response = await upstream.request(pool, "127.0.0.1", port, "POST", "/v1/x", [], b"{}")
+    assert await body_of(response) == b"ok"
+    response.release()
+    with pytest.raises(upstream.UpstreamError) as failure:
+        await upstream.request(pool, "127.0.0.1", port, "POST", "/v1/x", [], b"{}")
+    assert failure.value.delivered and failure.value.fresh
+    assert connections == 1

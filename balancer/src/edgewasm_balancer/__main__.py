@@ -6,7 +6,7 @@ import asyncio
 import sys
 
 from edgewasm_balancer.app import Balancer
-from edgewasm_balancer.config import parse_settings
+from edgewasm_balancer.config import ConfigError, parse_settings
 from edgewasm_balancer.logs import configure
 from edgewasm_balancer.sources import InvalidBackendError
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = uvloop.run
     try:
         runner(Balancer(settings).serve())
-    except (InvalidBackendError, OSError) as exc:
+    except (InvalidBackendError, ConfigError, OSError) as exc:
         print(f"edgewasm-balancer: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -15,15 +15,19 @@ from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgewasm_balancer import upstream
-from edgewasm_balancer.config import Settings
+from edgewasm_balancer.config import ConfigError, Settings
 from edgewasm_balancer.health import HealthChecker, merged_models
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
+from edgewasm_balancer.listener import Limits, listen
 from edgewasm_balancer.metrics import Metrics
 from edgewasm_balancer.pool import HealthPolicy, Pool
 from edgewasm_balancer.proxy import BACKEND_HEADER, STARTED, Proxy, openai_error
 from edgewasm_balancer.sources import AdminApi, BackendsFile
 
 log = logging.getLogger("edgewasm_balancer")
+
+# After the drain deadline, what aiohttp gets to cancel the handlers still running (it applies it twice).
+FINAL_GRACE = 0.25
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -60,6 +64,7 @@ class Balancer:
                 fail_window=settings.fail_window,
                 base_ejection=settings.ejection,
                 max_ejection=settings.max_ejection,
+                max_ejection_percent=settings.max_ejection_percent,
             ),
             least_busy=settings.least_busy,
         )
@@ -70,9 +75,12 @@ class Balancer:
         self.tasks: list[asyncio.Task[None]] = []
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
+        self.admin_runner: web.AppRunner | None = None
+        self.servers: list[asyncio.Server] = []
         self.proxy: Proxy | None = None
         self.connections: upstream.Pool | None = None
         self.address: tuple[str, int] | None = None
+        self.admin_address: tuple[str, int] | None = None
 
     # -- routes ---------------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -83,8 +91,14 @@ class Balancer:
         app.router.add_get("/metrics", self.metrics_view)
         app.router.add_get("/v1/models", self.models)
         app.router.add_route("*", "/v1/{tail:.*}", self.proxy.handle)
-        if self.settings.admin_api:
-            app.router.add_routes(AdminApi(self.pool, self.settings.admin_token).routes())
+        return app
+
+    def build_admin_app(self) -> web.Application:
+        """The admin API, served only on its own listener (never the public port)."""
+        s = self.settings
+        assert s.admin_token is not None
+        app = web.Application(client_max_size=64 * 1024)
+        app.router.add_routes(AdminApi(self.pool, s.admin_token, s.admin_allow_networks).routes())
         return app
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -118,6 +132,10 @@ class Balancer:
     async def start(self) -> tuple[str, int]:
         """Load the sources, start listening and the background tasks; returns the bound address."""
         s = self.settings
+        if s.admin_api and s.admin_token is None:
+            raise ConfigError(
+                "the admin API needs a token: --admin-token-file or EDGEWASM_BALANCER_ADMIN_TOKEN"
+            )
         backends_file = None
         if s.backends_file is not None:
             backends_file = BackendsFile(s.backends_file, self.pool, s.reload_interval)
@@ -136,18 +154,16 @@ class Balancer:
             idle_timeout=s.idle_timeout,
             retries=s.retries,
             buffer_limit=s.buffer_limit,
+            buffer_total=s.buffer_total,
+            body_timeout=s.client_body_timeout,
+            write_timeout=s.backend_write_timeout,
         )
-        self.runner = web.AppRunner(
-            self.build_app(),
-            access_log_class=AccessLogger,
-            shutdown_timeout=s.shutdown_timeout,
-            handler_cancellation=True,
-        )
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, s.host, s.port, backlog=1024)
-        await site.start()
-        sockets = self.runner.addresses
-        self.address = (sockets[0][0], sockets[0][1])
+        admin_app = self.build_admin_app() if s.admin_api else None
+        self.runner = await self._serve(self.build_app(), s.host, s.port)
+        self.address = self._bound(-1)
+        if admin_app is not None:
+            self.admin_runner = await self._serve(admin_app, *s.admin_listen)
+            self.admin_address = self._bound(-1)
         if backends_file is not None:
             self._spawn(backends_file.run())
         if s.kubernetes:
@@ -162,10 +178,34 @@ class Balancer:
                 timeout=s.health_timeout,
             )
             self._spawn(checker.run())
-        if s.admin_api and s.admin_token is None:
-            log.warning("the admin API is open: set --admin-token-file to require a bearer token")
         log.info("listening", extra={"host": self.address[0], "port": self.address[1]})
+        if self.admin_address is not None:
+            log.info(
+                "admin API listening", extra={"host": self.admin_address[0], "port": self.admin_address[1]}
+            )
         return self.address
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> web.AppRunner:
+        s = self.settings
+        runner = web.AppRunner(
+            app,
+            access_log_class=AccessLogger,
+            shutdown_timeout=FINAL_GRACE,
+            keepalive_timeout=s.client_keepalive_timeout,
+            handler_cancellation=True,
+        )
+        await runner.setup()
+        assert runner.server is not None
+        limits = Limits(s.max_connections, s.client_header_timeout, self._refused)
+        self.servers.append(await listen(runner.server, host, port, limits))
+        return runner
+
+    def _bound(self, index: int) -> tuple[str, int]:
+        name = self.servers[index].sockets[0].getsockname()
+        return (name[0], name[1])
+
+    def _refused(self, reason: str) -> None:
+        self.metrics.connections_refused.labels(reason).inc()
 
     def _start_kubernetes(self) -> None:
         s = self.settings
@@ -195,13 +235,28 @@ class Balancer:
             log.error("background task failed", exc_info=task.exception())
 
     async def stop(self) -> None:
-        """Fail readiness, wait the shutdown delay, stop listening, let in-flight requests finish."""
+        """Fail readiness, wait the shutdown delay, stop listening, let requests in flight finish.
+
+        One deadline: everything is over `shutdown_delay + shutdown_timeout` seconds after the call
+        (plus a fraction of a second to cancel what still runs then), so a pod's grace period that
+        exceeds both is never hit.
+        """
+        loop = asyncio.get_running_loop()
         self.draining = True
+        deadline = loop.time() + self.settings.shutdown_delay + self.settings.shutdown_timeout
         if self.settings.shutdown_delay:
             await asyncio.sleep(self.settings.shutdown_delay)
         log.info("shutting down", extra={"in_flight": self.proxy.in_flight if self.proxy else 0})
-        if self.runner is not None:
-            await self.runner.cleanup()  # closes the listener, waits for handlers up to shutdown_timeout
+        for server in self.servers:
+            server.close()  # no new connections
+        for runner in (self.runner, self.admin_runner):
+            if runner is not None and runner.server is not None:
+                runner.server.pre_shutdown()  # kept-alive connections close after their current request
+        while self.proxy is not None and self.proxy.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        for runner in (self.runner, self.admin_runner):
+            if runner is not None:
+                await runner.cleanup()  # closes idle connections, cancels what still runs
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:

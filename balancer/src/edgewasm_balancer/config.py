@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,11 @@ from pathlib import Path
 from edgewasm_balancer import __version__
 
 ENV_PREFIX = "EDGEWASM_BALANCER_"
+MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """Settings that cannot work together: the balancer refuses to start (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -25,21 +31,30 @@ class Settings:
     models_annotation: str = "llamaedge/models"
     port_name: str = ""
     kubeconfig: Path | None = None
-    admin_api: bool = True
+    admin_api: bool = False
     admin_token: str | None = None
+    admin_listen: tuple[str, int] = ("127.0.0.1", 8081)
+    admin_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     connect_timeout: float = 5.0
     first_byte_timeout: float = 300.0
     idle_timeout: float = 120.0
+    backend_write_timeout: float = 60.0
     retries: int = 2
     max_fails: int = 1
     fail_window: float = 10.0
     ejection: float = 10.0
     max_ejection: float = 300.0
+    max_ejection_percent: float = 50.0
     health_interval: float = 5.0
     health_path: str = "/v1/models"
     health_timeout: float = 3.0
     least_busy: bool = False
-    buffer_limit: int = 16 * 1024 * 1024
+    buffer_limit: int = 16 * MIB
+    buffer_total: int = 64 * MIB
+    client_header_timeout: float = 30.0
+    client_body_timeout: float = 30.0
+    client_keepalive_timeout: float = 60.0
+    max_connections: int = 4096
     shutdown_delay: float = 0.0
     shutdown_timeout: float = 30.0
     log_level: str = "info"
@@ -51,6 +66,20 @@ def _listen(value: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
+
+
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a network like 10.42.0.0/16, got {value!r}") from exc
+
+
+def _percent(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 100, got {value}")
+    return number
 
 
 def _positive(kind: type) -> object:
@@ -103,7 +132,7 @@ class _Parser(argparse.ArgumentParser):
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 self.error(f"{env}={raw!r}: {exc}")
             if kwargs.get("action") == "append":
-                value = [part.strip() for part in raw.split(",") if part.strip()]
+                value = [convert(part.strip()) for part in raw.split(",") if part.strip()]  # type: ignore[operator]
             kwargs["default"] = value
         kind = kwargs.get("type")
         if "metavar" not in kwargs and "choices" not in kwargs and kwargs.get("nargs") != "?":
@@ -178,9 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.option(
         "--admin-api",
-        "serve /api/register, /api/unregister/NAME, /api/services",
+        "serve /api/register, /api/unregister/NAME, /api/services on --admin-listen; "
+        "on by default when a token is set, and never without one",
         type=_flag,
-        default=d.admin_api,
+        default=None,
         metavar="BOOL",
     )
     p.option(
@@ -188,6 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
         "file holding the bearer token the admin API requires (or set the token "
         f"itself in {ENV_PREFIX}ADMIN_TOKEN)",
         type=Path,
+        default=None,
+    )
+    p.option(
+        "--admin-listen",
+        "address of the admin API's own listener, HOST:PORT (never the public port)",
+        type=_listen,
+        default=f"{d.admin_listen[0]}:{d.admin_listen[1]}",
+    )
+    p.option(
+        "--admin-allow-network",
+        "network (CIDR) registrations may point into; repeat for several. Default: any address "
+        "but loopback, link-local, multicast and unspecified ones",
+        type=_network,
+        action="append",
+        dest="admin_allow_networks",
         default=None,
     )
     p.option(
@@ -207,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds without a byte from a backend while a response streams",
         type=_positive(float),
         default=d.idle_timeout,
+    )
+    p.option(
+        "--backend-write-timeout",
+        "seconds a backend may go without reading a streamed request body",
+        type=_positive(float),
+        default=d.backend_write_timeout,
     )
     p.option(
         "--retries",
@@ -233,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.ejection,
     )
     p.option("--max-ejection", "longest ejection in seconds", type=_positive(float), default=d.max_ejection)
+    p.option(
+        "--max-ejection-percent",
+        "most endpoints (percent of all) that failures possibly caused by the request itself may eject; "
+        "connect errors and failed health checks always eject",
+        type=_percent,
+        default=d.max_ejection_percent,
+    )
     p.option(
         "--health-interval",
         "seconds between active health checks (0 disables them)",
@@ -262,6 +320,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.buffer_limit,
     )
     p.option(
+        "--buffer-total",
+        "most request bytes buffered at once over all requests; a body that does not fit is "
+        "answered 503 with Retry-After",
+        type=_positive(int),
+        default=d.buffer_total,
+    )
+    p.option(
+        "--client-header-timeout",
+        "seconds a new client connection has to send its first request's headers",
+        type=_positive(float),
+        default=d.client_header_timeout,
+    )
+    p.option(
+        "--client-body-timeout",
+        "seconds a client may go without sending any of its request body (408 then)",
+        type=_positive(float),
+        default=d.client_body_timeout,
+    )
+    p.option(
+        "--client-keepalive-timeout",
+        "seconds an idle client connection waits for its next request's headers",
+        type=_positive(float),
+        default=d.client_keepalive_timeout,
+    )
+    p.option(
+        "--max-connections",
+        "most client connections at once; more are answered 503 and closed",
+        type=_positive(int),
+        default=d.max_connections,
+    )
+    p.option(
         "--shutdown-delay",
         "seconds /readyz fails before the listener closes on SIGTERM",
         type=_non_negative_float,
@@ -269,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.option(
         "--shutdown-timeout",
-        "seconds in-flight requests get to finish on SIGTERM",
+        "seconds in-flight requests get to finish on SIGTERM, after the delay (one deadline: the pod's "
+        "grace period must exceed delay + timeout)",
         type=_non_negative_float,
         default=d.shutdown_timeout,
     )
@@ -298,8 +388,12 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
             parser.error(f"--admin-token-file {args.admin_token_file} is empty")
     elif os.environ.get(ENV_PREFIX + "ADMIN_TOKEN"):
         token = os.environ[ENV_PREFIX + "ADMIN_TOKEN"].strip()
-    if args.backends_file is None and not args.kubernetes and not args.admin_api:
-        parser.error("no backend source: give --backends-file, --kubernetes or --admin-api true")
+    admin_api = token is not None if args.admin_api is None else args.admin_api
+    if admin_api and token is None:
+        parser.error(f"--admin-api needs a token: --admin-token-file or {ENV_PREFIX}ADMIN_TOKEN")
+    if args.backends_file is None and not args.kubernetes and not admin_api:
+        parser.error("no backend source: give --backends-file, --kubernetes or an admin token")
+    admin_listen = args.admin_listen if isinstance(args.admin_listen, tuple) else _listen(args.admin_listen)
     return Settings(
         host=host,
         port=port,
@@ -312,21 +406,30 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         models_annotation=args.models_annotation,
         port_name=args.port_name,
         kubeconfig=args.kubeconfig,
-        admin_api=args.admin_api,
+        admin_api=admin_api,
         admin_token=token,
+        admin_listen=admin_listen,
+        admin_allow_networks=tuple(args.admin_allow_networks or ()),
         connect_timeout=args.connect_timeout,
         first_byte_timeout=args.first_byte_timeout,
         idle_timeout=args.idle_timeout,
+        backend_write_timeout=args.backend_write_timeout,
         retries=args.retries,
         max_fails=args.max_fails,
         fail_window=args.fail_window,
         ejection=args.ejection,
         max_ejection=args.max_ejection,
+        max_ejection_percent=args.max_ejection_percent,
         health_interval=args.health_interval,
         health_path=args.health_path,
         health_timeout=args.health_timeout,
         least_busy=args.least_busy,
         buffer_limit=args.buffer_limit,
+        buffer_total=args.buffer_total,
+        client_header_timeout=args.client_header_timeout,
+        client_body_timeout=args.client_body_timeout,
+        client_keepalive_timeout=args.client_keepalive_timeout,
+        max_connections=args.max_connections,
         shutdown_delay=args.shutdown_delay,
         shutdown_timeout=args.shutdown_timeout,
         log_level=args.log_level,

@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from edgewasm_balancer.pool import Pool, ServiceSpec
+from edgewasm_balancer.pool import MAX_WEIGHT, MIN_WEIGHT, Pool, ServiceSpec
 
 log = logging.getLogger("edgewasm_balancer.kube")
 
@@ -43,8 +43,8 @@ def parse_weight(raw: str | None) -> int:
     if raw is None:
         return 1
     value = int(raw.strip())  # ValueError for junk
-    if value < 1:
-        raise ValueError(f"must be >= 1, got {value}")
+    if not MIN_WEIGHT <= value <= MAX_WEIGHT:
+        raise ValueError(f"must be an integer from {MIN_WEIGHT} to {MAX_WEIGHT}, got {value}")
     return value
 
 

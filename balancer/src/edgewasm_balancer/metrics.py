@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from edgewasm_balancer.pool import Pool
+from edgewasm_balancer.pool import MAX_WEIGHT, Pool
 
 # Latency buckets for LLM traffic: from sub-millisecond proxying to minutes-long generations.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -89,6 +89,13 @@ class Metrics:
             registry=self.registry,
             buckets=_BUCKETS,
         )
+        self.connections_refused = Counter(
+            "connections_refused",
+            "Client connections closed by the gateway (too_many_connections, header_timeout)",
+            ["reason"],
+            namespace=ns,
+            registry=self.registry,
+        )
         self.ejections = Counter(
             "ejections",
             "Times an endpoint was taken out of rotation",
@@ -106,7 +113,11 @@ class Metrics:
 
 
 class PoolCollector(Collector):
-    """Gauges read from the pool when Prometheus scrapes, so requests pay nothing for them."""
+    """Gauges read from the pool when Prometheus scrapes, so requests pay nothing for them.
+
+    Services are keyed by (source, name): the same name may come from the backends file and the admin
+    API, so `source` is a label and every series is unique. Values are finite and bounded.
+    """
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -116,19 +127,21 @@ class PoolCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         ns = "edgewasm_balancer_"
-        in_flight = GaugeMetricFamily(ns + "in_flight_requests", "Requests being proxied", labels=["backend"])
+        in_flight = GaugeMetricFamily(
+            ns + "in_flight_requests", "Requests being proxied", labels=["backend", "source"]
+        )
         weight = GaugeMetricFamily(
-            ns + "backend_weight", "Configured weight of each backend service", labels=["backend"]
+            ns + "backend_weight", "Configured weight of each backend service", labels=["backend", "source"]
         )
         up = GaugeMetricFamily(
             ns + "endpoint_up",
             "1 while an endpoint is in rotation, 0 while ejected",
-            labels=["backend", "endpoint"],
+            labels=["backend", "source", "endpoint"],
         )
         now = self.pool.clock()
-        for svc in self.pool.services.values():
-            in_flight.add_metric([svc.name], sum(e.in_flight for e in svc.endpoints.values()))
-            weight.add_metric([svc.name], svc.weight)
+        for (source, _name), svc in list(self.pool.services.items()):
+            in_flight.add_metric([svc.name, source], sum(e.in_flight for e in svc.endpoints.values()))
+            weight.add_metric([svc.name, source], min(max(svc.weight, 0), MAX_WEIGHT))
             for endpoint in svc.endpoints.values():
-                up.add_metric([svc.name, endpoint.url], 1 if endpoint.available(now) else 0)
+                up.add_metric([svc.name, source, endpoint.url], 1 if endpoint.available(now) else 0)
         yield from (in_flight, weight, up)

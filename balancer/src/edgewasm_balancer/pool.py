@@ -16,6 +16,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+# Weights are relative shares; the bound keeps them finite and the smooth-WRR counters small.
+MIN_WEIGHT = 1
+MAX_WEIGHT = 10_000
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -33,12 +37,17 @@ class HealthPolicy:
     """Passive health: `max_fails` failures within `fail_window` eject an endpoint.
 
     The n-th consecutive ejection lasts `base_ejection * 2**(n-1)` seconds, at most `max_ejection`.
+    Failures that may be the request's own doing (anything after it was written) eject an endpoint only
+    while at most `max_ejection_percent` of all endpoints would then be out (Envoy's
+    max_ejection_percent / panic threshold): one poisonous request cannot empty the pool. Proven
+    failures (no connection, a failed health check) always count.
     """
 
     max_fails: int = 1
     fail_window: float = 10.0
     base_ejection: float = 10.0
     max_ejection: float = 300.0
+    max_ejection_percent: float = 50.0
 
 
 @dataclass(eq=False)
@@ -68,12 +77,12 @@ class Endpoint:
     def available(self, now: float) -> bool:
         return now >= self.ejected_until
 
-    def record_failure(self, policy: HealthPolicy, now: float) -> bool:
+    def record_failure(self, policy: HealthPolicy, now: float, may_eject: bool = True) -> bool:
         """Count a failure; returns True when it ejects the endpoint."""
         while self.failures and now - self.failures[0] > policy.fail_window:
             self.failures.popleft()
         self.failures.append(now)
-        if len(self.failures) < policy.max_fails:
+        if len(self.failures) < policy.max_fails or not may_eject:
             return False
         self.ejections += 1
         period = min(policy.base_ejection * 2 ** (self.ejections - 1), policy.max_ejection)
@@ -165,27 +174,37 @@ class Pool:
 
     # -- discovery ------------------------------------------------------------------------------------
     def replace(self, source: str, specs: Iterable[ServiceSpec]) -> None:
-        """Make `specs` the whole set of services of `source`, keeping the health of known endpoints."""
+        """Make `specs` the whole set of services of `source`, keeping the health of known endpoints.
+
+        Every service is built before the pool changes: a bad spec raises and changes nothing.
+        """
         wanted = {(source, spec.name): spec for spec in specs}
+        built = {key: self._build(key, spec) for key, spec in wanted.items()}
         for key in [k for k in self.services if k[0] == source and k not in wanted]:
             del self.services[key]
-        for key, spec in wanted.items():
-            self._upsert(key, spec)
+        for key, (svc, endpoints) in built.items():
+            self._apply(key, wanted[key], svc, endpoints)
 
     def upsert(self, source: str, spec: ServiceSpec) -> None:
-        self._upsert((source, spec.name), spec)
+        key = (source, spec.name)
+        self._apply(key, spec, *self._build(key, spec))
 
     def remove(self, source: str, name: str) -> bool:
         return self.services.pop((source, name), None) is not None
 
-    def _upsert(self, key: tuple[str, str], spec: ServiceSpec) -> None:
-        svc = self.services.get(key)
-        if svc is None:
-            svc = self.services[key] = Service(key=key, name=spec.name, weight=spec.weight)
+    def _build(self, key: tuple[str, str], spec: ServiceSpec) -> tuple[Service, dict[str, Endpoint]]:
+        svc = self.services.get(key) or Service(key=key, name=spec.name, weight=spec.weight)
+        endpoints = {url: svc.endpoints.get(url) or Endpoint(url=url, service=svc) for url in spec.urls}
+        return svc, endpoints
+
+    def _apply(
+        self, key: tuple[str, str], spec: ServiceSpec, svc: Service, endpoints: dict[str, Endpoint]
+    ) -> None:
         svc.weight = spec.weight
         svc.declared_models = spec.models
         svc.meta = spec.meta
-        svc.endpoints = {url: svc.endpoints.get(url) or Endpoint(url=url, service=svc) for url in spec.urls}
+        svc.endpoints = endpoints
+        self.services[key] = svc
 
     def endpoints(self) -> list[Endpoint]:
         return [e for svc in self.services.values() for e in svc.endpoints.values()]
@@ -222,8 +241,16 @@ class Pool:
         return any(e.available(now) for e in self.endpoints())
 
     # -- health ---------------------------------------------------------------------------------------
-    def failure(self, endpoint: Endpoint) -> bool:
-        return endpoint.record_failure(self.policy, self.clock())
+    def failure(self, endpoint: Endpoint, *, proven: bool = True) -> bool:
+        """Count a failure of `endpoint`; True when it is ejected. See HealthPolicy for `proven`."""
+        now = self.clock()
+        may_eject = proven or self._ejection_allowed(endpoint, now)
+        return endpoint.record_failure(self.policy, now, may_eject)
+
+    def _ejection_allowed(self, endpoint: Endpoint, now: float) -> bool:
+        everything = self.endpoints()
+        out = sum(1 for e in everything if not e.available(now) and e is not endpoint)
+        return (out + 1) * 100 <= len(everything) * self.policy.max_ejection_percent
 
     def success(self, endpoint: Endpoint) -> None:
         endpoint.record_success()

@@ -1,15 +1,20 @@
 """The reverse proxy: pick a backend, send the request, stream the answer back.
 
-Request bodies up to the buffer limit are read whole, so the `model` they name can route them and a
-failed attempt can be sent again to another backend; larger bodies are streamed to one backend as
-they arrive. Responses are always streamed chunk by chunk, with connect, first-byte and idle
-timeouts and no total timeout. A request is retried on another backend only while nothing of the
-response has reached the client.
+Request bodies up to the buffer limit are read whole (within a global budget of buffered bytes), so
+the `model` they name can route them and a failed attempt can be sent again to another backend;
+larger bodies are streamed to one backend as they arrive. Responses are always streamed chunk by
+chunk, with connect, first-byte and idle timeouts and no total timeout.
+
+Deliveries are counted: a request goes to at most 1 + `retries` backends. It is sent again only when
+the backend provably did not process it (no connection, nothing written, or an explicit 502/503/504
+answer), or when its method is idempotent; never once a response byte reached the client. A failure
+counts against an endpoint only as its own fault, and request-correlated failures can never eject
+more than `max_ejection_percent` of the endpoints.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +25,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from edgewasm_balancer import upstream
+from edgewasm_balancer.bodies import BufferBudget, UnreadableBodyError, requested_model
 from edgewasm_balancer.metrics import Metrics
 from edgewasm_balancer.pool import Endpoint, NoBackendError, Pool
 
@@ -40,6 +46,8 @@ HOP_BY_HOP = frozenset(
     )
 )
 RETRY_STATUSES = frozenset({502, 503, 504})
+# Methods a backend may receive twice without harm (RFC 9110 9.2.2); others need an Idempotency-Key.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 CHUNK = 64 * 1024
 BACKEND_HEADER = "X-Edgewasm-Backend"
 STARTED = web.RequestKey("edgewasm_started", float)  # perf_counter() when the proxy took the request
@@ -60,7 +68,9 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
 def upstream_headers(request: web.Request) -> list[tuple[str, str]]:
     """The client's headers minus hop-by-hop ones (and the framing we set), plus X-Forwarded-*."""
     headers = request.headers
-    drop = HOP_BY_HOP | {"host", "content-length", "x-forwarded-for"}
+    # Expect is answered by the proxy itself (aiohttp sends the client its 100 Continue before the
+    # body is read): a backend must never see it, or its interim 100 would be a second response.
+    drop = HOP_BY_HOP | {"host", "content-length", "x-forwarded-for", "expect"}
     if "Connection" in headers:
         drop = drop | _connection_tokens(headers)
     out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
@@ -89,16 +99,13 @@ def response_headers(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
     return out
 
 
-def requested_model(body: bytes | None, content_type: str) -> str | None:
-    """The `model` a JSON request body names, if any."""
-    if not body or ("json" not in content_type and not body.lstrip().startswith(b"{")):
-        return None
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    model = data.get("model") if isinstance(data, dict) else None
-    return model if isinstance(model, str) and model else None
+class RequestRefusedError(Exception):
+    """The proxy answers the request itself (bad body, slow client, no buffer space)."""
+
+    def __init__(self, response: web.Response, *, close: bool = False) -> None:
+        super().__init__(response.status)
+        self.response = response
+        self.close = close
 
 
 @dataclass
@@ -108,7 +115,9 @@ class Body:
     data: bytes | None
     prefix: bytes = b""
     stream: aiohttp.StreamReader | None = None
+    read_timeout: float = 30.0
     started: bool = field(default=False)
+    reserved: int = 0  # bytes taken from the buffer budget
 
     @property
     def replayable(self) -> bool:
@@ -119,37 +128,86 @@ class Body:
         if self.prefix:
             yield self.prefix
         assert self.stream is not None
-        async for chunk in self.stream.iter_chunked(CHUNK):
+        while chunk := await read_some(self.stream, self.read_timeout):
             yield chunk
 
 
-async def read_body(request: web.Request, limit: int) -> Body:
+async def read_some(stream: aiohttp.StreamReader, timeout: float) -> bytes:
+    """Up to CHUNK bytes of the body; raises TimeoutError when the client sends nothing for `timeout`."""
+    chunk = stream.read_nowait(CHUNK)
+    if chunk or stream.at_eof():
+        return chunk
+    async with asyncio.timeout(timeout):
+        return await stream.read(CHUNK)
+
+
+def _busy() -> RequestRefusedError:
+    return RequestRefusedError(
+        openai_error(
+            503,
+            "The gateway is buffering too many request bodies; retry shortly",
+            "service_unavailable",
+            "buffer_full",
+            {"Retry-After": "1"},
+        ),
+        close=True,
+    )
+
+
+async def read_body(request: web.Request, limit: int, budget: BufferBudget, timeout: float) -> Body:
+    """The body, buffered when it fits `limit` and the shared `budget`, else as a stream to relay."""
     if not request.body_exists:
         return Body(data=None)
+    content = request.content
     if request.content_length is not None and request.content_length > limit:
-        return Body(data=None, stream=request.content)
-    parts: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await request.content.read(CHUNK)
-        if not chunk:
-            return Body(data=b"".join(parts))
-        parts.append(chunk)
-        size += len(chunk)
-    return Body(data=None, prefix=b"".join(parts), stream=request.content)
+        return Body(data=None, stream=content, read_timeout=timeout)
+    body = Body(data=None, read_timeout=timeout)
+    if request.content_length is not None:
+        if not budget.take(request.content_length):
+            raise _busy()
+        body.reserved = request.content_length
+    buffer = bytearray()
+    try:
+        while len(buffer) <= limit:
+            chunk = await read_some(content, timeout)
+            if not chunk:
+                body.data = bytes(buffer)
+                return body
+            if len(buffer) + len(chunk) > body.reserved:  # chunked: reserve as it comes
+                more = len(buffer) + len(chunk) - body.reserved
+                if not budget.take(more):
+                    raise _busy()
+                body.reserved += more
+            buffer += chunk
+    except BaseException:
+        budget.give(body.reserved)
+        body.reserved = 0
+        raise
+    # Over the limit (chunked, no length given): relay what was read, then the rest as it comes.
+    body.prefix, body.stream = bytes(buffer), content
+    budget.give(body.reserved)
+    body.reserved = 0
+    return body
 
 
 class _AttemptFailedError(Exception):
     """The attempt failed before any response byte reached the client: try another backend."""
 
     def __init__(
-        self, endpoint: Endpoint, kind: str, detail: str, response: upstream.Response | None = None
+        self,
+        endpoint: Endpoint,
+        kind: str,
+        detail: str,
+        response: upstream.Response | None = None,
+        *,
+        delivered: bool = True,
     ) -> None:
         super().__init__(detail)
         self.endpoint = endpoint
         self.kind = kind
         self.detail = detail
         self.response = response
+        self.delivered = delivered
 
 
 class Proxy:
@@ -163,6 +221,9 @@ class Proxy:
         idle_timeout: float,
         retries: int,
         buffer_limit: int,
+        buffer_total: int | None = None,
+        body_timeout: float = 30.0,
+        write_timeout: float = 60.0,
     ) -> None:
         self.pool = pool
         self.metrics = metrics
@@ -171,6 +232,9 @@ class Proxy:
         self.idle_timeout = idle_timeout
         self.retries = retries
         self.buffer_limit = buffer_limit
+        self.budget = BufferBudget(buffer_total if buffer_total is not None else 4 * buffer_limit)
+        self.body_timeout = body_timeout
+        self.write_timeout = write_timeout
         self.in_flight = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -182,8 +246,53 @@ class Proxy:
             self.in_flight -= 1
 
     async def _handle(self, request: web.Request, started: float) -> web.StreamResponse:
-        body = await read_body(request, self.buffer_limit)
-        model = requested_model(body.data, request.content_type)
+        body = Body(data=None)
+        try:
+            body = await read_body(request, self.buffer_limit, self.budget, self.body_timeout)
+            model = await requested_model(body.data, request.content_type)
+            return await self._route(request, body, model, started)
+        except RequestRefusedError as refused:
+            return self._refuse(request, refused)
+        except UnreadableBodyError as exc:
+            self.metrics.rejected.labels("400").inc()
+            return openai_error(
+                400, f"Cannot read the request body: {exc}", "invalid_request_error", "invalid_body"
+            )
+        except TimeoutError:
+            # The client stopped sending its body (read timeout), whether buffered or being relayed.
+            return self._refuse(
+                request,
+                RequestRefusedError(
+                    openai_error(
+                        408,
+                        f"The request body did not arrive: nothing received for {self.body_timeout:g}s",
+                        "invalid_request_error",
+                        "body_timeout",
+                    ),
+                    close=True,
+                ),
+            )
+        finally:
+            if body.reserved:
+                self.budget.give(body.reserved)
+                body.reserved = 0
+
+    def _refuse(self, request: web.Request, refused: RequestRefusedError) -> web.Response:
+        self.metrics.rejected.labels(str(refused.response.status)).inc()
+        if refused.close:
+            refused.response.force_close()  # the rest of the body is not read: no keep-alive
+        return refused.response
+
+    @staticmethod
+    def _may_resend(request: web.Request, failure: _AttemptFailedError) -> bool:
+        """Whether another backend may get the request after `failure` (already counted as delivered)."""
+        if not failure.delivered or failure.response is not None:
+            return True  # never reached the backend, or the backend declined it with 502/503/504
+        return request.method in IDEMPOTENT or "Idempotency-Key" in request.headers
+
+    async def _route(
+        self, request: web.Request, body: Body, model: str | None, started: float
+    ) -> web.StreamResponse:
         tried: set[str] = set()
         last: _AttemptFailedError | None = None
         for attempt in range(self.retries + 1):
@@ -211,7 +320,7 @@ class Proxy:
                         "detail": exc.detail,
                     },
                 )
-                if not body.replayable:
+                if not body.replayable or not self._may_resend(request, exc):
                     break
         assert last is not None
         if last.response is not None:
@@ -248,10 +357,11 @@ class Proxy:
                     length,
                     endpoint.tls,
                     self.first_byte_timeout,
+                    self.write_timeout,
                 )
             except upstream.UpstreamError as exc:
-                kind = "connect" if exc.connect else "timeout" if exc.timeout else "reset"
-                raise self._failed(endpoint, kind, str(exc)) from exc
+                kind = "connect" if not exc.delivered else "timeout" if exc.timeout else "reset"
+                raise self._failed(endpoint, kind, str(exc), delivered=exc.delivered) from exc
             if response.status in RETRY_STATUSES:
                 raise self._failed(endpoint, "status", f"HTTP {response.status}", response)
             return await self._relay(request, response, endpoint, started)
@@ -259,10 +369,18 @@ class Proxy:
             endpoint.in_flight -= 1
 
     def _failed(
-        self, endpoint: Endpoint, kind: str, detail: str, response: upstream.Response | None = None
+        self,
+        endpoint: Endpoint,
+        kind: str,
+        detail: str,
+        response: upstream.Response | None = None,
+        *,
+        delivered: bool = True,
     ) -> _AttemptFailedError:
         self.metrics.errors.labels(endpoint.label, kind).inc()
-        if self.pool.failure(endpoint):
+        # No connection at all is the endpoint's fault for sure; anything after the request was
+        # written may be the request's own doing, so it can never eject the last endpoints.
+        if self.pool.failure(endpoint, proven=not delivered):
             self.metrics.ejections.labels(endpoint.label, endpoint.url).inc()
             log.warning(
                 "endpoint ejected",
@@ -272,7 +390,7 @@ class Proxy:
                     "until_s": round(endpoint.ejected_until - self.pool.clock(), 1),
                 },
             )
-        return _AttemptFailedError(endpoint, kind, detail, response)
+        return _AttemptFailedError(endpoint, kind, detail, response, delivered=delivered)
 
     async def _relay(
         self, request: web.Request, response: upstream.Response, endpoint: Endpoint, started: float

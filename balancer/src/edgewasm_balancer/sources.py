@@ -8,13 +8,16 @@ import ipaddress
 import json
 import logging
 import re
+import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from aiohttp import web
 
-from edgewasm_balancer.pool import Pool, ServiceSpec
+from edgewasm_balancer.pool import MAX_WEIGHT, MIN_WEIGHT, Pool, ServiceSpec
 
 log = logging.getLogger("edgewasm_balancer.sources")
 
@@ -28,8 +31,10 @@ class InvalidBackendError(ValueError):
 
 
 def _weight(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidBackendError(f"{where}: weight must be an integer >= 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_WEIGHT <= value <= MAX_WEIGHT:
+        raise InvalidBackendError(
+            f"{where}: weight must be an integer from {MIN_WEIGHT} to {MAX_WEIGHT}, got {value!r}"
+        )
     return value
 
 
@@ -44,8 +49,18 @@ def _models(value: Any, where: str) -> frozenset[str]:
 
 
 def _url(value: Any, where: str) -> str:
+    """An http(s)://HOST[:PORT] URL whose host and port are usable (port 1-65535)."""
     if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+/?$", value):
         raise InvalidBackendError(f"{where}: url must look like http://HOST:PORT, got {value!r}")
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or parts.username is not None or port in {0, -1}:
+        raise InvalidBackendError(
+            f"{where}: url must look like http://HOST:PORT with a port from 1 to 65535, got {value!r}"
+        )
     return value.rstrip("/")
 
 
@@ -104,14 +119,22 @@ class BackendsFile:
         self._seen: tuple[float, int] | None = None
 
     def load(self) -> bool:
-        """Reload if the file changed; raises InvalidBackendError/OSError so a bad file fails at start."""
+        """Reload if the file changed; raises InvalidBackendError/OSError so a bad file fails at start.
+
+        The whole new set is validated before any of it is applied: a bad file changes nothing.
+        """
         stat = self.path.stat()
         stamp = (stat.st_mtime, stat.st_size)
         if stamp == self._seen:
             return False
-        specs = load_backends_file(self.path)
-        self._seen = stamp
+        try:
+            specs = load_backends_file(self.path)
+        except UnicodeDecodeError as exc:
+            raise InvalidBackendError(f"{self.path}: not UTF-8 text: {exc}") from exc
+        except RecursionError:
+            raise InvalidBackendError(f"{self.path}: nested too deeply") from None
         self.pool.replace(STATIC, specs)
+        self._seen = stamp
         log.info("backends file loaded", extra={"file": str(self.path), "services": len(specs)})
         return True
 
@@ -121,18 +144,52 @@ class BackendsFile:
             try:
                 self.load()
             except (OSError, InvalidBackendError) as exc:
-                log.error(
-                    "backends file not reloaded, keeping the previous backends",
-                    extra={"file": str(self.path), "detail": str(exc)},
-                )
+                self._kept(str(exc))
+            except Exception as exc:  # the reload loop must outlive any bad edit
+                self._kept(f"{type(exc).__name__}: {exc}")
+
+    def _kept(self, detail: str) -> None:
+        log.error(
+            "backends file not reloaded, keeping the previous backends",
+            extra={"file": str(self.path), "detail": detail},
+        )
+
+
+DEFAULT_REFUSED = "loopback, link-local, multicast and unspecified addresses"
+
+
+def address_allowed(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> bool:
+    """Whether a registration may point at `address`: inside `networks` when given, else anything but
+    loopback, link-local (cloud metadata services), multicast and unspecified addresses."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if networks:
+        return any(address in network for network in networks)
+    return not (
+        address.is_loopback or address.is_link_local or address.is_multicast or address.is_unspecified
+    )
 
 
 class AdminApi:
-    """The seed balancer's registration API, with an optional bearer token."""
+    """The seed balancer's registration API, behind a bearer token, on its own listener.
 
-    def __init__(self, pool: Pool, token: str | None) -> None:
+    Registrations may only point at addresses `address_allowed` accepts; a host name is resolved once,
+    every address it resolves to must be allowed, and the first one is what gets registered (so a
+    later DNS answer cannot redirect traffic).
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        token: str,
+        networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+    ) -> None:
         self.pool = pool
         self.token = token
+        self.networks = tuple(networks)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -142,8 +199,6 @@ class AdminApi:
         ]
 
     def _authorized(self, request: web.Request) -> bool:
-        if self.token is None:
-            return True
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
 
@@ -160,11 +215,45 @@ class AdminApi:
             return self._denied()
         try:
             spec = registration(await request.json())
-        except (ValueError, InvalidBackendError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            spec = await self._pinned(spec)
+        except (ValueError, InvalidBackendError, RecursionError) as exc:
+            return web.json_response({"error": str(exc) or "the body is not valid JSON"}, status=400)
         self.pool.upsert(ADMIN, spec)
         log.info("backend registered", extra={"backend": spec.name, "urls": list(spec.urls)})
         return web.Response(text="Registered")
+
+    async def _pinned(self, spec: ServiceSpec) -> ServiceSpec:
+        """`spec` pointing at a checked address; InvalidBackendError when the target is not allowed."""
+        meta = dict(spec.meta)
+        host, port = str(meta["ip"]), int(meta["port"])  # type: ignore[call-overload]
+        try:
+            addresses = [ipaddress.ip_address(host)]
+        except ValueError:
+            addresses = await self._resolve(host, port)
+        refused = [str(a) for a in addresses if not address_allowed(a, self.networks)]
+        if refused:
+            allowed = (
+                ", ".join(map(str, self.networks)) if self.networks else f"anything but {DEFAULT_REFUSED}"
+            )
+            raise InvalidBackendError(
+                f"ip {host!r} ({', '.join(refused)}) is not an allowed backend address (allowed: {allowed}; "
+                "see --admin-allow-network)"
+            )
+        first = addresses[0]
+        shown = f"[{first}]" if first.version == 6 else str(first)
+        return ServiceSpec(spec.name, spec.weight, (f"http://{shown}:{port}",), spec.models, spec.meta)
+
+    @staticmethod
+    async def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise InvalidBackendError(f"ip {host!r} does not resolve: {exc.strerror or exc}") from None
+        found = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        if not found:
+            raise InvalidBackendError(f"ip {host!r} does not resolve to any address")
+        return found
 
     async def unregister(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

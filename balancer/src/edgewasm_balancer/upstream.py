@@ -18,21 +18,38 @@ from dataclasses import dataclass
 import httptools
 
 MAX_BUFFER = 1024 * 1024  # response bytes held before reading from the backend pauses
+SMALL_BODY = 64 * 1024  # bodies up to this size are written together with the head, in one call
 POOL_IDLE_SECONDS = 30.0
 POOL_SIZE = 256
 
 
 class UpstreamError(Exception):
-    """The backend exchange failed: `connect` (no connection), `timeout`, and `fresh` when no response
-    byte had arrived (a reused connection closed by the backend can then be replaced safely)."""
+    """The backend exchange failed.
+
+    `connect`: no connection could be made; `unsent`: no byte of the request was written (a pooled
+    connection found closed); in both cases the backend provably did not see the request. `timeout`:
+    a timer expired; `fresh`: no response byte had arrived.
+    """
 
     def __init__(
-        self, message: str, *, connect: bool = False, fresh: bool = True, timeout: bool = False
+        self,
+        message: str,
+        *,
+        connect: bool = False,
+        fresh: bool = True,
+        timeout: bool = False,
+        unsent: bool = False,
     ) -> None:
         super().__init__(message)
         self.connect = connect
         self.fresh = fresh
         self.timeout = timeout
+        self.unsent = unsent
+
+    @property
+    def delivered(self) -> bool:
+        """False when the backend provably never received the request."""
+        return not (self.connect or self.unsent)
 
 
 @dataclass
@@ -53,8 +70,13 @@ class Response:
 class Connection(asyncio.Protocol):
     """One keep-alive connection to a backend, used by one request at a time.
 
-    Waiting is done on plain futures created only when needed, and the first-byte and idle timeouts
-    are loop timers: per request, this costs a fraction of asyncio.timeout() and Events.
+    Framing is strict, because a pooled connection that carries a byte too many hands one user's
+    answer to the next user: interim (1xx) responses are consumed and never taken as the answer;
+    bytes after the final response's framed end, or on the connection while it sits idle in the pool,
+    mark it `tainted` and it is closed instead of reused.
+
+    Waiting is done on plain futures created only when needed, and the first-byte, idle and write
+    timeouts are loop timers: per request, this costs a fraction of asyncio.timeout() and Events.
     """
 
     def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
@@ -66,6 +88,8 @@ class Connection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0
         self.closed = False
+        self.active = False  # a request is using the connection (else it is idle in the pool)
+        self.tainted = False  # bytes beyond a response's framed end: never reuse
         self.chunks: collections.deque[bytes] = collections.deque()
         self._reset()
 
@@ -82,6 +106,7 @@ class Connection(asyncio.Protocol):
         self.until_eof = True
         self.keep_alive = False
         self.head = False
+        self.interim = False  # parsing a 1xx interim response
         self.paused_reading = False
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
@@ -91,10 +116,23 @@ class Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if not self.active or self.complete or self.tainted:
+            # Nothing may arrive on an idle connection or after the final response: whatever it is
+            # (a late answer, a stray byte), it must never be read as the next request's response.
+            self._taint()
+            return
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(
+                UpstreamError("the backend switched protocols, which the proxy does not support", fresh=False)
+            )
+            self._close()
         except httptools.HttpParserError as exc:
+            if self.complete:  # garbage after a complete response: keep the response, drop the connection
+                self._taint()
+                return
             self._fail(UpstreamError(f"invalid HTTP response from the backend: {exc}", fresh=False))
             self._close()
 
@@ -120,10 +158,18 @@ class Connection(asyncio.Protocol):
             self._drain.set_result(None)
 
     # -- httptools callbacks ------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second message after the final response: stray bytes
+            self._taint()
+
     def on_status(self, status: bytes) -> None:
+        if self.tainted:
+            return
         self.reason = status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.tainted:
+            return
         key = name.decode("latin-1")
         lowered = key.lower()
         if lowered == "content-length" or (lowered == "transfer-encoding" and b"chunked" in value.lower()):
@@ -131,9 +177,19 @@ class Connection(asyncio.Protocol):
         self.headers.append((key, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        status = self.status = self.parser.get_status_code()
+        if self.tainted:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # 100 Continue, 103 Early Hints...: an interim response, never the answer. Its headers are
+            # dropped and the parser goes on with the next message on the connection.
+            self.interim = True
+            self.headers = []
+            self.until_eof = True
+            return
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message ends
-        if self.head or status in (204, 304) or 100 <= status < 200:
+        if self.head or status in (204, 304):
             self.until_eof = False
         if self.headers_done is not None and not self.headers_done.done():
             self.headers_done.set_result(None)
@@ -141,6 +197,8 @@ class Connection(asyncio.Protocol):
             self.complete = True
 
     def on_body(self, body: bytes) -> None:
+        if self.tainted or self.interim:
+            return
         self.chunks.append(body)
         self.buffered += len(body)
         self._wake()
@@ -149,6 +207,11 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.tainted:
+            return
         self.complete = True
         self._wake()
 
@@ -169,10 +232,18 @@ class Connection(asyncio.Protocol):
         self._fail(UpstreamError(what, timeout=True, fresh=False))
         self._close()
 
+    def _taint(self) -> None:
+        self.tainted = True
+        self._close()
+
     def _close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def discard(self) -> None:
+        """Close the connection: it will not be reused."""
+        self._close()
 
     async def send(
         self,
@@ -181,25 +252,26 @@ class Connection(asyncio.Protocol):
         method: str,
         chunked: bool,
         first_byte_timeout: float,
+        write_timeout: float = 60.0,
     ) -> Response:
         """Write the request; return once the response headers are in (or fail, or time out)."""
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            raise UpstreamError(
+                "the pooled connection was closed before the request was written", unsent=True
+            )
+        self.active = True
         self.head = method == "HEAD"
         self.headers_done = self.loop.create_future()
-        transport = self.transport
-        assert transport is not None
         if body is None or isinstance(body, bytes):
-            transport.write(head + body if body else head)
+            if body and len(body) > SMALL_BODY:
+                transport.write(head)  # no concatenated copy of a large body
+                transport.write(body)
+            else:
+                transport.write(head + body if body else head)
         else:
             transport.write(head)
-            async for piece in body:
-                if self.error is not None:
-                    raise self.error
-                if piece:
-                    transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
-                    if self._drain is not None and not self._drain.done():
-                        await self._drain
-            if chunked:
-                transport.write(b"0\r\n\r\n")
+            await self._stream_body(transport, body, chunked, write_timeout)
         if not self.headers_done.done():
             timer = self.loop.call_later(
                 first_byte_timeout,
@@ -213,6 +285,34 @@ class Connection(asyncio.Protocol):
         elif self.error is not None:
             raise self.error
         return Response(self.status, self.reason, self.headers, self)
+
+    async def _stream_body(
+        self, transport: asyncio.Transport, body: AsyncIterator[bytes], chunked: bool, write_timeout: float
+    ) -> None:
+        async for piece in body:
+            if self.error is not None:
+                raise self.error
+            if piece:
+                transport.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+                if self._drain is not None and not self._drain.done():
+                    await self._wait_drain(write_timeout)
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+
+    async def _wait_drain(self, write_timeout: float) -> None:
+        """Wait until the backend reads what was written; fail if it stops reading for `write_timeout`."""
+        assert self._drain is not None
+        timer = self.loop.call_later(
+            write_timeout,
+            self._timed_out,
+            f"the backend read nothing of the request body for {write_timeout:g}s",
+        )
+        try:
+            await self._drain
+        finally:
+            timer.cancel()
+        if self.error is not None:
+            raise self.error
 
     async def read_chunk(self, idle_timeout: float | None = None) -> bytes:
         while True:
@@ -241,12 +341,15 @@ class Connection(asyncio.Protocol):
                     timer.cancel()
 
     def finish(self) -> None:
-        """Back to the pool if the exchange ended cleanly and the backend keeps the connection."""
+        """Back to the pool only if the response was read to its exact framed end, nothing else arrived
+        and the backend keeps the connection; otherwise closed."""
+        self.active = False
         if (
             self.complete
             and not self.chunks
             and self.error is None
             and not self.closed
+            and not self.tainted
             and not self.head
             and not self.until_eof
             and self.keep_alive
@@ -274,7 +377,7 @@ class Pool:
             conn = idle.pop()
             if not conn.closed and now - conn.idle_since < POOL_IDLE_SECONDS:
                 return conn
-            conn._close()
+            conn.discard()
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -297,7 +400,7 @@ class Pool:
     def put(self, conn: Connection) -> None:
         idle = self.idle.setdefault(conn.key, [])
         if len(idle) >= POOL_SIZE:
-            conn._close()
+            conn.discard()
             return
         conn.idle_since = time.monotonic()
         idle.append(conn)
@@ -310,7 +413,7 @@ class Pool:
     def close(self) -> None:
         for idle in self.idle.values():
             for conn in idle:
-                conn._close()
+                conn.discard()
         self.idle.clear()
 
 
@@ -338,25 +441,27 @@ async def request(
     length: int | None = -1,
     tls: bool = False,
     first_byte_timeout: float = 300.0,
+    write_timeout: float = 60.0,
 ) -> Response:
-    """Send one request; a reused connection the backend had already closed is replaced once."""
+    """Send one request. It is written at most once: a pooled connection found closed before anything
+    was written is replaced (nothing reached the backend), every other failure is the caller's to judge."""
     hostport = f"{host}:{port}"
     streamed = body is not None and not isinstance(body, bytes)
     if not streamed:
         length = len(body) if body is not None else -1
     head = request_head(method, target, hostport, headers, length)
-    for _ in range(2):
+    for _ in range(3):
         conn = await pool.acquire(host.strip("[]"), port, tls)
         try:
-            return await conn.send(head, body, method, streamed and length is None, first_byte_timeout)
+            return await conn.send(
+                head, body, method, streamed and length is None, first_byte_timeout, write_timeout
+            )
         except UpstreamError as exc:
-            conn._close()
-            # A kept-alive connection can be closed by the backend just as we reuse it: nothing was
-            # processed, so one more try on a fresh connection is always safe for replayable bodies.
-            if conn.reused and exc.fresh and not streamed:
+            conn.discard()
+            if exc.unsent:
                 continue
             raise
         except BaseException:
-            conn._close()
+            conn.discard()
             raise
-    raise AssertionError("unreachable")
+    raise UpstreamError("no usable connection to the backend", unsent=True)
