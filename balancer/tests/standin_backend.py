@@ -77,7 +77,10 @@ class StandinBackend:
             return web.json_response({"error": "stand-in failure"}, status=self.fail_status)
         if self.first_byte_delay:
             await asyncio.sleep(self.first_byte_delay)
-        payload = json.loads(body) if body.startswith(b"{") and len(body) < 1_000_000 else {}
+        try:
+            payload = json.loads(body) if body.startswith(b"{") and len(body) < 1_000_000 else {}
+        except (ValueError, RecursionError):
+            payload = {}
         if payload.get("stream"):
             return await self._stream(request, payload)
         answer = {

@@ -9,12 +9,17 @@ import aiohttp
 from conftest import base_url
 
 
-async def _post(http, url, payload=None):
-    async with http.post(url + "/v1/chat/completions", json=payload or {"messages": []}) as r:
+async def _post(http, url, payload=None, headers=None):
+    async with http.post(
+        url + "/v1/chat/completions", json=payload or {"messages": []}, headers=headers
+    ) as r:
         return r.status, await r.read(), r.headers
 
 
 async def test_killed_backend_costs_no_failed_request(backends, balancer, http):
+    """Requests that are safe to send twice (here: an Idempotency-Key) survive a backend stopping under
+    load. One without a key caught on a keep-alive connection the stopping backend closes at that very
+    moment would get 502 (the backend may have read it), as in nginx and Go; see the next test."""
     a, b, c = await backends("a"), await backends("b"), await backends("c")
     bal = await balancer([{"name": n.name, "url": n.url} for n in (a, b, c)])
     url = base_url(bal)
@@ -22,8 +27,10 @@ async def test_killed_backend_costs_no_failed_request(backends, balancer, http):
     served: Counter[str] = Counter()
 
     async def client(n: int) -> None:
-        for _ in range(n):
-            status, _, headers = await _post(http, url)
+        for i in range(n):
+            status, _, headers = await _post(
+                http, url, headers={"Idempotency-Key": f"{id(statuses)}-{n}-{i}"}
+            )
             statuses[status] += 1
             served[headers.get("X-Edgewasm-Backend", "-")] += 1
 
@@ -36,7 +43,8 @@ async def test_killed_backend_costs_no_failed_request(backends, balancer, http):
     after_kill = served["b"]
     assert served["a"] > 400 and served["c"] > 400
     assert after_kill < 400  # b stopped getting traffic once it was gone
-    assert bal.metrics.errors.labels("b", "connect")._value.get() >= 1
+    # the kill was noticed and counted against b (refused connects, or resets of pooled connections)
+    assert sum(bal.metrics.errors.labels("b", kind)._value.get() for kind in ("connect", "reset")) >= 1
 
 
 async def test_503_backend_is_retried_elsewhere_and_ejected(backends, balancer, http):

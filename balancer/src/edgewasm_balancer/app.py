@@ -28,6 +28,9 @@ log = logging.getLogger("edgewasm_balancer")
 
 # After the drain deadline, what aiohttp gets to cancel the handlers still running (it applies it twice).
 FINAL_GRACE = 0.25
+# After answering a request whose body was not read (refused, timed out), how long the rest of the
+# body is read and discarded so the client can see the answer before the connection closes.
+LINGERING = 2.0
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -145,7 +148,7 @@ class Balancer:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout),
             skip_auto_headers=("User-Agent",),
         )
-        self.connections = upstream.Pool(s.connect_timeout)
+        self.connections = upstream.Pool(s.connect_timeout, s.upstream_keepalive)
         self.proxy = Proxy(
             self.pool,
             self.metrics,
@@ -157,6 +160,7 @@ class Balancer:
             buffer_total=s.buffer_total,
             body_timeout=s.client_body_timeout,
             write_timeout=s.backend_write_timeout,
+            retry_non_idempotent=s.retry_non_idempotent,
         )
         admin_app = self.build_admin_app() if s.admin_api else None
         self.runner = await self._serve(self.build_app(), s.host, s.port)
@@ -192,6 +196,7 @@ class Balancer:
             access_log_class=AccessLogger,
             shutdown_timeout=FINAL_GRACE,
             keepalive_timeout=s.client_keepalive_timeout,
+            lingering_time=LINGERING,
             handler_cancellation=True,
         )
         await runner.setup()

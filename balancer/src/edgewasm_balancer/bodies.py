@@ -91,17 +91,15 @@ async def _scan_members(body: bytes, start: int) -> str | None:
                 return _decode_model(body, value)
         else:
             depth += 1 if token in (b"{", b"[") else -1
-            if depth <= 0:
-                return _closed(body, match.end(), depth)
+            if depth == 0:
+                return _closed(body, match.end())
         if count % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
     raise UnreadableBodyError("the JSON body ends before its last bracket is closed")
 
 
-def _closed(body: bytes, end: int, depth: int) -> None:
+def _closed(body: bytes, end: int) -> None:
     """The top-level object closed at `end` without a model: check that nothing follows."""
-    if depth < 0:
-        raise UnreadableBodyError("the JSON body has an unbalanced bracket")
     if body[end:].strip():
         raise UnreadableBodyError("the JSON body has data after its end")
 

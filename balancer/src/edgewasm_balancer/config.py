@@ -39,7 +39,9 @@ class Settings:
     first_byte_timeout: float = 300.0
     idle_timeout: float = 120.0
     backend_write_timeout: float = 60.0
+    upstream_keepalive: bool = True
     retries: int = 2
+    retry_non_idempotent: bool = False
     max_fails: int = 1
     fail_window: float = 10.0
     ejection: float = 10.0
@@ -260,10 +262,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.backend_write_timeout,
     )
     p.option(
+        "--upstream-keepalive",
+        "reuse connections to backends; false gives every request a connection of its own, which "
+        "no backend misbehaviour can desynchronise (LLM answers take seconds: the cost is small)",
+        type=_flag,
+        default=d.upstream_keepalive,
+        metavar="BOOL",
+    )
+    p.option(
         "--retries",
         "other backends to try when one fails before answering",
         type=_non_negative_int,
         default=d.retries,
+    )
+    p.option(
+        "--retry-non-idempotent",
+        "also send a POST without Idempotency-Key to another backend after a reset or timeout once it "
+        "was written (it may then be processed twice); by default only idempotent requests are",
+        type=_flag,
+        default=d.retry_non_idempotent,
+        metavar="BOOL",
     )
     p.option(
         "--max-fails",
@@ -414,7 +432,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         first_byte_timeout=args.first_byte_timeout,
         idle_timeout=args.idle_timeout,
         backend_write_timeout=args.backend_write_timeout,
+        upstream_keepalive=args.upstream_keepalive,
         retries=args.retries,
+        retry_non_idempotent=args.retry_non_idempotent,
         max_fails=args.max_fails,
         fail_window=args.fail_window,
         ejection=args.ejection,

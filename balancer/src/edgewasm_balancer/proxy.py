@@ -224,6 +224,7 @@ class Proxy:
         buffer_total: int | None = None,
         body_timeout: float = 30.0,
         write_timeout: float = 60.0,
+        retry_non_idempotent: bool = False,
     ) -> None:
         self.pool = pool
         self.metrics = metrics
@@ -235,6 +236,7 @@ class Proxy:
         self.budget = BufferBudget(buffer_total if buffer_total is not None else 4 * buffer_limit)
         self.body_timeout = body_timeout
         self.write_timeout = write_timeout
+        self.retry_non_idempotent = retry_non_idempotent
         self.in_flight = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -283,12 +285,13 @@ class Proxy:
             refused.response.force_close()  # the rest of the body is not read: no keep-alive
         return refused.response
 
-    @staticmethod
-    def _may_resend(request: web.Request, failure: _AttemptFailedError) -> bool:
+    def _may_resend(self, request: web.Request, failure: _AttemptFailedError) -> bool:
         """Whether another backend may get the request after `failure` (already counted as delivered)."""
         if not failure.delivered or failure.response is not None:
             return True  # never reached the backend, or the backend declined it with 502/503/504
-        return request.method in IDEMPOTENT or "Idempotency-Key" in request.headers
+        return (
+            request.method in IDEMPOTENT or "Idempotency-Key" in request.headers or self.retry_non_idempotent
+        )
 
     async def _route(
         self, request: web.Request, body: Body, model: str | None, started: float
@@ -360,7 +363,7 @@ class Proxy:
                     self.write_timeout,
                 )
             except upstream.UpstreamError as exc:
-                kind = "connect" if not exc.delivered else "timeout" if exc.timeout else "reset"
+                kind = "connect" if exc.connect else "timeout" if exc.timeout else "reset"
                 raise self._failed(endpoint, kind, str(exc), delivered=exc.delivered) from exc
             if response.status in RETRY_STATUSES:
                 raise self._failed(endpoint, "status", f"HTTP {response.status}", response)

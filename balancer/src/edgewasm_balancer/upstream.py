@@ -145,7 +145,15 @@ class Connection(asyncio.Protocol):
             return
         if not self.complete:
             detail = f": {exc}" if exc else ""
-            self._fail(UpstreamError(f"backend closed the connection{detail}", fresh=not self.got_bytes))
+            # A reset with no response byte means the backend closed its socket with our request still
+            # unread in it (the kernel answers unread data with RST): it did not process the request.
+            # A backend that read the request and then hung up closes with FIN instead (exc is None).
+            unread = isinstance(exc, ConnectionResetError) and not self.got_bytes
+            self._fail(
+                UpstreamError(
+                    f"backend closed the connection{detail}", fresh=not self.got_bytes, unsent=unread
+                )
+            )
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -226,11 +234,19 @@ class Connection(asyncio.Protocol):
         if self.headers_done is not None and not self.headers_done.done():
             self.headers_done.set_exception(error)
             self.headers_done.exception()  # retrieved: no "never retrieved" warning if nobody awaits
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)  # a writer waiting for the backend to read learns of it
         self._wake()
 
     def _timed_out(self, what: str) -> None:
         self._fail(UpstreamError(what, timeout=True, fresh=False))
-        self._close()
+        self._abort()
+
+    def _abort(self) -> None:
+        """Close at once, dropping unsent bytes (a backend that stopped reading would never take them)."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
 
     def _taint(self) -> None:
         self.tainted = True
@@ -365,8 +381,9 @@ class Connection(asyncio.Protocol):
 class Pool:
     """Idle keep-alive connections per (host, port)."""
 
-    def __init__(self, connect_timeout: float) -> None:
+    def __init__(self, connect_timeout: float, keepalive: bool = True) -> None:
         self.connect_timeout = connect_timeout
+        self.keepalive = keepalive  # False: one connection per request, never reused
         self.idle: dict[tuple[str, int], list[Connection]] = {}
 
     async def acquire(self, host: str, port: int, tls: bool = False) -> Connection:
@@ -399,7 +416,7 @@ class Pool:
 
     def put(self, conn: Connection) -> None:
         idle = self.idle.setdefault(conn.key, [])
-        if len(idle) >= POOL_SIZE:
+        if not self.keepalive or len(idle) >= POOL_SIZE:
             conn.discard()
             return
         conn.idle_since = time.monotonic()

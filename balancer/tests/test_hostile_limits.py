@@ -1,0 +1,395 @@
+"""Hostile clients and bad configuration: bounded memory, closed admin API, a pool that is validated
+before it changes, scrapeable metrics, one shutdown deadline, and limits on slow peers."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import admin_url, base_url
+from hostile import RawServers, exchange, read_head
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgewasm_balancer import bodies
+from edgewasm_balancer.config import parse_settings
+from edgewasm_balancer.pool import ServiceSpec
+from edgewasm_balancer.sources import registration
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+MIB = 1024 * 1024
+TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+@pytest.fixture
+async def raw():
+    servers = RawServers()
+    yield servers
+    await servers.close()
+
+
+# -- 2. memory and the event loop -------------------------------------------------------------------
+async def test_buffered_request_bytes_have_a_global_cap(backends, balancer, http):
+    slow = await backends("slow", first_byte_delay=0.5)
+    bal = await balancer([{"name": "slow", "url": slow.url}], buffer_total=40 * MIB)
+    peak = 0
+    budget = bal.proxy.budget
+    take = budget.take
+
+    def watched(size: int) -> bool:
+        nonlocal peak
+        granted = take(size)
+        peak = max(peak, budget.used)
+        return granted
+
+    budget.take = watched
+    body = b'{"model": "standin-model", "pad": "' + b"x" * (15 * MIB) + b'"}'
+
+    async def send() -> tuple[int, dict]:
+        async with http.post(base_url(bal) + "/v1/chat/completions", data=body, timeout=TIMEOUT) as r:
+            return r.status, (await r.json()) | {"retry": r.headers.get("Retry-After")}
+
+    results = await asyncio.gather(*(send() for _ in range(10)))
+    statuses = Counter(status for status, _ in results)
+    assert statuses[200] >= 2 and statuses[503] >= 1, statuses
+    assert statuses[200] + statuses[503] == 10
+    refused = next(answer for status, answer in results if status == 503)
+    assert refused["error"]["code"] == "buffer_full" and refused["retry"] == "1"
+    assert peak <= 40 * MIB
+    assert budget.used == 0  # every reservation was given back
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[" * 30_000 + b"]" * 30_000, "nested too deeply"),  # small: the json module's own limit
+        (b'{"model": "m", "x": [1, 2', "not valid JSON"),
+        (b'{"messages": "' + b"x" * 100_000, "unterminated string"),  # large: the scanner
+        (b'{"a": [' + b" " * 100_000 + b"]]}", "data after its end"),  # a bracket too many
+        (b'{"a": [' + b" " * 100_000, "ends before its last bracket"),
+        (b'{"a": 1' + b" " * 100_000 + b"} x", "data after its end"),
+        (b'{"model": "\\ud800\xff"' + b" " * 100_000 + b"}", "not a valid string"),
+    ],
+)
+async def test_unreadable_json_bodies_get_an_openai_400(backends, balancer, http, body, message):
+    a = await backends("a")
+    bal = await balancer([{"name": "a", "url": a.url}])
+    async with http.post(
+        base_url(bal) + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    ) as r:
+        assert r.status == 400
+        error = (await r.json())["error"]
+    assert message in error["message"] and error["type"] == "invalid_request_error"
+    assert a.hits == 0
+
+
+async def test_deep_large_bodies_route_by_a_late_model_without_recursion(backends, balancer, http):
+    a = await backends("a", models=["m-a"])
+    b = await backends("b", models=["m-b"])
+    bal = await balancer(
+        [{"name": "a", "url": a.url, "models": ["m-a"]}, {"name": "b", "url": b.url, "models": ["m-b"]}]
+    )
+    deep = b"[" * 200_000 + b"]" * 200_000
+    body = b'{"messages": ' + deep + b', "model": "m-b"}'
+    for _ in range(2):
+        async with http.post(base_url(bal) + "/v1/chat/completions", data=body, timeout=TIMEOUT) as r:
+            assert r.status == 200 and r.headers["X-Edgewasm-Backend"] == "b"
+
+
+async def test_the_model_scan_yields_to_other_requests():
+    """Scanning a body with many tokens lets the event loop run other work in between."""
+    body = b'{"messages": [' + b'"a",' * 200_000 + b'"z"], "model": "late"}'
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    assert await bodies.requested_model(body, "application/json") == "late"
+    done = True
+    await task
+    assert ticks >= 50  # 200,000 tokens, a yield every 2,048
+
+
+# -- 3. the admin API --------------------------------------------------------------------------------
+async def test_admin_api_is_off_by_default_and_never_on_the_public_port(backends, balancer, http):
+    assert not parse_settings(["--kubernetes"]).admin_api
+    bal = await balancer()
+    reg = {"name": "evil", "weight": 10000, "ip": "10.0.0.9", "port": 80}
+    async with http.post(base_url(bal) + "/api/register", json=reg) as r:
+        assert r.status == 404
+    assert bal.admin_address is None
+    on = await balancer(admin_api=True, admin_token="t")
+    async with http.post(
+        base_url(on) + "/api/register", json=reg, headers={"Authorization": "Bearer t"}
+    ) as r:
+        assert r.status == 404  # the public port has no admin routes even when the API is on
+    assert on.pool.services == {}
+    assert parse_settings(
+        ["--kubernetes", "--admin-token-file", os.devnull + "x"] if False else ["--kubernetes"]
+    ).admin_listen == ("127.0.0.1", 8081)
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "169.254.169.254",
+        "127.0.0.1",
+        "127.8.8.8",
+        "::1",
+        "::ffff:127.0.0.1",
+        "0.0.0.0",
+        "::",
+        "224.0.0.1",
+        "fe80::1",
+        "localhost",
+    ],
+)
+async def test_registrations_to_forbidden_addresses_are_refused(balancer, http, ip):
+    bal = await balancer(admin_api=True, admin_token="t", health_interval=0.05)
+    async with http.post(
+        admin_url(bal) + "/api/register",
+        json={"name": "meta", "weight": 1, "ip": ip, "port": 80},
+        headers={"Authorization": "Bearer t"},
+    ) as r:
+        assert r.status == 400
+        assert "not an allowed backend address" in (await r.json())["error"]
+    await asyncio.sleep(0.15)
+    assert bal.pool.services == {}  # never registered, so never health-checked nor proxied to
+
+
+async def test_an_allow_list_restricts_registrations_to_its_networks(balancer, http):
+    bal = await balancer(
+        admin_api=True, admin_token="t", admin_allow_networks=(ipaddress.ip_network("10.42.0.0/16"),)
+    )
+    auth = {"Authorization": "Bearer t"}
+    for ip, status in (("10.42.3.4", 200), ("10.43.0.1", 400), ("192.168.1.1", 400)):
+        async with http.post(
+            admin_url(bal) + "/api/register",
+            json={"name": f"n{status}", "ip": ip, "port": 8080},
+            headers=auth,
+        ) as r:
+            assert r.status == status, ip
+    assert [s.name for s in bal.pool.services.values()] == ["n200"]
+
+
+def test_weights_are_bounded_everywhere():
+    from edgewasm_balancer.kube import parse_weight  # noqa: PLC0415
+    from edgewasm_balancer.sources import InvalidBackendError, parse_backends  # noqa: PLC0415
+
+    for weight in (0, 10_001, 10**400, True, 1.5):
+        with pytest.raises(InvalidBackendError, match="from 1 to 10000"):
+            parse_backends([{"name": "a", "url": "http://a:1", "weight": weight}], "f")
+        with pytest.raises(InvalidBackendError):
+            registration({"name": "a", "ip": "10.0.0.1", "port": 1, "weight": weight})
+    for raw in ("0", "10001", "1" + "0" * 400):
+        with pytest.raises(ValueError):
+            parse_weight(raw)
+    assert parse_weight("10000") == 10_000
+
+
+# -- 5. the backends file ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.1:99999", "http://10.0.0.1:abc", "http://10.0.0.1:0", "http://:80"]
+)
+def test_a_bad_backend_url_at_start_is_exit_2_naming_the_entry(tmp_path, url):
+    path = tmp_path / "backends.json"
+    path.write_text(json.dumps([{"name": "ok", "url": "http://10.0.0.1:80"}, {"name": "bad", "url": url}]))
+    result = subprocess.run(
+        [sys.executable, "-m", "edgewasm_balancer", "--backends-file", str(path), "--listen", "127.0.0.1:0"],
+        env={**os.environ, "PYTHONPATH": SRC},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"backends.json[1]: url must look like http://HOST:PORT with a port from 1 to 65535, got '{url}'"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_bad_reload_changes_nothing_and_later_edits_still_apply(tmp_path, balancer, backends):
+    a, b = await backends("a"), await backends("b")
+    bal = await balancer([{"name": "a", "url": a.url}, {"name": "b", "url": b.url}])
+    path = bal.settings.backends_file
+    before = {name: list(svc.endpoints) for (_, name), svc in bal.pool.services.items()}
+
+    async def settle() -> None:
+        await asyncio.sleep(0.3)  # several reload intervals (0.05 s)
+
+    for bad in (
+        [{"name": "a", "url": "http://127.0.0.1:1"}, {"name": "b", "url": "http://127.0.0.1:99999"}],
+        [{"name": "z", "url": "http://127.0.0.1:2"}, {"name": "b", "url": "http://127.0.0.1:abc"}],
+        "[" * 50_000,
+        "\udcff",
+    ):
+        text = bad if isinstance(bad, str) else json.dumps(bad)
+        path.write_bytes(text.encode("utf-8", "surrogateescape"))
+        await settle()
+        assert {name: list(svc.endpoints) for (_, name), svc in bal.pool.services.items()} == before
+    path.write_text(json.dumps([{"name": "a", "url": a.url, "weight": 7}]))
+    await settle()
+    assert [(s.name, s.weight) for s in bal.pool.services.values()] == [("a", 7)]  # the loop survived
+
+
+# -- 6. metrics --------------------------------------------------------------------------------------
+def _series(text: str) -> list[tuple[str, tuple]]:
+    return [
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
+async def test_metrics_series_are_unique_across_sources_and_values_finite(backends, balancer, http):
+    a = await backends("a")
+    bal = await balancer(
+        [{"name": "same", "url": a.url}],
+        admin_api=True,
+        admin_token="t",
+        admin_allow_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+    )
+    async with http.post(
+        admin_url(bal) + "/api/register",
+        json={"name": "same", "ip": "127.0.0.1", "port": a.port, "weight": 10000},
+        headers={"Authorization": "Bearer t"},
+    ) as r:
+        assert r.status == 200
+    for _ in range(4):
+        async with http.post(base_url(bal) + "/v1/chat/completions", json={}) as r:
+            assert r.status == 200
+    bal.pool.upsert("static", ServiceSpec("huge", 10**400, ("http://10.0.0.1:1",)))  # past every check
+    async with http.get(base_url(bal) + "/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    series = _series(text)
+    duplicates = [key for key, count in Counter(series).items() if count > 1]
+    assert not duplicates
+    weights = {
+        dict(labels)["source"]: v
+        for name, labels, v in (
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        )
+        if name == "edgewasm_balancer_backend_weight" and dict(labels)["backend"] == "same"
+    }
+    assert weights == {"static": 1.0, "admin": 10000.0}
+    assert 'edgewasm_balancer_backend_weight{backend="huge",source="static"} 10000.0' in text
+
+
+# -- 7. shutdown -------------------------------------------------------------------------------------
+async def test_shutdown_has_one_deadline(backends, balancer, http):
+    gate = asyncio.Event()  # never set: the stream would go on forever
+    a = await backends("a", stream_gate=gate)
+    bal = await balancer([{"name": "a", "url": a.url}], shutdown_delay=0.2, shutdown_timeout=1.0)
+    response = await http.post(base_url(bal) + "/v1/chat/completions", json={"stream": True, "chunks": 3})
+    await response.content.readline()
+    started = time.monotonic()
+    await bal.stop()
+    took = time.monotonic() - started
+    # delay + timeout, plus the final grace aiohttp gets twice to cancel what still runs (0.25 s each)
+    assert 1.2 <= took < 1.2 + 0.6, took
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.content.read()
+
+
+# -- 8. slow peers -----------------------------------------------------------------------------------
+async def test_a_silent_connection_is_closed_after_the_header_timeout(balancer):
+    bal = await balancer(client_header_timeout=0.3)
+    answer = await exchange(bal.address[1], b"", timeout=5)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert bal.metrics.connections_refused.labels("header_timeout")._value.get() == 1
+
+
+async def test_headers_sent_byte_by_byte_are_cut_off(balancer):
+    bal = await balancer(client_header_timeout=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", bal.address[1])
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    answered = asyncio.create_task(reader.read(1))  # the gateway's first byte, whenever it comes
+    sent = 0
+    for byte in head:
+        if answered.done():
+            break  # stop writing once the gateway has answered
+        writer.write(bytes([byte]))
+        sent += 1
+        await asyncio.sleep(0.02)
+    answer = await asyncio.wait_for(answered, 5) + await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408") and sent < len(head)
+
+
+async def test_an_idle_keepalive_connection_is_closed(balancer):
+    bal = await balancer(client_keepalive_timeout=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", bal.address[1])
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, headers = await asyncio.wait_for(read_head(reader), 5)
+    await reader.readexactly(int(headers["content-length"]))
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the gateway, not by us
+    writer.close()
+
+
+async def test_a_stalled_request_body_gets_408(backends, balancer):
+    a = await backends("a")
+    bal = await balancer([{"name": "a", "url": a.url}], client_body_timeout=0.3)
+    answer = await exchange(
+        bal.address[1],
+        b'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"model"',
+        timeout=5,
+    )
+    assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer
+    assert a.hits == 0
+
+
+async def test_the_connection_limit_answers_503(balancer):
+    bal = await balancer(max_connections=3)
+    held = [await asyncio.open_connection("127.0.0.1", bal.address[1]) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    answer = await exchange(bal.address[1], b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 503") and b"too_many_connections" in answer
+    for _, writer in held:
+        writer.close()
+    await asyncio.sleep(0.05)
+    answer = await exchange(bal.address[1], b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200")
+
+
+async def test_a_backend_that_stops_reading_an_upload_is_timed_out(raw, balancer):
+    async def never_reads(reader, writer):
+        await read_head(reader)
+        await asyncio.sleep(30)
+
+    port = await raw.start(never_reads)
+    bal = await balancer(
+        [{"name": "stuck", "url": f"http://127.0.0.1:{port}"}], backend_write_timeout=0.5, buffer_limit=MIB
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", bal.address[1])
+    size = 64 * MIB  # far more than the socket buffers on the way can hold
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    answered = asyncio.create_task(reader.read(1))
+    chunk = b"x" * (256 * 1024)
+    for _ in range(size // len(chunk)):
+        if answered.done():
+            break
+        writer.write(chunk)
+        await asyncio.sleep(0.001)  # let the gateway read; the socket buffers absorb what it does not
+    head = await asyncio.wait_for(answered, 10) + await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 502")
+    assert bal.metrics.errors.labels("stuck", "timeout")._value.get() == 1
