@@ -88,14 +88,20 @@ def redact(obj):
     return shown
 
 
-def execute(module, objects, owned=()):
-    """Connect, apply, report: the whole body of a module once its objects are built."""
+def execute(module, objects, owned=(), prepare=None):
+    """Connect, apply, report: the whole body of a module once its objects are built.
+
+    ``prepare(cluster)``, when given, returns the objects instead: for objects that depend on what the
+    cluster already holds (a generated Secret kept across runs).
+    """
     params = module.params
-    if params["create_namespace"] and params["state"] == "present":
-        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": params["namespace"]}}
-        objects = [namespace, *objects]
     try:
         cluster = k8s_apply.Cluster(k8s_apply.connect(params["kubeconfig"], params["context"]))
+        if prepare is not None:
+            objects = prepare(cluster)
+        if params["create_namespace"] and params["state"] == "present":
+            namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": params["namespace"]}}
+            objects = [namespace, *objects]
         result = run(cluster, objects, with_owned(cluster, objects, owned), params, module.check_mode)
     except k8s_apply.KubernetesError as exc:
         module.fail_json(msg=str(exc), manifests=[redact(o) for o in objects])

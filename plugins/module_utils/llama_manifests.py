@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import re
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -22,6 +23,11 @@ MANAGED_BY = "edgewasm.llamaedge"
 PART_OF = "edgewasm-llamaedge"
 POD_MODELS_DIR = "/models"
 BALANCER_PORT = 8080
+BALANCER_ADMIN_PORT = 8081  # the admin API's own listener: a ClusterIP Service, never the public one
+# The balancer's own defaults (balancer/src/edgewasm_balancer/config.py): its drain takes at most
+# delay + timeout seconds after SIGTERM, and the pod's grace period must exceed that.
+BALANCER_SHUTDOWN_DEFAULTS = {"--shutdown-delay": 0.0, "--shutdown-timeout": 30.0}
+GRACE_MARGIN = 15
 BALANCER_TOKEN_ENV = "EDGEWASM_BALANCER_ADMIN_TOKEN"  # noqa: S105 - a variable name, not a secret
 # The flags of llama-api-server that the structured options map to, in the order they are emitted.
 SERVER_FLAGS = (
@@ -283,6 +289,15 @@ def balancer_errors(spec):
         errors.append("node_port=%r must be in the NodePort range 30000-32767" % spec["node_port"])
     if spec["replicas"] < 1:
         errors.append("replicas=%r must be >= 1" % spec["replicas"])
+    for flag in ("--listen", "--admin-listen", "--kubernetes", "--admin-token-file"):
+        if any(a == flag or a.startswith(flag + "=") for a in spec.get("extra_args") or []):
+            errors.append("extra_args must not set %s: the module sets it (admin API: use admin_api)" % flag)
+    try:
+        shutdown = shutdown_seconds(spec.get("extra_args"))
+    except (TypeError, ValueError):
+        shutdown = -1
+    if not 0 <= shutdown <= 3600:
+        errors.append("extra_args: --shutdown-delay + --shutdown-timeout must be numbers adding up to 0-3600 s")
     return errors
 
 
@@ -320,13 +335,37 @@ def _balancer_rbac(spec):
     return objects
 
 
+def shutdown_seconds(extra_args):
+    """delay + timeout of the balancer's drain, from --shutdown-delay/--shutdown-timeout in extra_args."""
+    values = dict(BALANCER_SHUTDOWN_DEFAULTS)
+    args = list(extra_args or [])
+    for index, arg in enumerate(args):
+        flag, sep, value = arg.partition("=")
+        if flag in values:
+            raw = value if sep else (args[index + 1] if index + 1 < len(args) else "")
+            values[flag] = float(raw)  # ValueError: reported by balancer_errors
+    return values["--shutdown-delay"] + values["--shutdown-timeout"]
+
+
+def grace_period(extra_args):
+    return int(math.ceil(shutdown_seconds(extra_args))) + GRACE_MARGIN
+
+
+def admin_enabled(spec):
+    return bool(spec.get("admin_token_secret"))
+
+
 def _balancer_container(spec):
     args = ["--kubernetes", "--listen", "0.0.0.0:%d" % BALANCER_PORT]
     for ns in spec["watch_namespaces"]:
         args.extend(["--namespace", ns])
+    if admin_enabled(spec):
+        args.extend(["--admin-listen", "0.0.0.0:%d" % BALANCER_ADMIN_PORT])
     args.extend(spec.get("extra_args") or [])
     env = []
-    if spec.get("admin_token_secret"):
+    ports = [{"name": "http", "containerPort": BALANCER_PORT, "protocol": "TCP"}]
+    if admin_enabled(spec):
+        ports.append({"name": "admin", "containerPort": BALANCER_ADMIN_PORT, "protocol": "TCP"})
         env.append(
             {
                 "name": BALANCER_TOKEN_ENV,
@@ -340,7 +379,7 @@ def _balancer_container(spec):
         "image": spec["image"],
         "imagePullPolicy": spec["image_pull_policy"],
         "args": args,
-        "ports": [{"name": "http", "containerPort": BALANCER_PORT, "protocol": "TCP"}],
+        "ports": ports,
         "readinessProbe": _probe("/readyz", "http", 5, 2),
         "livenessProbe": _probe("/healthz", "http", 10, 3, delay=5),
         "securityContext": {
@@ -363,8 +402,9 @@ def _balancer_container(spec):
 
 
 def token_secret(spec):
-    """The Secret holding the admin token when the module is given the token itself."""
-    return {
+    """The Secret holding the admin token the module manages: the token it was given
+    (``admin_token``), or the value already in the cluster (``admin_token_data``, base64)."""
+    secret = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
@@ -373,7 +413,26 @@ def token_secret(spec):
             "labels": labels(spec["name"], "balancer"),
         },
         "type": "Opaque",
-        "stringData": {spec["admin_token_key"]: spec["admin_token"]},
+    }
+    if spec.get("admin_token"):
+        secret["stringData"] = {spec["admin_token_key"]: spec["admin_token"]}
+    else:
+        secret["data"] = {spec["admin_token_key"]: spec["admin_token_data"]}
+    return secret
+
+
+def admin_service(spec):
+    """The admin API's Service: ClusterIP only, whatever type the public Service has."""
+    name = "%s-admin" % spec["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": spec["namespace"], "labels": labels(spec["name"], "balancer")},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(spec["name"], "balancer"),
+            "ports": [{"name": "admin", "port": BALANCER_ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"}],
+        },
     }
 
 
@@ -396,7 +455,7 @@ def balancer_manifests(spec):
                 "spec": {
                     "serviceAccountName": name,
                     "automountServiceAccountToken": True,
-                    "terminationGracePeriodSeconds": 45,
+                    "terminationGracePeriodSeconds": grace_period(spec.get("extra_args")),
                     "containers": [_balancer_container(spec)],
                 },
             },
@@ -413,5 +472,7 @@ def balancer_manifests(spec):
         },
     }
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta)}
-    secret = [token_secret(spec)] if spec.get("admin_token") else []
-    return [account, *_balancer_rbac(spec), *secret, deployment, service]
+    managed = spec.get("admin_token") or spec.get("admin_token_data")
+    secret = [token_secret(spec)] if managed else []
+    admin = [admin_service(spec)] if admin_enabled(spec) else []
+    return [account, *_balancer_rbac(spec), *secret, deployment, service, *admin]

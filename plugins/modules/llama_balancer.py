@@ -64,23 +64,38 @@ options:
     description: Balancer pods.
     type: int
     default: 1
+  admin_api:
+    description:
+      - Serve the balancer's admin API (C(/api/register), C(/api/unregister/NAME), C(/api/services), the seed
+        balancer's registration API). It is off unless this is true or O(admin_token) /
+        O(admin_token_secret) is given, and it always requires a bearer token.
+      - The admin API listens on its own port (8081), exposed by its own Service C(<name>-admin) of type
+        ClusterIP only, never on the public Service (which may be a NodePort).
+      - Without O(admin_token) and O(admin_token_secret), the module generates a random token once and keeps it
+        in the Secret C(<name>-admin) (later runs reuse it); read it from that Secret.
+    type: bool
+    default: false
   admin_token:
     description:
-      - Bearer token for the balancer's admin API. The module stores it in the Secret O(admin_token_secret)
-        (its value never appears in results or diffs). Without it and without an existing Secret, the admin
-        API is open inside the cluster.
+      - Bearer token for the balancer's admin API; implies O(admin_api=true). The module stores it in the
+        Secret O(admin_token_secret) (its value never appears in results or diffs).
     type: str
   admin_token_secret:
     description:
-      - Secret holding the token under O(admin_token_key). Created with O(admin_token); otherwise an existing
-        Secret is referenced. Defaults to C(<name>-admin) when O(admin_token) is set.
+      - Secret holding the token under O(admin_token_key); implies O(admin_api=true). Created with
+        O(admin_token); otherwise an existing Secret, managed by you, is referenced. Defaults to
+        C(<name>-admin).
     type: str
   admin_token_key:
     description: Key of the token in the Secret.
     type: str
     default: token
   extra_args:
-    description: More balancer flags, for example C([--least-busy, --retries, "3"]).
+    description:
+      - More balancer flags, for example C([--least-busy, --retries, "3"]). C(--listen), C(--admin-listen),
+        C(--kubernetes) and C(--admin-token-file) are set by the module and refused here.
+      - The pod's C(terminationGracePeriodSeconds) is C(--shutdown-delay) + C(--shutdown-timeout) (defaults 0
+        and 30) + 15 seconds, so the balancer always finishes its drain before Kubernetes kills it.
     type: list
     elements: str
     default: []
@@ -125,6 +140,9 @@ diff:
   type: dict
 """
 
+import base64
+import secrets
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply, k8s_module, llama_manifests
@@ -143,6 +161,7 @@ def argument_spec():
         node_port=dict(type="int"),
         port=dict(type="int", default=80),
         replicas=dict(type="int", default=1),
+        admin_api=dict(type="bool", default=False),
         admin_token=dict(type="str", no_log=True),
         admin_token_secret=dict(type="str", no_log=False),
         admin_token_key=dict(type="str", default="token", no_log=False),
@@ -156,8 +175,13 @@ def argument_spec():
 def spec_from(params):
     spec = dict(params)
     spec["watch_namespaces"] = list(params["watch_namespaces"]) or [params["namespace"]]
-    if params.get("admin_token") and not params.get("admin_token_secret"):
+    admin = params["admin_api"] or params.get("admin_token") or params.get("admin_token_secret")
+    if admin and not params.get("admin_token_secret"):
         spec["admin_token_secret"] = "%s-admin" % params["name"]
+    # A token of our own making: kept in the Secret across runs (see generated_token).
+    spec["generate_token"] = bool(admin and not params.get("admin_token") and not params.get("admin_token_secret"))
+    if spec["generate_token"]:
+        spec["admin_token_data"] = "pending"  # replaced from the cluster before anything is applied
     return spec
 
 
@@ -172,12 +196,34 @@ def objects_for(params):
     return llama_manifests.balancer_manifests(spec), []
 
 
+def generated_token(params):
+    """For admin_api without a given token: a ``prepare`` hook that keeps the token already in the
+    cluster's Secret, or makes a new random one the first time."""
+    spec = spec_from(params)
+    if not spec["generate_token"] or params["state"] == "absent":
+        return None
+
+    def prepare(cluster):
+        probe = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": spec["admin_token_secret"], "namespace": spec["namespace"]},
+        }
+        live = cluster.get(probe) or {}
+        existing = (live.get("data") or {}).get(spec["admin_token_key"])
+        fresh = base64.b64encode(secrets.token_urlsafe(32).encode("ascii")).decode("ascii")
+        spec["admin_token_data"] = existing or fresh
+        return llama_manifests.balancer_manifests(spec)
+
+    return prepare
+
+
 def owned_selectors(params):
-    """What finds the objects this balancer made earlier: a token Secret it no longer needs, Roles and
-    RoleBindings in namespaces it no longer watches (among those named now)."""
+    """What finds the objects this balancer made earlier: a token Secret and an admin Service it no
+    longer needs, Roles and RoleBindings in namespaces it no longer watches (among those named now)."""
     labels = llama_manifests.selector(params["name"], "balancer")
     selector = ",".join("%s=%s" % kv for kv in sorted(labels.items()))
-    found = [("v1", "Secret", params["namespace"], selector)]
+    found = [("v1", "Secret", params["namespace"], selector), ("v1", "Service", params["namespace"], selector)]
     for ns in sorted(set(spec_from(params)["watch_namespaces"]) | {params["namespace"]}):
         found.append(("rbac.authorization.k8s.io/v1", "RoleBinding", ns, selector))
         found.append(("rbac.authorization.k8s.io/v1", "Role", ns, selector))
@@ -191,7 +237,9 @@ def main():
     objects, errors = objects_for(module.params)
     if errors:
         module.fail_json(msg="llama_balancer %s: %s" % (module.params["name"], "; ".join(errors)))
-    k8s_module.execute(module, objects, owned=owned_selectors(module.params))
+    k8s_module.execute(
+        module, objects, owned=owned_selectors(module.params), prepare=generated_token(module.params)
+    )
 
 
 if __name__ == "__main__":

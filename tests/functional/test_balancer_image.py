@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_image_is_non_root_and_adds_little(image):
 def test_image_serves_and_stops_cleanly(image, tmp_path):
     help_text = podman("run", "--rm", image, "--help").stdout
     assert "--backends-file" in help_text and "EDGEWASM_BALANCER_IDLE_TIMEOUT" in help_text
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     backends = tmp_path / "backends.yaml"
     backends.write_text(
         "- name: llama-low-cost\n  url: http://127.0.0.1:9\n  weight: 3\n  models: [llama-3-1b]\n"
@@ -114,6 +115,10 @@ def test_image_serves_and_stops_cleanly(image, tmp_path):
         f"{backends}:/etc/balancer/backends.yaml:ro,Z",
         "-e",
         f"EDGEWASM_BALANCER_LISTEN=127.0.0.1:{port}",
+        "-e",
+        f"EDGEWASM_BALANCER_ADMIN_LISTEN=127.0.0.1:{admin_port}",
+        "-e",
+        "EDGEWASM_BALANCER_ADMIN_TOKEN=image-test-token",
         image,
         "--backends-file",
         "/etc/balancer/backends.yaml",
@@ -130,7 +135,15 @@ def test_image_serves_and_stops_cleanly(image, tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, podman("logs", name, check=False).stderr
                 time.sleep(0.3)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/services", timeout=5) as answer:
+        # The admin API answers on its own listener, with the token, and never on the public port.
+        with pytest.raises(urllib.error.HTTPError) as public:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/services", timeout=5)
+        assert public.value.code == 404
+        admin = urllib.request.Request(
+            f"http://127.0.0.1:{admin_port}/api/services",
+            headers={"Authorization": "Bearer image-test-token"},
+        )
+        with urllib.request.urlopen(admin, timeout=5) as answer:
             (service,) = json.load(answer)
         assert (service["name"], service["weight"], service["models"]) == (
             "llama-low-cost",

@@ -38,9 +38,8 @@ def all_objects():
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_object_validates_strictly(version):
     objects = all_objects()
-    assert (
-        len(objects) == 3 * 3 + 1 + 4 + 2
-    )  # 2 Deployments + Service per backend; SA, 2x(Role, Binding), Deploy, Svc
+    # 2 Deployments + Service per backend; SA, 2x(Role, Binding), Deploy, Svc, admin Svc
+    assert len(objects) == 3 * 3 + 1 + 4 + 2 + 1
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
 
@@ -171,7 +170,9 @@ def test_balancer_rbac_is_least_privilege_per_watched_namespace():
 
 
 def test_balancer_deployment_and_service():
-    objects = {o["kind"]: o for o in m.balancer_manifests(BALANCER)}
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in m.balancer_manifests(BALANCER)}
+    objects["Deployment"] = objects[("Deployment", "llama-balancer")]
+    objects["Service"] = objects[("Service", "llama-balancer")]
     container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == [
         "--kubernetes",
@@ -181,8 +182,15 @@ def test_balancer_deployment_and_service():
         "llm",
         "--namespace",
         "batch",
+        "--admin-listen",
+        "0.0.0.0:8081",
         "--least-busy",
     ]
+    # The admin API (a token Secret is named) has its own port and a ClusterIP Service of its own;
+    # the public Service (a NodePort here) never carries it.
+    assert [p["name"] for p in container["ports"]] == ["http", "admin"]
+    admin = objects[("Service", "llama-balancer-admin")]["spec"]
+    assert admin["type"] == "ClusterIP" and admin["ports"][0]["port"] == 8081
     assert container["env"] == [
         {
             "name": "EDGEWASM_BALANCER_ADMIN_TOKEN",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import kubernetes_validate
@@ -35,6 +36,7 @@ def test_create_idempotent_and_token_never_shown(run_module, cluster, capsys):
         ("Secret", "llm"),
         ("Deployment", "llm"),
         ("Service", "llm"),
+        ("Service", "llm"),  # the admin API's own ClusterIP Service
     ]
     assert TOKEN not in json.dumps(first)
     secret = cluster.objects[("Secret", "llm", "llama-balancer-admin")]
@@ -90,4 +92,71 @@ def test_bad_input_fails_before_any_api_call(run_module, cluster):
         "image is required" in result["msg"]
         and "node_port is only used with service_type=NodePort" in result["msg"]
     )
+    assert cluster.calls == []
+
+
+def _deployment_container(cluster, name="llama-balancer"):
+    return cluster.objects[("Deployment", "llm", name)]["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_admin_api_is_off_by_default(run_module, cluster):
+    result = run_module(module.main, args(admin_token=None, service_type="NodePort", node_port=30080))
+    assert [o["kind"] for o in result["objects"]].count("Secret") == 0
+    container = _deployment_container(cluster)
+    assert "env" not in container and "--admin-listen" not in container["args"]
+    assert [p["name"] for p in container["ports"]] == ["http"]
+    assert ("Service", "llm", "llama-balancer-admin") not in cluster.objects
+
+
+def test_admin_api_with_a_generated_token_kept_across_runs(run_module, cluster):
+    wanted = args(admin_token=None, admin_api=True, service_type="NodePort", node_port=30080)
+    first = run_module(module.main, dict(wanted, _ansible_diff=True))
+    secret = cluster.objects[("Secret", "llm", "llama-balancer-admin")]
+    token = secret["data"]["token"]
+    assert len(base64.b64decode(token)) >= 32
+    assert token not in json.dumps(first)
+    second = run_module(module.main, dict(wanted, _ansible_diff=True))
+    assert second["changed"] is False
+    assert cluster.objects[("Secret", "llm", "llama-balancer-admin")]["data"]["token"] == token
+    container = _deployment_container(cluster)
+    assert container["args"][container["args"].index("--admin-listen") + 1] == "0.0.0.0:8081"
+    assert {"name": "admin", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    public = cluster.objects[("Service", "llm", "llama-balancer")]["spec"]
+    admin = cluster.objects[("Service", "llm", "llama-balancer-admin")]["spec"]
+    assert public["type"] == "NodePort" and [p["name"] for p in public["ports"]] == ["http"]
+    assert admin["type"] == "ClusterIP" and [p["port"] for p in admin["ports"]] == [8081]
+    # Turning it off removes the Secret and the admin Service (found by their labels).
+    off = run_module(module.main, args(admin_token=None, service_type="NodePort", node_port=30080))
+    assert off["changed"] is True
+    assert ("Secret", "llm", "llama-balancer-admin") not in cluster.objects
+    assert ("Service", "llm", "llama-balancer-admin") not in cluster.objects
+
+
+def test_a_generated_token_in_check_mode_creates_nothing(run_module, cluster):
+    result = run_module(module.main, args(admin_token=None, admin_api=True), check_mode=True)
+    assert result["changed"] is True and cluster.objects == {}
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "grace"),
+    [([], 45), (["--shutdown-delay", "5", "--shutdown-timeout=60"], 80), (["--shutdown-timeout", "0.5"], 16)],
+)
+def test_grace_period_exceeds_the_balancers_drain(run_module, cluster, extra_args, grace):
+    run_module(module.main, args(extra_args=extra_args))
+    spec = cluster.objects[("Deployment", "llm", "llama-balancer")]["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] == grace
+
+
+@pytest.mark.parametrize(
+    ("extra_args", "message"),
+    [
+        (["--listen", "0.0.0.0:1"], "must not set --listen"),
+        (["--admin-listen=0.0.0.0:9"], "must not set --admin-listen"),
+        (["--shutdown-timeout", "soon"], "--shutdown-delay + --shutdown-timeout"),
+        (["--shutdown-timeout", "7200"], "--shutdown-delay + --shutdown-timeout"),
+    ],
+)
+def test_extra_args_the_module_owns_are_refused(run_module, cluster, extra_args, message):
+    result = run_module(module.main, args(extra_args=extra_args))
+    assert result["failed"] is True and message in result["msg"]
     assert cluster.calls == []
