@@ -8,6 +8,10 @@ what is measured), weighted 5/1/1 in both proxies. Both proxies get one worker/p
 the load. Measured per target: requests/s at --connections connections, p50/p99 latency at one
 connection (the added latency is the difference to direct access), requests/s with 64 KB request
 bodies, and time to first byte of SSE streams from an aiohttp stand-in streaming backend.
+Then, hostile load: 10 concurrent 15 MiB JSON bodies (a long prompt, and the worst case for model
+routing: a messages array of millions of tokens before `model`) sent to each proxy while one
+unrelated SSE stream runs through it: the proxy's peak RSS (sampled every 20 ms) and the longest
+gap that stream saw between chunks (an event loop blocked by parsing shows up there).
 Prints a table and the balancer/nginx ratios. Needs nginx and wrk (make bench installs them).
 """
 
@@ -88,6 +92,7 @@ http {{
     }}
     server {{
       listen 127.0.0.1:{sse_proxy_port};
+      client_max_body_size 0;
       location / {{ proxy_pass http://sse; proxy_http_version 1.1; proxy_set_header Connection "";
                    proxy_buffering off; }}
     }}
@@ -141,6 +146,95 @@ async def ttfb(url: str, n: int) -> float:
                 times.append((time.perf_counter() - start) * 1000)
                 await r.read()
     return statistics.median(times)
+
+
+LARGE = 15 * 1024 * 1024
+LARGE_BODIES = {
+    # A long prompt: one huge string, the model after it.
+    "long prompt": b'{"messages": [{"role": "user", "content": "' + b"x" * LARGE + b'"}], "model": "bench"}',
+    # Millions of tiny tokens before the model: the most work for the model scan.
+    "many tokens": b'{"messages": [' + b'"a",' * (LARGE // 4) + b'"z"], "model": "bench"}',
+}
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def worker_pid(master: int) -> int:
+    """nginx's single worker, the process that proxies."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return int(children[0])
+
+
+async def large_bodies(url: str, pid: int, body: bytes) -> dict[str, float]:
+    """10 concurrent large POSTs beside one SSE stream: peak RSS, statuses, longest stream gap."""
+    base = rss_mib(pid)
+    peak = base
+    done = False
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done:
+            peak = max(peak, rss_mib(pid))
+            await asyncio.sleep(0.02)
+
+    gaps: list[float] = []
+    statuses: list[int] = []
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def stream() -> None:
+            payload = {"stream": True, "chunks": 300, "interval": 0.01}
+            async with session.post(url + "/v1/chat/completions", json=payload) as r:
+                last = time.perf_counter()
+                async for _line in r.content:
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+
+        async def upload() -> None:
+            async with session.post(
+                url + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+            ) as r:
+                await r.read()
+                statuses.append(r.status)
+
+        sampler = asyncio.create_task(sample())
+        streaming = asyncio.create_task(stream())
+        await asyncio.sleep(0.3)
+        await asyncio.gather(*(upload() for _ in range(10)))
+        await streaming
+        done = True
+        await sampler
+    return {
+        "rss_base": base,
+        "rss_peak": peak,
+        "ok": statuses.count(200),
+        "busy": statuses.count(503),
+        "gap_ms": max(gaps[2:]) * 1000,
+    }
+
+
+def report_large(large: dict[str, dict[str, dict[str, float]]]) -> None:
+    print("\nhostile load: 10 concurrent 15 MiB JSON POSTs beside one SSE stream (10 ms between chunks)")
+    print(
+        f"  {'body':12} {'proxy':9} {'RSS before':>10} {'peak':>8} {'200':>4} {'503':>4} {'longest SSE gap':>16}"
+    )
+    for shape, by_proxy in large.items():
+        for name, r in by_proxy.items():
+            print(
+                f"  {shape:12} {name:9} {r['rss_base']:7.0f} MiB {r['rss_peak']:5.0f} MiB"
+                f" {r['ok']:4.0f} {r['busy']:4.0f} {r['gap_ms']:13.1f} ms"
+            )
+    print("ratios balancer/nginx (lower is better):")
+    for shape, by_proxy in large.items():
+        b, n = by_proxy["balancer"], by_proxy["nginx"]
+        print(
+            f"  {shape:12} peak RSS {b['rss_peak'] / n['rss_peak']:.2f}"
+            f"   longest SSE gap {b['gap_ms'] / n['gap_ms']:.2f}"
+        )
 
 
 SSE_BACKEND = """
@@ -214,7 +308,9 @@ def main() -> int:
         try:
             wait_port(sse_port)
             with (
-                process([nginx, "-c", str(conf), "-p", str(work), "-g", "daemon off;"], nginx_port),
+                process(
+                    [nginx, "-c", str(conf), "-p", str(work), "-g", "daemon off;"], nginx_port
+                ) as nginx_proc,
                 process(
                     [
                         *balancer,
@@ -230,7 +326,7 @@ def main() -> int:
                     [*balancer, "--listen", f"127.0.0.1:{sse_balancer}", "--backends-file", str(sse_file)],
                     sse_balancer,
                     env=env,
-                ),
+                ) as sse_balancer_proc,
             ):
                 wait_port(sse_nginx)
                 targets = {
@@ -271,11 +367,20 @@ def main() -> int:
                 }
                 for name, base in sse_targets.items():
                     results[name]["ttfb_ms"] = asyncio.run(ttfb(base, args.streams))
+                pids = {"nginx": worker_pid(nginx_proc.pid), "balancer": sse_balancer_proc.pid}
+                large = {
+                    shape: {
+                        name: asyncio.run(large_bodies(sse_targets[name], pids[name], body))
+                        for name in ("nginx", "balancer")
+                    }
+                    for shape, body in LARGE_BODIES.items()
+                }
         finally:
             sse.terminate()
             sse.wait()
     report(results, args)
     print(f"  requests/s small, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    report_large(large)
     return 0
 
 

@@ -50,7 +50,23 @@ def read_lock(path):
             data = json.load(handle)
     except ValueError as exc:
         raise DownloadError("lock file %s is not valid JSON (%s): fix or delete it" % (path, exc)) from exc
-    return dict(data.get("artifacts") or {})
+    except (OSError, RecursionError) as exc:
+        raise DownloadError(
+            "lock file %s cannot be read: %s" % (path, getattr(exc, "strerror", exc))
+        ) from exc
+    artifacts = data.get("artifacts") if isinstance(data, dict) else None
+    if not isinstance(artifacts, dict):
+        raise DownloadError(
+            'lock file %s must be a JSON object with an "artifacts" object of name -> sha256, not a %s: '
+            "fix or delete it" % (path, type(artifacts if isinstance(data, dict) else data).__name__)
+        )
+    for key, value in artifacts.items():
+        if not isinstance(value, str) or not SHA256.match(value):
+            raise DownloadError(
+                "lock file %s: the checksum of %r must be 64 lowercase hex digits, got %r: fix or delete it"
+                % (path, key, value)
+            )
+    return dict(artifacts)
 
 
 def record(path, key, sha256):
@@ -72,33 +88,102 @@ def record(path, key, sha256):
     os.replace(tmp, path)
 
 
+def _status(response):
+    return getattr(response, "status", None) or getattr(response, "code", 200)
+
+
+def _content_range_start(response):
+    match = re.match(r"^bytes (\d+)-\d+/(\d+|\*)$", response.headers.get("Content-Range") or "")
+    return int(match.group(1)) if match else None
+
+
+def _declared_length(response):
+    """The body length the server committed to: Content-Length, or None."""
+    value = (response.headers.get("Content-Length") or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _chunked(response):
+    return "chunked" in (response.headers.get("Transfer-Encoding") or "").lower()
+
+
+def _open(url, offset, opener):
+    """The response for ``url`` from byte ``offset``; (None, None) when the server says the partial file is
+    already complete or larger than the file (416)."""
+    headers = {"Range": "bytes=%d-" % offset} if offset else {}
+    try:
+        return opener(url, headers), offset
+    except Exception as exc:  # the opener's HTTP errors carry .code  # pylint: disable=broad-except
+        code = getattr(exc, "code", None)
+        if code == 416 and offset:
+            return None, None
+        if code is not None:
+            raise DownloadError(
+                "HTTP %s %s for %s: nothing was downloaded. Check the URL (and the version in it)."
+                % (code, getattr(exc, "reason", "") or "", url)
+            ) from exc
+        raise DownloadError("cannot download %s: %s. Run again to retry." % (url, exc)) from exc
+
+
+def _copy(response, handle, url, part):
+    received = 0
+    try:
+        for block in iter(lambda: response.read(CHUNK), b""):
+            handle.write(block)
+            received += len(block)
+    except Exception as exc:  # IncompleteRead, resets, timeouts  # pylint: disable=broad-except
+        raise InterruptedDownload(
+            "download of %s stopped after %d bytes (%s); %s keeps what arrived. Run again to resume."
+            % (url, received, exc, part)
+        ) from exc
+    return received
+
+
+def _verify_complete_part(part, dest, sha256, url, opener):
+    """A 416 for our Range: the partial file is as long as the file, or longer. Install it if its checksum
+    is the expected one; otherwise it is stale or oversized: remove it and download again."""
+    if sha256 is not None and sha256_of(part) == sha256:
+        os.replace(part, dest)
+        return {
+            "resumed_from": os.path.getsize(dest),
+            "bytes_received": 0,
+            "size": os.path.getsize(dest),
+            "sha256": sha256,
+        }
+    os.unlink(part)
+    return fetch(url, dest, sha256, opener, resume=False)
+
+
 def fetch(url, dest, sha256, opener, resume=True):
     """Make ``dest`` the verified content of ``url``; returns a dict describing what happened.
 
     ``opener(url, headers)`` returns a file-like response with ``.status`` (or ``.code``) and
-    ``.headers``; the module passes Ansible's open_url so proxies and CA settings apply. With
-    ``sha256=None`` (trust on first use, the caller records the result) nothing is compared.
+    ``.headers``, and raises an exception with ``.code`` for HTTP errors; the module passes Ansible's
+    open_url so proxies and CA settings apply. With ``sha256=None`` (trust on first use, the caller
+    records the result) the body must have a declared length (or a complete chunked encoding) that was
+    met exactly: a body whose end cannot be confirmed is never installed nor recorded.
     """
     if sha256 is not None and not SHA256.match(sha256):
         raise DownloadError("sha256=%r must be 64 lowercase hex digits" % sha256)
     part = dest + ".part"
     offset = os.path.getsize(part) if resume and os.path.isfile(part) else 0
-    headers = {"Range": "bytes=%d-" % offset} if offset else {}
-    response = opener(url, headers)
-    status = getattr(response, "status", None) or getattr(response, "code", 200)
-    if offset and status != 206:
-        offset = 0  # the server sent the whole file: start over
-    mode = "ab" if offset else "wb"
-    expected = response.headers.get("Content-Length")
-    received = 0
-    with open(part, mode) as handle:
-        for block in iter(lambda: response.read(CHUNK), b""):
-            handle.write(block)
-            received += len(block)
-    if expected is not None and expected.isdigit() and received < int(expected):
+    response, offset = _open(url, offset, opener)
+    if response is None:
+        return _verify_complete_part(part, dest, sha256, url, opener)
+    if offset and (_status(response) != 206 or _content_range_start(response) != offset):
+        offset = 0  # the server sent the whole file (or another range): start over
+    expected = _declared_length(response)
+    if sha256 is None and expected is None and not _chunked(response):
+        raise DownloadError(
+            "%s came without a Content-Length (and not chunked): its end cannot be confirmed, so no checksum "
+            "is recorded from it. Give sha256 for this artifact, or serve it with a length." % url
+        )
+    with open(part, "ab" if offset else "wb") as handle:
+        received = _copy(response, handle, url, part)
+    if expected is not None and received != expected:
         raise InterruptedDownload(
             "download of %s stopped after %d of %d bytes; %s keeps what arrived. Run again to resume."
-            % (url, received, int(expected), part)
+            % (url, received, expected, part)
         )
     actual = sha256_of(part)
     if sha256 is not None and actual != sha256:

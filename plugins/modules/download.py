@@ -154,9 +154,12 @@ def main():
             download.record(params["lock_file"], key, result["sha256"])
     except download.DownloadError as exc:
         module.fail_json(msg=str(exc), dest=dest)
-    except Exception as exc:  # pylint: disable=broad-except  # network errors of every kind
+    except Exception as exc:  # pylint: disable=broad-except  # anything else: a message, never a traceback
+        part = dest + ".part"
+        again = "resume" if os.path.isfile(part) and os.path.getsize(part) else "retry"
         module.fail_json(
-            msg="download of %s to %s failed: %s. Run again to resume." % (params["url"], dest, exc)
+            msg="download of %s to %s failed: %s. Run again to %s." % (params["url"], dest, exc, again),
+            dest=dest,
         )
     module.exit_json(changed=True, dest=dest, recorded=sha256 is None, **result)
 

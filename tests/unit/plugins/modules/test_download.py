@@ -20,15 +20,41 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 class Handler(http.server.BaseHTTPRequestHandler):
     cut_after: int | None = None  # send only this many bytes, then drop the connection
     honour_range = True
+    send_length = True  # False: a body delimited only by the end of the connection
+    chunked = False  # True: chunked encoding (cut_after then stops before the last chunk)
+    status: int | None = None  # answer every request with this error status
     ranges: typing.ClassVar[list[str | None]] = []
 
     def do_GET(self):
         header = self.headers.get("Range")
         type(self).ranges.append(header)
+        if self.status:
+            self.send_error(self.status)
+            return
         start = int(header.split("=")[1].rstrip("-")) if header and self.honour_range else 0
+        if start >= len(PAYLOAD):  # what real servers answer for a Range past the end
+            self.send_response(416)
+            self.send_header("Content-Range", "bytes */%d" % len(PAYLOAD))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = PAYLOAD[start:]
         self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body)))
+        if start:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(PAYLOAD) - 1, len(PAYLOAD)))
+        if self.chunked:
+            self.protocol_version = "HTTP/1.1"
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            data = body[: self.cut_after] if self.cut_after is not None else body
+            self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data))
+            if self.cut_after is None:
+                self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        if self.send_length:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.cut_after is not None:
             self.wfile.write(body[: self.cut_after])
@@ -44,6 +70,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     Handler.cut_after, Handler.honour_range, Handler.ranges = None, True, []
+    Handler.send_length, Handler.chunked, Handler.status = True, False, None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -130,3 +157,68 @@ def test_lock_file_records_on_first_download_then_enforces(run_module, server, t
 def test_sha256_or_lock_file_is_required(run_module, server, tmp_path):
     result = run_module(module.main, {"url": server, "dest": str(tmp_path / "x")})
     assert result["failed"] is True and "one of the following is required: sha256, lock_file" in result["msg"]
+
+
+@pytest.mark.parametrize("extra", [b"", b"trailing junk"])
+def test_a_complete_or_oversized_part_is_verified_or_replaced(run_module, server, tmp_path, extra):
+    """A .part as long as the file (or longer) makes the server answer 416 to our Range: verify it or
+    start over, never fail forever."""
+    dest = tmp_path / "model.gguf"
+    (tmp_path / "model.gguf.part").write_bytes(PAYLOAD + extra)
+    first = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA})
+    assert first["changed"] is True and dest.read_bytes() == PAYLOAD
+    assert not (tmp_path / "model.gguf.part").exists()
+    assert Handler.ranges[0] == "bytes=%d-" % len(PAYLOAD + extra)
+    assert len(Handler.ranges) == (1 if not extra else 2)  # verified as is, or downloaded again
+
+
+def test_trust_on_first_use_with_a_complete_part_downloads_again(run_module, server, tmp_path):
+    dest, lock = tmp_path / "model.gguf", tmp_path / "lock.json"
+    (tmp_path / "model.gguf.part").write_bytes(b"x" * len(PAYLOAD))  # same length, wrong bytes
+    result = run_module(module.main, {"url": server, "dest": str(dest), "lock_file": str(lock)})
+    assert result["changed"] is True and dest.read_bytes() == PAYLOAD
+    assert json.loads(lock.read_text())["artifacts"] == {"127.0.0.1:%s/model.gguf" % server.split(":")[2].split("/")[0]: SHA}
+
+
+def test_trust_on_first_use_never_records_a_body_of_unknown_length(run_module, server, tmp_path):
+    dest, lock = tmp_path / "model.gguf", tmp_path / "lock.json"
+    Handler.send_length, Handler.cut_after = False, 1000  # no length, and the server stops early
+    result = run_module(module.main, {"url": server, "dest": str(dest), "lock_file": str(lock)})
+    assert result["failed"] is True and "without a Content-Length" in result["msg"]
+    assert not dest.exists() and not lock.exists()
+
+
+def test_trust_on_first_use_refuses_a_chunked_body_cut_short(run_module, server, tmp_path):
+    dest, lock = tmp_path / "model.gguf", tmp_path / "lock.json"
+    Handler.chunked, Handler.cut_after = True, 1000  # the last chunk never comes
+    result = run_module(module.main, {"url": server, "dest": str(dest), "lock_file": str(lock)})
+    assert result["failed"] is True and "Run again to resume" in result["msg"]
+    assert not dest.exists() and not lock.exists()
+    Handler.cut_after = None  # a complete chunked body is fine
+    result = run_module(module.main, {"url": server, "dest": str(dest), "lock_file": str(lock), "resume": False})
+    assert result["changed"] is True and dest.read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", 'must be a JSON object with an "artifacts" object'),
+        ('{"artifacts": []}', 'must be a JSON object with an "artifacts" object'),
+        ('{"artifacts": {"a/b": "nothex"}}', "must be 64 lowercase hex digits"),
+        ("[" * 100000, "lock file"),
+    ],
+)
+def test_a_malformed_lock_file_is_named_with_what_is_wrong(run_module, server, tmp_path, content, message):
+    lock = tmp_path / "lock.json"
+    lock.write_text(content)
+    result = run_module(module.main, {"url": server, "dest": str(tmp_path / "m"), "lock_file": str(lock)})
+    assert result["failed"] is True
+    assert str(lock) in result["msg"] and message in result["msg"]
+    assert "Traceback" not in json.dumps(result)
+
+
+def test_an_http_error_says_what_it_is_and_not_to_resume(run_module, server, tmp_path):
+    Handler.status = 404
+    result = run_module(module.main, {"url": server, "dest": str(tmp_path / "m"), "sha256": SHA})
+    assert result["failed"] is True
+    assert "HTTP 404" in result["msg"] and "resume" not in result["msg"]
