@@ -16,9 +16,12 @@ description:
   - Reads the header of each GGUF file (magic, version, tensor count, metadata) with a small parser of its
     own (no numpy or C(gguf) package needed on the node) and reports the architecture, model name,
     context length and quantization.
-  - Fails, naming the file, when a file is missing, is not a GGUF file, is truncated or has a GGUF version
-    other than 2 or 3 - so a wrong download or an HTML error page saved as a model is caught before
-    llama-api-server fails to load it.
+  - Fails, naming the file and the field, when a file is missing, is not a GGUF file, is truncated or has a
+    GGUF version other than 2 or 3 - so a wrong download or an HTML error page saved as a model is caught
+    before llama-api-server fails to load it.
+  - Every count and length in the file is checked against the bytes left before anything is read, nested
+    arrays are read without recursion, and the tensor descriptions are read too - a file that describes no
+    tensors, or whose tensor data is not all there (a header alone), is not a model and fails.
   - Never changes the node.
 extends_documentation_fragment:
   - edgewasm.llamaedge.attributes.READ_ONLY
@@ -51,6 +54,7 @@ models:
       size: 911503040
       version: 3
       tensor_count: 147
+      tensor_data_bytes: 911466496
       architecture: llama
       name: Llama 3.2 1B Instruct
       context_length: 131072

@@ -97,11 +97,29 @@ def test_bad_entries_fail_before_anything_is_placed(run_site, setup, change, mes
     assert not (nodes / "node2").exists()
 
 
-def test_a_file_that_is_not_gguf_is_rejected_on_the_node(run_site, setup, tmp_path):
+def header_only(path):
+    """A GGUF header that describes a tensor whose data never follows: no model weights."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("w", np.zeros((64, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda path: path.write_text("<html>rate limited</html>"), "page.gguf is not a GGUF file"),
+        (header_only, "page.gguf: truncated GGUF file: the data of tensor w ends at byte"),
+    ],
+)
+def test_a_file_that_is_not_a_model_is_rejected_on_the_node(run_site, setup, tmp_path, make, message):
     extra = setup[1]
     fake = tmp_path / "upstream" / "page.gguf"
-    fake.write_text("<html>rate limited</html>")
+    make(fake)
     extra = dict(extra, models_list=[{"file": "page.gguf", "src": str(fake)}])
     result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
     assert result.rc != 0
-    assert "page.gguf is not a GGUF file" in result.output, result.output
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import gguf
 import numpy as np
 import pytest
@@ -70,7 +72,7 @@ def test_bad_files_fail_naming_each(run_module, model, tmp_path):
     result = run_module(module.main, {"paths": [str(model), str(html), str(truncated), str(missing)]})
     assert result["failed"] is True
     assert f"{html} is not a GGUF file" in result["msg"]
-    assert f"{truncated}: truncated GGUF header" in result["msg"]
+    assert f"{truncated}: truncated or corrupt GGUF file" in result["msg"]
     assert f"{missing} does not exist" in result["msg"]
     assert [m["path"] for m in result["models"]] == [str(model)]
 
@@ -80,3 +82,95 @@ def test_unsupported_version(tmp_path):
     old.write_bytes(b"GGUF" + (1).to_bytes(4, "little") + bytes(16))
     with pytest.raises(gguf_header.NotGGUF, match="GGUF version 1 is not supported"):
         gguf_header.read_header(str(old))
+
+
+# -- malformed files, built byte by byte -----------------------------------------------------------
+def _string(text: bytes) -> bytes:
+    return struct.pack("<Q", len(text)) + text
+
+
+def _kv(key: bytes, kind: int, payload: bytes) -> bytes:
+    return _string(key) + struct.pack("<I", kind) + payload
+
+
+def gguf_bytes(kvs: list[bytes], tensor_data: bool = True, tensors: int = 1, declared: int | None = None) -> bytes:
+    """GGUF v3 with the given raw key/values and `tensors` 2x2 F32 tensors (their data present or not);
+    the header may declare another tensor count."""
+    count = tensors if declared is None else declared
+    head = b"GGUF" + struct.pack("<IQQ", 3, count, len(kvs)) + b"".join(kvs)
+    infos = b"".join(
+        _string(b"w%d" % i) + struct.pack("<I", 2) + struct.pack("<QQ", 2, 2) + struct.pack("<IQ", 0, 32 * i)
+        for i in range(tensors)
+    )
+    body = head + infos
+    body += bytes(-len(body) % 32)
+    return body + (bytes(32 * tensors) if tensor_data else b"")
+
+
+ARCH = _kv(b"general.architecture", 8, _string(b"llama"))
+
+
+def nested(depth: int) -> bytes:
+    """An array of an array of ... of an empty uint8 array."""
+    return _kv(b"deep", 9, struct.pack("<IQ", 9, 1) * (depth - 1) + struct.pack("<IQ", 0, 0))
+
+
+def test_a_well_formed_handmade_file_parses(tmp_path):
+    path = tmp_path / "ok.gguf"
+    path.write_bytes(gguf_bytes([ARCH]))
+    header = gguf_header.read_header(str(path))
+    assert header["tensor_count"] == 1 and header["tensor_data_bytes"] == 32
+
+
+@pytest.mark.parametrize(
+    ("kvs", "options", "message"),
+    [
+        ([_kv(b"huge", 9, struct.pack("<IQ", 0, 2**63))], {}, "the 9223372036854775808 items of the array huge"),
+        ([_kv(b"huge", 9, struct.pack("<IQ", 8, 2**64 - 1))], {}, "items of the array huge"),
+        ([_kv(b"name", 8, struct.pack("<Q", 2**63))], {}, "the value of name needs 9223372036854775808 bytes"),
+        ([_kv(b"odd", 13, b"")], {}, "unknown GGUF value type 13 for odd"),
+        ([ARCH], {"declared": 2**40}, "the 1099511627776 tensor descriptions"),
+        ([ARCH], {"tensor_data": False}, "the data of tensor w0 ends at byte"),
+        ([ARCH], {"tensors": 0}, "describes no tensors"),
+        ([_kv(b"general.alignment", 4, struct.pack("<I", 3))], {}, "general.alignment must be a power of two"),
+    ],
+)
+def test_malformed_files_fail_naming_the_file_and_the_field(tmp_path, kvs, options, message):
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(gguf_bytes(kvs, **options))
+    with pytest.raises(gguf_header.NotGGUF) as failure:
+        gguf_header.read_header(str(path))
+    assert str(failure.value).startswith(str(path)) and message in str(failure.value)
+
+
+def test_deeply_nested_arrays_parse_without_recursion(tmp_path):
+    path = tmp_path / "deep.gguf"
+    path.write_bytes(gguf_bytes([ARCH, nested(5000)]))
+    header = gguf_header.read_header(str(path))
+    value = header["metadata"]["deep"]
+    for _level in range(4999):
+        (value,) = value
+    assert value == []
+
+
+def test_metadata_of_the_wrong_type_is_reported_as_absent(run_module, tmp_path):
+    path = tmp_path / "odd.gguf"
+    file_type_array = _kv(b"general.file_type", 9, struct.pack("<IQ", 4, 2) + struct.pack("<II", 1, 2))
+    name_number = _kv(b"general.name", 4, struct.pack("<I", 7))
+    path.write_bytes(gguf_bytes([ARCH, file_type_array, name_number]))
+    result = run_module(module.main, {"paths": [str(path)]})
+    (info,) = result["models"]
+    assert (info["file_type"], info["name"], info["architecture"]) == (None, None, "llama")
+
+
+def test_an_unreadable_path_is_named(tmp_path):
+    with pytest.raises(gguf_header.NotGGUF, match=str(tmp_path) + ": cannot read it"):
+        gguf_header.read_header(str(tmp_path))  # a directory
+
+
+def test_tensor_type_sizes_agree_with_llama_cpp():
+    reference = {int(kind): sizes for kind, sizes in gguf.GGML_QUANT_SIZES.items()}
+    assert {k: v for k, v in gguf_header.TENSOR_TYPES.items() if k in reference} == {
+        k: v for k, v in reference.items() if k in gguf_header.TENSOR_TYPES
+    }
+    assert set(reference) <= set(gguf_header.TENSOR_TYPES)
