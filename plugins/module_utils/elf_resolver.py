@@ -283,7 +283,7 @@ class FileSystem:
 
     def read_text(self, path):
         try:
-            with open(self.resolved_host(path)) as handle:
+            with open_regular(self.resolved_host(path), "r") as handle:
                 return handle.read()
         except (IOError, OSError, UnicodeDecodeError):
             return None
@@ -293,6 +293,28 @@ class FileSystem:
         if not self.chrooted:
             return matches
         return ["/" + os.path.relpath(m, self.root) for m in matches]
+
+
+def open_regular(path, mode="rb"):
+    """Open ``path`` only if it is a regular file (after symlinks), without ever blocking: a FIFO or a
+    device named like a library would otherwise hang the open or the read. Raises OSError, or
+    NotRegularFileError for anything but a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(path)
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class NotRegularFileError(OSError):
+    """A path that exists but is a FIFO, socket, device or directory."""
+
+    def __init__(self, path):
+        super().__init__("%s is not a regular file" % path)
+        self.strerror = "not a regular file"
 
 
 class Resolver:
@@ -330,9 +352,9 @@ class Resolver:
         if host in self._headers:
             return self._headers[host]
         try:
-            with open(host, "rb") as handle:
+            with open_regular(host) as handle:
                 header = read_header(handle.read(20))
-        except (IOError, OSError):
+        except (IOError, OSError):  # missing, unreadable, or not a regular file (a FIFO would block)
             header = None
         self._headers[host] = header
         return header
@@ -354,8 +376,10 @@ class Resolver:
         if not stat.S_ISREG(st.st_mode):
             raise ResolverError("%s is not a regular file" % path)
         try:
-            with open(real_host, "rb") as handle:
+            with open_regular(real_host) as handle:
                 obj = self._parse(handle, path, real)
+        except NotRegularFileError as exc:
+            raise ResolverError("%s is not a regular file" % path) from exc
         except (IOError, OSError) as exc:
             raise ResolverError("%s cannot be read: %s" % (path, exc.strerror)) from exc
         self._objects[real] = obj
@@ -369,8 +393,10 @@ class Resolver:
         obj = ElfObject(path, real, header)
         try:
             self._read_dynamic(ELFFile(handle), handle, obj)
-        except (ELFError, struct.error, ValueError) as exc:
-            raise ResolverError("%s is a damaged ELF file: %s" % (path, exc)) from exc
+        except ResolverError:
+            raise
+        except Exception as exc:  # pylint: disable=broad-except  # pyelftools raises many kinds on bad input
+            raise ResolverError("%s is a damaged ELF file: %s" % (path, exc or type(exc).__name__)) from exc
         return obj
 
     @staticmethod
@@ -393,30 +419,43 @@ class Resolver:
             struct_parse(elf.structs.Elf_Phdr, handle, header["e_phoff"] + i * header["e_phentsize"])
             for i in range(header["e_phnum"])
         ]
+        size_of_file = os.fstat(handle.fileno()).st_size
+
+        def cstring(offset, what):
+            """The NUL-terminated string at ``offset``; a clear error when it lies outside the file."""
+            text = parse_cstring_from_stream(handle, offset) if 0 <= offset < size_of_file else None
+            if text is None:
+                raise ResolverError(
+                    "%s is a damaged ELF file: %s points to offset %d, outside the file (%d bytes)"
+                    % (obj.path, what, offset, size_of_file)
+                )
+            return text.decode("utf-8", "replace")
+
         dynamic = None
         for phdr in phdrs:
             if phdr["p_type"] == "PT_INTERP":
-                obj.interp = parse_cstring_from_stream(handle, phdr["p_offset"]).decode("utf-8", "replace")
+                obj.interp = cstring(phdr["p_offset"], "PT_INTERP")
             elif phdr["p_type"] == "PT_DYNAMIC":
                 dynamic = phdr
         if dynamic is None:
             return
         entries = []
         size = elf.structs.Elf_Dyn.sizeof()
-        for offset in range(dynamic["p_offset"], dynamic["p_offset"] + dynamic["p_filesz"], size):
+        end = min(dynamic["p_offset"] + dynamic["p_filesz"], size_of_file)  # a bogus size stops at EOF
+        for offset in range(dynamic["p_offset"], end, size):
             entry = struct_parse(elf.structs.Elf_Dyn, handle, offset)
             if entry["d_tag"] == "DT_NULL":
                 break
             entries.append((entry["d_tag"], entry["d_val"]))
         strtab = _file_offset(phdrs, dict(entries).get("DT_STRTAB"))
 
-        def string(value):
+        def string(kind, value):
             if strtab is None:
                 raise ResolverError("%s has dynamic strings but no mapped DT_STRTAB" % obj.path)
-            return parse_cstring_from_stream(handle, strtab + value).decode("utf-8", "replace")
+            return cstring(strtab + value, "a %s string" % kind)
 
-        obj.needed = [string(value) for kind, value in entries if kind == "DT_NEEDED"]
-        strings = dict((kind, string(value)) for kind, value in entries if kind in _STRING_TAGS)
+        obj.needed = [string(kind, value) for kind, value in entries if kind == "DT_NEEDED"]
+        strings = dict((kind, string(kind, value)) for kind, value in entries if kind in _STRING_TAGS)
         obj.soname = strings.get("DT_SONAME")
         obj.runpath = strings.get("DT_RUNPATH")
         obj.rpath = strings.get("DT_RPATH")

@@ -4,9 +4,11 @@ against the rule itself and, where ld.so can load the file, against ldd."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 from elffixtures import corpus
 from elffixtures.builders import EM_AARCH64, executable, retarget, shared_lib, symlink_chain
 
@@ -255,14 +257,14 @@ def test_bad_inputs_raise_clear_errors(tmp_path, make, message):
 
 def test_unreadable_file_is_a_clear_error(tmp_path, monkeypatch):
     lib = shared_lib(tmp_path / "libu.so", soname="libu.so")
-    real_open = open
+    real_open = os.open
 
     def deny(path, *args, **kwargs):
         if str(path) == str(lib):
             raise PermissionError(13, "Permission denied")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", deny)
+    monkeypatch.setattr(er.os, "open", deny)
     with pytest.raises(er.ResolverError, match="cannot be read: Permission denied"):
         er.Resolver().resolve(str(lib))
 
@@ -278,3 +280,76 @@ def test_cli_prints_a_tree(tmp_path, capsys):
     assert "libc.so.6 => " in out
     assert er.main([str(tmp_path / "missing.so")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# -- damaged files and hostile trees -------------------------------------------------------------
+def _patch(path: Path, offset: int, value: int, size: int = 8) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset : offset + size] = value.to_bytes(size, "little")
+    path.write_bytes(bytes(data))
+
+
+def _dynamic_entry_offset(path: Path, tag: str) -> int:
+    """File offset of the d_val of the first dynamic entry with ``tag`` (64-bit little-endian)."""
+    with path.open("rb") as handle:
+        elf = ELFFile(handle)
+        segment = next(s for s in elf.iter_segments() if s["p_type"] == "PT_DYNAMIC")
+        for index, entry in enumerate(segment.iter_tags()):
+            if entry.entry.d_tag == tag:
+                return segment["p_offset"] + index * 16 + 8
+    raise AssertionError(tag)
+
+
+def _phdr_offset(path: Path, kind: str) -> int:
+    """File offset of p_offset in the first program header of ``kind`` (64-bit)."""
+    with path.open("rb") as handle:
+        elf = ELFFile(handle)
+        for index, segment in enumerate(elf.iter_segments()):
+            if segment["p_type"] == kind:
+                return elf["e_phoff"] + index * elf["e_phentsize"] + 8
+    raise AssertionError(kind)
+
+
+def test_a_needed_string_past_the_end_of_the_file_is_named(tmp_path):
+    leaf = shared_lib(tmp_path / "libleaf.so", soname="libleaf.so")
+    lib = shared_lib(tmp_path / "libbad.so", soname="libbad.so", needed=[leaf])
+    _patch(lib, _dynamic_entry_offset(lib, "DT_NEEDED"), 0x7FFFFFFF)
+    with pytest.raises(er.ResolverError, match="libbad.so is a damaged ELF file: a DT_NEEDED string points to"):
+        er.Resolver().resolve(str(lib))
+
+
+def test_an_interpreter_past_the_end_of_the_file_is_named(tmp_path):
+    program = executable(tmp_path / "prog")
+    _patch(program, _phdr_offset(program, "PT_INTERP"), 1 << 40)
+    with pytest.raises(er.ResolverError, match="prog is a damaged ELF file: PT_INTERP points to offset 1099511627776"):
+        er.Resolver().resolve(str(program))
+
+
+class Hung(Exception):  # not an OSError: the resolver must not be able to swallow it
+    pass
+
+
+def _no_hang(seconds: int):
+    def alarm(_signum, _frame):
+        raise Hung("the resolver blocked on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    return previous
+
+
+def test_a_fifo_named_like_a_library_is_skipped_not_opened(tmp_path):
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    os.mkfifo(trap / "libc.so.6")  # opening it for reading would block until a writer comes
+    lib = shared_lib(tmp_path / "libuser.so", soname="libuser.so")
+    previous = _no_hang(5)
+    try:
+        resolution = er.Resolver(ld_library_path=[str(trap)]).resolve(str(lib))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    libc = next(entry for entry in resolution.libraries() if entry["name"] == "libc.so.6")
+    assert not libc["path"].startswith(str(trap))
+    with pytest.raises(er.ResolverError, match="is not a regular file"):
+        er.Resolver().resolve(str(trap / "libc.so.6"))
