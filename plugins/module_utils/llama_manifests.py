@@ -42,6 +42,31 @@ SERVER_FLAGS = (
 )
 
 
+# A model name travels in the llamaedge/models annotation (comma-separated) and the OpenAI API's "model";
+# an alias also in WASMEDGE_WASINN_PRELOAD (colon-separated): neither may contain its separators.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:+@-]{0,127}$")
+MODEL_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+MAX_WEIGHT = 10000  # the balancer's bound (balancer/src/edgewasm_balancer/pool.py)
+# option -> (lowest, highest) for the numbers llama-api-server takes; None: unbounded that side
+SERVER_RANGES = {
+    "ctx_size": (1, 1 << 24),
+    "batch_size": (1, 1 << 24),
+    "n_predict": (-2, 1 << 24),  # -1: until done, -2: until the context is full (llama.cpp)
+    "threads": (1, 1024),
+    "n_gpu_layers": (0, 100000),
+}
+
+
+def range_error(option, value, low, high):
+    """The message for an integer option outside [low, high], or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return "%s=%r must be an integer from %d to %d" % (option, value, low, high)
+    return None
+
+
 def dns_label_error(option, value, max_length=63):
     """Error text when ``value`` is not a DNS-1123 label of at most ``max_length``, else None."""
     if not isinstance(value, str) or not DNS1123_LABEL.match(value) or len(value) > max_length:
@@ -76,12 +101,21 @@ def backend_errors(spec):
     namespace_error = dns_label_error("namespace", spec["namespace"])
     if namespace_error:
         errors.append(namespace_error)
-    if spec["weight"] < 1:
+    if range_error("weight", spec["weight"], 1, MAX_WEIGHT):
         errors.append(
-            "weight=%r must be an integer >= 1 (its share of the balancer's traffic)" % spec["weight"]
+            "weight=%r must be an integer from 1 to %d (its share of the balancer's traffic)"
+            % (spec["weight"], MAX_WEIGHT)
         )
     if spec["replicas"] < 0:
         errors.append("replicas=%r must be >= 0" % spec["replicas"])
+    errors.extend(
+        e
+        for e in [range_error("port", spec.get("port"), 1, 65535)]
+        + [range_error(option, spec.get(option), low, high) for option, (low, high) in SERVER_RANGES.items()]
+        + [range_error("startup_seconds", spec.get("startup_seconds"), 1, 86400)]
+        if e
+    )
+    errors.extend(_model_name_errors(spec))
     if not spec.get("image"):
         errors.append("image is required: the OCI image holding llama-api-server.wasm")
     model_file = spec.get("model_file") or ""
@@ -99,6 +133,26 @@ def backend_errors(spec):
     for index, group in enumerate(spec.get("node_groups") or []):
         if not group.get("nodes"):
             errors.append("node_groups[%d].nodes must list at least one node name" % index)
+    return errors
+
+
+def _model_name_errors(spec):
+    errors = []
+    name = spec.get("model_name")
+    if name is not None and not MODEL_NAME.match(name):
+        errors.append(
+            "model_name=%r must be one model id: letters, digits and . _ - / : + @ (no commas or spaces; "
+            "it is the OpenAI API's model and goes into the llamaedge/models annotation)" % name
+        )
+    for alias in spec.get("model_aliases") or []:
+        if not MODEL_ALIAS.match(alias or ""):
+            errors.append(
+                "model_aliases: %r must be letters, digits and . _ - only (the first alias names the model "
+                "in WASMEDGE_WASINN_PRELOAD, whose fields are separated by ':')" % alias
+            )
+    backend = spec.get("wasinn_backend") or ""
+    if not re.match(r"^[A-Za-z0-9_]+$", backend):
+        errors.append("wasinn_backend=%r must be a WASI-NN backend name such as GGML" % backend)
     return errors
 
 
@@ -289,15 +343,31 @@ def balancer_errors(spec):
         errors.append("node_port=%r must be in the NodePort range 30000-32767" % spec["node_port"])
     if spec["replicas"] < 1:
         errors.append("replicas=%r must be >= 1" % spec["replicas"])
+    port = range_error("port", spec.get("port"), 1, 65535)
+    if port:
+        errors.append(port)
+    if not SECRET_KEY.match(spec.get("admin_token_key") or ""):
+        errors.append(
+            "admin_token_key=%r must be a Secret key: letters, digits, '-', '_' and '.'"
+            % spec.get("admin_token_key")
+        )
+    errors.extend(_extra_args_errors(spec.get("extra_args") or []))
+    return errors
+
+
+def _extra_args_errors(extra_args):
+    errors = []
     for flag in ("--listen", "--admin-listen", "--kubernetes", "--admin-token-file"):
-        if any(a == flag or a.startswith(flag + "=") for a in spec.get("extra_args") or []):
+        if any(a == flag or a.startswith(flag + "=") for a in extra_args):
             errors.append("extra_args must not set %s: the module sets it (admin API: use admin_api)" % flag)
     try:
-        shutdown = shutdown_seconds(spec.get("extra_args"))
+        shutdown = shutdown_seconds(extra_args)
     except (TypeError, ValueError):
         shutdown = -1
     if not 0 <= shutdown <= 3600:
-        errors.append("extra_args: --shutdown-delay + --shutdown-timeout must be numbers adding up to 0-3600 s")
+        errors.append(
+            "extra_args: --shutdown-delay + --shutdown-timeout must be numbers adding up to 0-3600 s"
+        )
     return errors
 
 
@@ -348,7 +418,7 @@ def shutdown_seconds(extra_args):
 
 
 def grace_period(extra_args):
-    return int(math.ceil(shutdown_seconds(extra_args))) + GRACE_MARGIN
+    return math.ceil(shutdown_seconds(extra_args)) + GRACE_MARGIN
 
 
 def admin_enabled(spec):
@@ -427,11 +497,17 @@ def admin_service(spec):
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": spec["namespace"], "labels": labels(spec["name"], "balancer")},
+        "metadata": {
+            "name": name,
+            "namespace": spec["namespace"],
+            "labels": labels(spec["name"], "balancer"),
+        },
         "spec": {
             "type": "ClusterIP",
             "selector": selector(spec["name"], "balancer"),
-            "ports": [{"name": "admin", "port": BALANCER_ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"}],
+            "ports": [
+                {"name": "admin", "port": BALANCER_ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"}
+            ],
         },
     }
 

@@ -179,9 +179,11 @@ def spec_from(params):
     if admin and not params.get("admin_token_secret"):
         spec["admin_token_secret"] = "%s-admin" % params["name"]
     # A token of our own making: kept in the Secret across runs (see generated_token).
-    spec["generate_token"] = bool(admin and not params.get("admin_token") and not params.get("admin_token_secret"))
+    spec["generate_token"] = bool(
+        admin and not params.get("admin_token") and not params.get("admin_token_secret")
+    )
     if spec["generate_token"]:
-        spec["admin_token_data"] = "pending"  # replaced from the cluster before anything is applied
+        spec["admin_token_data"] = None  # read from the cluster (or made) before anything is applied
     return spec
 
 
@@ -223,7 +225,10 @@ def owned_selectors(params):
     longer needs, Roles and RoleBindings in namespaces it no longer watches (among those named now)."""
     labels = llama_manifests.selector(params["name"], "balancer")
     selector = ",".join("%s=%s" % kv for kv in sorted(labels.items()))
-    found = [("v1", "Secret", params["namespace"], selector), ("v1", "Service", params["namespace"], selector)]
+    found = [
+        ("v1", "Secret", params["namespace"], selector),
+        ("v1", "Service", params["namespace"], selector),
+    ]
     for ns in sorted(set(spec_from(params)["watch_namespaces"]) | {params["namespace"]}):
         found.append(("rbac.authorization.k8s.io/v1", "RoleBinding", ns, selector))
         found.append(("rbac.authorization.k8s.io/v1", "Role", ns, selector))

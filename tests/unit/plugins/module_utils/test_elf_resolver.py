@@ -8,9 +8,9 @@ import signal
 from pathlib import Path
 
 import pytest
-from elftools.elf.elffile import ELFFile
 from elffixtures import corpus
 from elffixtures.builders import EM_AARCH64, executable, retarget, shared_lib, symlink_chain
+from elftools.elf.elffile import ELFFile
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf_resolver as er
 
@@ -314,24 +314,28 @@ def test_a_needed_string_past_the_end_of_the_file_is_named(tmp_path):
     leaf = shared_lib(tmp_path / "libleaf.so", soname="libleaf.so")
     lib = shared_lib(tmp_path / "libbad.so", soname="libbad.so", needed=[leaf])
     _patch(lib, _dynamic_entry_offset(lib, "DT_NEEDED"), 0x7FFFFFFF)
-    with pytest.raises(er.ResolverError, match="libbad.so is a damaged ELF file: a DT_NEEDED string points to"):
+    with pytest.raises(
+        er.ResolverError, match=r"libbad\.so is a damaged ELF file: a DT_NEEDED string points to"
+    ):
         er.Resolver().resolve(str(lib))
 
 
 def test_an_interpreter_past_the_end_of_the_file_is_named(tmp_path):
     program = executable(tmp_path / "prog")
     _patch(program, _phdr_offset(program, "PT_INTERP"), 1 << 40)
-    with pytest.raises(er.ResolverError, match="prog is a damaged ELF file: PT_INTERP points to offset 1099511627776"):
+    with pytest.raises(
+        er.ResolverError, match=r"prog is a damaged ELF file: PT_INTERP points to offset 1099511627776"
+    ):
         er.Resolver().resolve(str(program))
 
 
-class Hung(Exception):  # not an OSError: the resolver must not be able to swallow it
+class HungError(Exception):  # not an OSError: the resolver must not be able to swallow it
     pass
 
 
 def _no_hang(seconds: int):
     def alarm(_signum, _frame):
-        raise Hung("the resolver blocked on a FIFO")
+        raise HungError("the resolver blocked on a FIFO")
 
     previous = signal.signal(signal.SIGALRM, alarm)
     signal.alarm(seconds)

@@ -34,14 +34,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         start = int(header.split("=")[1].rstrip("-")) if header and self.honour_range else 0
         if start >= len(PAYLOAD):  # what real servers answer for a Range past the end
             self.send_response(416)
-            self.send_header("Content-Range", "bytes */%d" % len(PAYLOAD))
+            self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
         body = PAYLOAD[start:]
         self.send_response(206 if start else 200)
         if start:
-            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(PAYLOAD) - 1, len(PAYLOAD)))
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
         if self.chunked:
             self.protocol_version = "HTTP/1.1"
             self.send_header("Transfer-Encoding", "chunked")
@@ -168,7 +168,7 @@ def test_a_complete_or_oversized_part_is_verified_or_replaced(run_module, server
     first = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA})
     assert first["changed"] is True and dest.read_bytes() == PAYLOAD
     assert not (tmp_path / "model.gguf.part").exists()
-    assert Handler.ranges[0] == "bytes=%d-" % len(PAYLOAD + extra)
+    assert Handler.ranges[0] == f"bytes={len(PAYLOAD + extra)}-"
     assert len(Handler.ranges) == (1 if not extra else 2)  # verified as is, or downloaded again
 
 
@@ -177,7 +177,8 @@ def test_trust_on_first_use_with_a_complete_part_downloads_again(run_module, ser
     (tmp_path / "model.gguf.part").write_bytes(b"x" * len(PAYLOAD))  # same length, wrong bytes
     result = run_module(module.main, {"url": server, "dest": str(dest), "lock_file": str(lock)})
     assert result["changed"] is True and dest.read_bytes() == PAYLOAD
-    assert json.loads(lock.read_text())["artifacts"] == {"127.0.0.1:%s/model.gguf" % server.split(":")[2].split("/")[0]: SHA}
+    port = server.split(":")[2].split("/")[0]
+    assert json.loads(lock.read_text())["artifacts"] == {f"127.0.0.1:{port}/model.gguf": SHA}
 
 
 def test_trust_on_first_use_never_records_a_body_of_unknown_length(run_module, server, tmp_path):
@@ -195,7 +196,9 @@ def test_trust_on_first_use_refuses_a_chunked_body_cut_short(run_module, server,
     assert result["failed"] is True and "Run again to resume" in result["msg"]
     assert not dest.exists() and not lock.exists()
     Handler.cut_after = None  # a complete chunked body is fine
-    result = run_module(module.main, {"url": server, "dest": str(dest), "lock_file": str(lock), "resume": False})
+    result = run_module(
+        module.main, {"url": server, "dest": str(dest), "lock_file": str(lock), "resume": False}
+    )
     assert result["changed"] is True and dest.read_bytes() == PAYLOAD
 
 

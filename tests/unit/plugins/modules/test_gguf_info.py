@@ -93,7 +93,9 @@ def _kv(key: bytes, kind: int, payload: bytes) -> bytes:
     return _string(key) + struct.pack("<I", kind) + payload
 
 
-def gguf_bytes(kvs: list[bytes], tensor_data: bool = True, tensors: int = 1, declared: int | None = None) -> bytes:
+def gguf_bytes(
+    kvs: list[bytes], tensor_data: bool = True, tensors: int = 1, declared: int | None = None
+) -> bytes:
     """GGUF v3 with the given raw key/values and `tensors` 2x2 F32 tensors (their data present or not);
     the header may declare another tensor count."""
     count = tensors if declared is None else declared
@@ -125,14 +127,26 @@ def test_a_well_formed_handmade_file_parses(tmp_path):
 @pytest.mark.parametrize(
     ("kvs", "options", "message"),
     [
-        ([_kv(b"huge", 9, struct.pack("<IQ", 0, 2**63))], {}, "the 9223372036854775808 items of the array huge"),
+        (
+            [_kv(b"huge", 9, struct.pack("<IQ", 0, 2**63))],
+            {},
+            "the 9223372036854775808 items of the array huge",
+        ),
         ([_kv(b"huge", 9, struct.pack("<IQ", 8, 2**64 - 1))], {}, "items of the array huge"),
-        ([_kv(b"name", 8, struct.pack("<Q", 2**63))], {}, "the value of name needs 9223372036854775808 bytes"),
+        (
+            [_kv(b"name", 8, struct.pack("<Q", 2**63))],
+            {},
+            "the value of name needs 9223372036854775808 bytes",
+        ),
         ([_kv(b"odd", 13, b"")], {}, "unknown GGUF value type 13 for odd"),
         ([ARCH], {"declared": 2**40}, "the 1099511627776 tensor descriptions"),
         ([ARCH], {"tensor_data": False}, "the data of tensor w0 ends at byte"),
         ([ARCH], {"tensors": 0}, "describes no tensors"),
-        ([_kv(b"general.alignment", 4, struct.pack("<I", 3))], {}, "general.alignment must be a power of two"),
+        (
+            [_kv(b"general.alignment", 4, struct.pack("<I", 3))],
+            {},
+            "general.alignment must be a power of two",
+        ),
     ],
 )
 def test_malformed_files_fail_naming_the_file_and_the_field(tmp_path, kvs, options, message):

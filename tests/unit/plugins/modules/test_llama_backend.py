@@ -112,11 +112,23 @@ def test_api_errors_become_clear_messages(run_module, cluster):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"weight": 0}, "weight=0 must be an integer >= 1"),
+        ({"weight": 0}, "weight=0 must be an integer from 1 to 10000"),
         ({"name": "Llama_1B"}, "name='Llama_1B' must be a DNS-1123 label"),
         ({"image": None}, "image is required with state=present"),
         ({"model_file": "models/x.gguf"}, "model_file='models/x.gguf' must be a file name"),
         ({"node_groups": []}, "node_groups is empty"),
+        ({"weight": 10001}, "weight=10001 must be an integer from 1 to 10000"),
+        ({"port": 0}, "port=0 must be an integer from 1 to 65535"),
+        ({"port": 70000}, "port=70000 must be an integer from 1 to 65535"),
+        ({"port": 99999}, "port=99999 must be an integer from 1 to 65535"),
+        ({"ctx_size": -1}, "ctx_size=-1 must be an integer from 1 to"),
+        ({"threads": 0}, "threads=0 must be an integer from 1 to 1024"),
+        ({"n_predict": -3}, "n_predict=-3 must be an integer from -2 to"),
+        ({"model_name": "a,b"}, "model_name='a,b' must be one model id"),
+        ({"model_name": "two words"}, "model_name='two words' must be one model id"),
+        ({"model_aliases": ["x:y"]}, "model_aliases: 'x:y' must be letters, digits"),
+        ({"model_aliases": ["ok", "a,b"]}, "model_aliases: 'a,b' must be letters, digits"),
+        ({"wasinn_backend": "GG:ML"}, "wasinn_backend='GG:ML' must be a WASI-NN backend name"),
     ],
 )
 def test_bad_input_fails_before_any_api_call(run_module, cluster, overrides, message):

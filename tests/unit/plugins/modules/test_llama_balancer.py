@@ -160,3 +160,18 @@ def test_extra_args_the_module_owns_are_refused(run_module, cluster, extra_args,
     result = run_module(module.main, args(extra_args=extra_args))
     assert result["failed"] is True and message in result["msg"]
     assert cluster.calls == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"port": 0}, "port=0 must be an integer from 1 to 65535"),
+        ({"port": 99999}, "port=99999 must be an integer from 1 to 65535"),
+        ({"admin_token_key": ""}, "admin_token_key='' must be a Secret key"),
+        ({"admin_token_key": "a/b"}, "admin_token_key='a/b' must be a Secret key"),
+    ],
+)
+def test_out_of_range_options_fail_before_any_api_call(run_module, cluster, overrides, message):
+    result = run_module(module.main, args(**overrides))
+    assert result["failed"] is True and message in result["msg"]
+    assert cluster.calls == []
