@@ -180,19 +180,18 @@ async def large_bodies(url: str, pid: int, body: bytes) -> dict[str, float]:
             peak = max(peak, rss_mib(pid))
             await asyncio.sleep(0.02)
 
-    gaps: list[float] = []
     statuses: list[int] = []
     timeout = aiohttp.ClientTimeout(total=120)
+    # The stream is read by a process of its own: the uploads keep this one busy, and a stall of
+    # the reader must not be counted against the proxy.
+    reader = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SSE_READER, url, stdout=asyncio.subprocess.PIPE
+    )
     async with aiohttp.ClientSession(timeout=timeout) as session:
 
-        async def stream() -> None:
-            payload = {"stream": True, "chunks": 300, "interval": 0.01}
-            async with session.post(url + "/v1/chat/completions", json=payload) as r:
-                last = time.perf_counter()
-                async for _line in r.content:
-                    now = time.perf_counter()
-                    gaps.append(now - last)
-                    last = now
+        async def stream() -> float:
+            out, _ = await reader.communicate()
+            return float(out)
 
         async def upload() -> None:
             async with session.post(
@@ -205,16 +204,39 @@ async def large_bodies(url: str, pid: int, body: bytes) -> dict[str, float]:
         streaming = asyncio.create_task(stream())
         await asyncio.sleep(0.3)
         await asyncio.gather(*(upload() for _ in range(10)))
-        await streaming
+        gap = await streaming
         done = True
         await sampler
+    others = len(statuses) - statuses.count(200) - statuses.count(503)
+    if others:
+        raise RuntimeError(f"{url}: unexpected statuses {sorted(statuses)}")
     return {
         "rss_base": base,
         "rss_peak": peak,
         "ok": statuses.count(200),
         "busy": statuses.count(503),
-        "gap_ms": max(gaps[2:]) * 1000,
+        "gap_ms": gap * 1000,
     }
+
+
+SSE_READER = """
+import asyncio, sys, time
+import aiohttp
+
+async def main():
+    gaps = []
+    async with aiohttp.ClientSession() as session:
+        payload = {"stream": True, "chunks": 300, "interval": 0.01}
+        async with session.post(sys.argv[1] + "/v1/chat/completions", json=payload) as r:
+            last = time.perf_counter()
+            async for _line in r.content:
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+    print(max(gaps[2:]))
+
+asyncio.run(main())
+"""
 
 
 def report_large(large: dict[str, dict[str, dict[str, float]]]) -> None:
@@ -268,6 +290,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds over all targets; medians are reported")
     parser.add_argument("--connections", type=int, default=50, help="connections for the throughput runs")
     parser.add_argument("--streams", type=int, default=40, help="SSE streams per target for the TTFB figure")
+    parser.add_argument("--hostile-only", action="store_true", help="only the large-bodies measurement")
+    parser.add_argument(
+        "--balancer-src",
+        type=Path,
+        default=REPO / "balancer" / "src",
+        help="the balancer package to measure (e.g. an older checkout's balancer/src, for before/after)",
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None and not Path("/usr/sbin/nginx").exists():
@@ -294,7 +323,8 @@ def main() -> int:
             'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
             'wrk.body = \'{"model":"bench","prompt":"' + "x" * (64 * 1024 - 32) + "\"}'\n"
         )
-        env = {**os.environ, "PYTHONPATH": str(REPO / "balancer" / "src")}
+        work.chmod(0o755)  # nginx's worker (nobody) spools request bodies below it
+        env = {**os.environ, "PYTHONPATH": str(args.balancer_src)}
         balancer = [
             sys.executable,
             "-m",
@@ -334,39 +364,13 @@ def main() -> int:
                     "nginx": f"http://127.0.0.1:{nginx_port}",
                     "balancer": f"http://127.0.0.1:{balancer_port}",
                 }
-                for base in targets.values():
-                    wrk(base + "/v1/info", 2, args.connections)  # warm-up: connections, caches
-                # Rounds interleave the targets, so a burst of noise on the machine hits all of them;
-                # each figure is the median over the rounds.
-                rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
-                for _round in range(args.repeat):
-                    for name, base in targets.items():
-                        url = base + "/v1/info"
-                        small = wrk(url, args.duration, args.connections)
-                        quiet = wrk(url, args.duration, 1)
-                        large = wrk(base + "/v1/completions", args.duration, 16, post)
-                        rounds[name].append(
-                            {
-                                "rps": small["rps"],
-                                "p50_ms": quiet["p50_ms"],
-                                "p99_ms": quiet["p99_ms"],
-                                "rps_64k": large["rps"],
-                            }
-                        )
-                results = {
-                    name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-                    for name, runs in rounds.items()
-                }
-                ratios = [
-                    b["rps"] / n["rps"] for b, n in zip(rounds["balancer"], rounds["nginx"], strict=True)
-                ]
                 sse_targets = {
                     "direct": f"http://127.0.0.1:{sse_port}",
                     "nginx": f"http://127.0.0.1:{sse_nginx}",
                     "balancer": f"http://127.0.0.1:{sse_balancer}",
                 }
-                for name, base in sse_targets.items():
-                    results[name]["ttfb_ms"] = asyncio.run(ttfb(base, args.streams))
+                if not args.hostile_only:
+                    results, ratios = throughput(targets, sse_targets, post, args)
                 pids = {"nginx": worker_pid(nginx_proc.pid), "balancer": sse_balancer_proc.pid}
                 large = {
                     shape: {
@@ -378,10 +382,44 @@ def main() -> int:
         finally:
             sse.terminate()
             sse.wait()
-    report(results, args)
-    print(f"  requests/s small, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    if not args.hostile_only:
+        report(results, args)
+        print(f"  requests/s small, per round: {', '.join(f'{r:.2f}' for r in ratios)}")
     report_large(large)
     return 0
+
+
+def throughput(
+    targets: dict[str, str], sse_targets: dict[str, str], post: Path, args: argparse.Namespace
+) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """req/s, latency and SSE TTFB per target (medians over rounds); the per-round req/s ratios."""
+    for base in targets.values():
+        wrk(base + "/v1/info", 2, args.connections)  # warm-up: connections, caches
+    # Rounds interleave the targets, so a burst of noise on the machine hits all of them;
+    # each figure is the median over the rounds.
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+    for _round in range(args.repeat):
+        for name, base in targets.items():
+            url = base + "/v1/info"
+            small = wrk(url, args.duration, args.connections)
+            quiet = wrk(url, args.duration, 1)
+            large = wrk(base + "/v1/completions", args.duration, 16, post)
+            rounds[name].append(
+                {
+                    "rps": small["rps"],
+                    "p50_ms": quiet["p50_ms"],
+                    "p99_ms": quiet["p99_ms"],
+                    "rps_64k": large["rps"],
+                }
+            )
+    results = {
+        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for name, runs in rounds.items()
+    }
+    ratios = [b["rps"] / n["rps"] for b, n in zip(rounds["balancer"], rounds["nginx"], strict=True)]
+    for name, base in sse_targets.items():
+        results[name]["ttfb_ms"] = asyncio.run(ttfb(base, args.streams))
+    return results, ratios
 
 
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:

@@ -91,6 +91,16 @@ async def test_unreadable_json_bodies_get_an_openai_400(backends, balancer, http
     assert a.hits == 0
 
 
+async def test_a_body_not_declared_json_is_never_refused_for_its_bytes(backends, balancer, http):
+    a = await backends("a")
+    bal = await balancer([{"name": "a", "url": a.url}])
+    for body in (b"{not json at all", b"{" + b"\xff" * 100_000):
+        async with http.post(
+            base_url(bal) + "/v1/completions", data=body, headers={"Content-Type": "application/octet-stream"}
+        ) as r:
+            assert r.status == 200 and (await r.json())["size"] == len(body)
+
+
 async def test_deep_large_bodies_route_by_a_late_model_without_recursion(backends, balancer, http):
     a = await backends("a", models=["m-a"])
     b = await backends("b", models=["m-b"])
@@ -102,6 +112,13 @@ async def test_deep_large_bodies_route_by_a_late_model_without_recursion(backend
     for _ in range(2):
         async with http.post(base_url(bal) + "/v1/chat/completions", data=body, timeout=TIMEOUT) as r:
             assert r.status == 200 and r.headers["X-Edgewasm-Backend"] == "b"
+
+
+async def test_a_body_hiding_its_model_behind_a_million_tokens_is_refused():
+    body = b'{"messages": [' + b'"a",' * 1_100_000 + b'"z"], "model": "late"}'
+    with pytest.raises(bodies.UnreadableBodyError, match="more than 1000000 strings and brackets"):
+        await bodies.requested_model(body, "application/json")
+    assert await bodies.requested_model(b'{"model": "first", ' + body[1:], "application/json") == "first"
 
 
 async def test_the_model_scan_yields_to_other_requests():

@@ -52,11 +52,11 @@ def _url(value: Any, where: str) -> str:
     """An http(s)://HOST[:PORT] URL whose host and port are usable (port 1-65535)."""
     if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+/?$", value):
         raise InvalidBackendError(f"{where}: url must look like http://HOST:PORT, got {value!r}")
-    parts = urlsplit(value)
     try:
+        parts = urlsplit(value)
         port = parts.port
-    except ValueError:
-        port = -1
+    except ValueError:  # "Invalid IPv6 URL", a port that is no number or out of range
+        parts, port = urlsplit("http://invalid"), -1
     if not parts.hostname or parts.username is not None or port in {0, -1}:
         raise InvalidBackendError(
             f"{where}: url must look like http://HOST:PORT with a port from 1 to 65535, got {value!r}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from elffixtures import corpus
 from elffixtures.builders import EM_AARCH64, executable, retarget, shared_lib, symlink_chain
-from elftools.elf.elffile import ELFFile
+from fuzzseeds import dynamic_entry_offset, patch, phdr_offset
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf_resolver as er
 
@@ -283,31 +283,7 @@ def test_cli_prints_a_tree(tmp_path, capsys):
 
 
 # -- damaged files and hostile trees -------------------------------------------------------------
-def _patch(path: Path, offset: int, value: int, size: int = 8) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset : offset + size] = value.to_bytes(size, "little")
-    path.write_bytes(bytes(data))
-
-
-def _dynamic_entry_offset(path: Path, tag: str) -> int:
-    """File offset of the d_val of the first dynamic entry with ``tag`` (64-bit little-endian)."""
-    with path.open("rb") as handle:
-        elf = ELFFile(handle)
-        segment = next(s for s in elf.iter_segments() if s["p_type"] == "PT_DYNAMIC")
-        for index, entry in enumerate(segment.iter_tags()):
-            if entry.entry.d_tag == tag:
-                return segment["p_offset"] + index * 16 + 8
-    raise AssertionError(tag)
-
-
-def _phdr_offset(path: Path, kind: str) -> int:
-    """File offset of p_offset in the first program header of ``kind`` (64-bit)."""
-    with path.open("rb") as handle:
-        elf = ELFFile(handle)
-        for index, segment in enumerate(elf.iter_segments()):
-            if segment["p_type"] == kind:
-                return elf["e_phoff"] + index * elf["e_phentsize"] + 8
-    raise AssertionError(kind)
+_patch, _dynamic_entry_offset, _phdr_offset = patch, dynamic_entry_offset, phdr_offset
 
 
 def test_a_needed_string_past_the_end_of_the_file_is_named(tmp_path):

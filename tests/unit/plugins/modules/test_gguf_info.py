@@ -7,6 +7,7 @@ import struct
 import gguf
 import numpy as np
 import pytest
+from fuzzseeds import GGUF_ARCH, gguf_bytes, gguf_kv, gguf_nested
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import gguf_header
 from ansible_collections.edgewasm.llamaedge.plugins.modules import gguf_info as module
@@ -84,37 +85,8 @@ def test_unsupported_version(tmp_path):
         gguf_header.read_header(str(old))
 
 
-# -- malformed files, built byte by byte -----------------------------------------------------------
-def _string(text: bytes) -> bytes:
-    return struct.pack("<Q", len(text)) + text
-
-
-def _kv(key: bytes, kind: int, payload: bytes) -> bytes:
-    return _string(key) + struct.pack("<I", kind) + payload
-
-
-def gguf_bytes(
-    kvs: list[bytes], tensor_data: bool = True, tensors: int = 1, declared: int | None = None
-) -> bytes:
-    """GGUF v3 with the given raw key/values and `tensors` 2x2 F32 tensors (their data present or not);
-    the header may declare another tensor count."""
-    count = tensors if declared is None else declared
-    head = b"GGUF" + struct.pack("<IQQ", 3, count, len(kvs)) + b"".join(kvs)
-    infos = b"".join(
-        _string(b"w%d" % i) + struct.pack("<I", 2) + struct.pack("<QQ", 2, 2) + struct.pack("<IQ", 0, 32 * i)
-        for i in range(tensors)
-    )
-    body = head + infos
-    body += bytes(-len(body) % 32)
-    return body + (bytes(32 * tensors) if tensor_data else b"")
-
-
-ARCH = _kv(b"general.architecture", 8, _string(b"llama"))
-
-
-def nested(depth: int) -> bytes:
-    """An array of an array of ... of an empty uint8 array."""
-    return _kv(b"deep", 9, struct.pack("<IQ", 9, 1) * (depth - 1) + struct.pack("<IQ", 0, 0))
+# -- malformed files, built byte by byte (tests/fuzzseeds.py) ----------------------------------------
+_kv, ARCH, nested = gguf_kv, GGUF_ARCH, gguf_nested
 
 
 def test_a_well_formed_handmade_file_parses(tmp_path):

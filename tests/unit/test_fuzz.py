@@ -1,0 +1,165 @@
+"""Property-based fuzzing (hypothesis) of what reads untrusted input: the GGUF parser, the ELF
+resolver's parsing of program headers, dynamic section and strings, and the manifest builders'
+option validation. Any input gives a result or the module's own error type, never another exception,
+never a hang (each example has a deadline).
+
+Deterministic by default (the same examples every run, so CI cannot fail at random); set
+EDGEWASM_FUZZ_RANDOM=1 to explore new inputs and EDGEWASM_FUZZ_EXAMPLES=N for more of them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from elffixtures.builders import shared_lib
+from fuzzseeds import elf_regions, gguf_seeds
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import (
+    elf_resolver,
+    gguf_header,
+    llama_manifests,
+)
+
+EXAMPLES = int(os.environ.get("EDGEWASM_FUZZ_EXAMPLES", "300"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=timedelta(seconds=2),
+    derandomize=not os.environ.get("EDGEWASM_FUZZ_RANDOM"),
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+WORK = Path(tempfile.mkdtemp(prefix="edgewasm-fuzz-"))
+
+
+# -- GGUF ------------------------------------------------------------------------------------------
+def _parse(data: bytes) -> None:
+    path = WORK / "fuzz.gguf"
+    path.write_bytes(data)
+    try:
+        header = gguf_header.read_header(str(path))
+    except gguf_header.NotGGUF as exc:
+        assert str(exc).startswith(str(path)), exc  # every error names the file
+        return
+    summary = gguf_header.summary(header)
+    assert summary["tensor_count"] >= 1 and header["tensor_data_bytes"] > 0
+
+
+@st.composite
+def mutated_gguf(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(gguf_seeds())))
+    for _edit in range(draw(st.integers(1, 8))):
+        offset = draw(st.integers(0, max(0, min(len(data), 4096) - 1)))
+        value = draw(st.binary(min_size=1, max_size=8))
+        data[offset : offset + len(value)] = value
+    if draw(st.booleans()):
+        del data[draw(st.integers(0, len(data))) :]
+    return bytes(data)
+
+
+@FUZZ
+@given(mutated_gguf())
+def test_fuzz_gguf_mutations(data: bytes) -> None:
+    _parse(data)
+
+
+@FUZZ
+@given(st.binary(max_size=2048).map(lambda tail: b"GGUF\x03\x00\x00\x00" + tail))
+@example(b"GGUF\x03\x00\x00\x00" + b"\xff" * 16)
+def test_fuzz_gguf_random_bodies(data: bytes) -> None:
+    _parse(data)
+
+
+def test_gguf_seeds_give_results_or_named_errors() -> None:
+    for seed in gguf_seeds():
+        _parse(seed)
+
+
+# -- ELF -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def elf_base() -> tuple[bytes, list[tuple[int, int]]]:
+    leaf = shared_lib(WORK / "base" / "libleaf.so", soname="libleaf.so")
+    lib = shared_lib(WORK / "base" / "libbase.so", soname="libbase.so", needed=[leaf], runpath="$ORIGIN")
+    return lib.read_bytes(), elf_regions(lib)
+
+
+@settings(FUZZ, suppress_health_check=[*FUZZ.suppress_health_check, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_elf_headers_dynamic_section_and_strings(elf_base, data: st.DataObject) -> None:
+    base, regions = elf_base
+    mutated = bytearray(base)
+    for _edit in range(data.draw(st.integers(1, 6))):
+        start, length = data.draw(st.sampled_from(regions))
+        offset = start + data.draw(st.integers(0, max(0, length - 1)))
+        value = data.draw(st.binary(min_size=1, max_size=8))
+        mutated[offset : offset + len(value)] = value
+    path = WORK / "base" / "libfuzz.so"  # beside libleaf.so, which $ORIGIN finds
+    path.write_bytes(bytes(mutated))
+    try:
+        elf_resolver.Resolver().resolve(str(path))
+    except elf_resolver.ResolverError as exc:
+        assert "libfuzz.so" in str(exc), exc
+
+
+# -- manifest option validation ----------------------------------------------------------------------
+NAMES = st.text(alphabet=st.characters(codec="utf-8"), max_size=20) | st.from_regex(
+    r"[a-z0-9][a-z0-9.,:/ _-]{0,12}", fullmatch=True
+)
+NUMBERS = st.none() | st.integers(-(2**70), 2**70) | st.sampled_from([0, 1, -1, 65535, 65536, 10000, 10001])
+
+
+@st.composite
+def backend_spec(draw: st.DrawFn) -> dict:
+    return {
+        "name": draw(NAMES),
+        "namespace": draw(NAMES),
+        "image": draw(st.sampled_from(["registry.example.com/llama:1", ""])),
+        "runtime_class": "wasmedge-nn",
+        "model_file": draw(NAMES),
+        "models_dir": draw(st.sampled_from(["/var/lib/llamaedge/models", "relative"])),
+        "model_name": draw(NAMES),
+        "model_aliases": draw(st.lists(NAMES, max_size=3)),
+        "prompt_template": draw(st.sampled_from(["llama-3-chat", ""])),
+        "ctx_size": draw(NUMBERS),
+        "batch_size": draw(NUMBERS),
+        "n_predict": draw(NUMBERS),
+        "threads": draw(NUMBERS),
+        "n_gpu_layers": draw(NUMBERS),
+        "port": draw(NUMBERS.filter(lambda n: n is not None)),
+        "replicas": draw(st.integers(-1, 5)),
+        "weight": draw(NUMBERS.filter(lambda n: n is not None)),
+        "wasinn_backend": draw(st.sampled_from(["GGML", "GG:ML", ""])),
+        "wasinn_target": "AUTO",
+        "node_groups": [{"nodes": ["node1"], "volumes": [], "volume_mounts": [], "env": []}],
+        "extra_env": [],
+        "resources": None,
+        "startup_seconds": draw(NUMBERS),
+        "image_pull_policy": "IfNotPresent",
+    }
+
+
+@FUZZ
+@given(backend_spec())
+def test_fuzz_backend_validation(spec: dict) -> None:
+    errors = llama_manifests.backend_errors(spec)
+    assert all(isinstance(e, str) and e for e in errors)
+    if errors:
+        return
+    objects = llama_manifests.backend_manifests(spec)
+    service = objects[-1]
+    models = service["metadata"]["annotations"][llama_manifests.MODELS_ANNOTATION].split(",")
+    assert models[0] == spec["model_name"]  # the annotation carries exactly the names given
+    assert set(models) == {spec["model_name"], *spec["model_aliases"]}
+    env = objects[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    preload = next(e["value"] for e in env if e["name"] == "WASMEDGE_WASINN_PRELOAD")
+    alias, backend, target, _path = preload.split(":", 3)
+    assert (alias, backend, target) == (
+        (spec["model_aliases"] or ["default"])[0],
+        spec["wasinn_backend"],
+        "AUTO",
+    )
