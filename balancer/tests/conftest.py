@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hostile import RawServers
 from standin_backend import StandinBackend
 
 from edgewasm_balancer.app import Balancer
@@ -86,3 +87,11 @@ def admin_url(bal: Balancer) -> str:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         yield session
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[RawServers]:
+    """Raw TCP servers on 127.0.0.1 that misbehave at the framing level (tests/hostile.py)."""
+    servers = RawServers()
+    yield servers
+    await servers.close()

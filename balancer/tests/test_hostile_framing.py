@@ -15,18 +15,10 @@ import time
 from collections import Counter
 
 import aiohttp
-import pytest
 from conftest import base_url
-from hostile import RawServers, read_head, read_request, response
+from hostile import read_head, read_request, response
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
-
-
-@pytest.fixture
-async def raw():
-    servers = RawServers()
-    yield servers
-    await servers.close()
 
 
 async def _marked(http, bal, marker: str, **kwargs) -> tuple[int, bytes, dict[str, str]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import admin_url, base_url
-from hostile import RawServers, exchange, read_head
+from hostile import exchange, read_head
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgewasm_balancer import bodies
@@ -27,13 +27,6 @@ from edgewasm_balancer.sources import registration
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 MIB = 1024 * 1024
 TIMEOUT = aiohttp.ClientTimeout(total=10)
-
-
-@pytest.fixture
-async def raw():
-    servers = RawServers()
-    yield servers
-    await servers.close()
 
 
 # -- 2. memory and the event loop -------------------------------------------------------------------

@@ -58,9 +58,9 @@ SERVER_RANGES = {
 }
 
 
-def range_error(option, value, low, high):
-    """The message for an integer option outside [low, high], or None."""
-    if value is None:
+def range_error(option, value, low, high, required=False):
+    """The message for an integer option outside [low, high] (or missing when ``required``), or None."""
+    if value is None and not required:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         return "%s=%r must be an integer from %d to %d" % (option, value, low, high)
@@ -101,7 +101,7 @@ def backend_errors(spec):
     namespace_error = dns_label_error("namespace", spec["namespace"])
     if namespace_error:
         errors.append(namespace_error)
-    if range_error("weight", spec["weight"], 1, MAX_WEIGHT):
+    if range_error("weight", spec["weight"], 1, MAX_WEIGHT, required=True):
         errors.append(
             "weight=%r must be an integer from 1 to %d (its share of the balancer's traffic)"
             % (spec["weight"], MAX_WEIGHT)
@@ -110,9 +110,9 @@ def backend_errors(spec):
         errors.append("replicas=%r must be >= 0" % spec["replicas"])
     errors.extend(
         e
-        for e in [range_error("port", spec.get("port"), 1, 65535)]
+        for e in [range_error("port", spec.get("port"), 1, 65535, required=True)]
         + [range_error(option, spec.get(option), low, high) for option, (low, high) in SERVER_RANGES.items()]
-        + [range_error("startup_seconds", spec.get("startup_seconds"), 1, 86400)]
+        + [range_error("startup_seconds", spec.get("startup_seconds"), 1, 86400, required=True)]
         if e
     )
     errors.extend(_model_name_errors(spec))
@@ -343,7 +343,7 @@ def balancer_errors(spec):
         errors.append("node_port=%r must be in the NodePort range 30000-32767" % spec["node_port"])
     if spec["replicas"] < 1:
         errors.append("replicas=%r must be >= 1" % spec["replicas"])
-    port = range_error("port", spec.get("port"), 1, 65535)
+    port = range_error("port", spec.get("port"), 1, 65535, required=True)
     if port:
         errors.append(port)
     if not SECRET_KEY.match(spec.get("admin_token_key") or ""):

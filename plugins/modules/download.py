@@ -18,6 +18,10 @@ description:
     an HTTP Range request, and the file is moved onto O(dest) only after its sha256 matched.
   - On a checksum mismatch the module fails, naming the file, the expected and the actual checksum, and
     removes the partial file; O(dest) is left as it was.
+  - A partial file as long as the file or longer (the server answers 416 to the Range request) is installed
+    when its checksum is the expected one, and otherwise removed and downloaded again.
+  - An HTTP error (404...) fails with its status and nothing downloaded; only a transfer that stopped after
+    some bytes arrived is reported as resumable.
   - Uses Ansible's URL handling (proxies, C(validate_certs), client certificates do not apply).
 attributes:
   check_mode:
@@ -40,10 +44,14 @@ options:
       - Expected sha256 of the file, 64 hex digits.
       - Without it, O(lock_file) is required - the checksum recorded there under O(lock_key) is enforced, and
         when none is recorded yet the file's checksum is recorded on this first download (for upstreams that
-        publish no checksums, such as WasmEdge).
+        publish no checksums). That first download must prove its end - a C(Content-Length) that was met, or a
+        complete chunked encoding - or nothing is installed nor recorded.
     type: str
   lock_file:
-    description: JSON lock file of recorded checksums, usually next to the inventory; created when missing.
+    description:
+      - JSON lock file of recorded checksums, usually next to the inventory; created when missing.
+      - A lock file that is not a JSON object with an C(artifacts) object of 64-hex-digit checksums fails the
+        module, naming the file and what is wrong.
     type: path
   lock_key:
     description: Key of this file in O(lock_file); the URL's last path segments by default.

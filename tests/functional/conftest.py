@@ -52,7 +52,10 @@ def _runner(tmp_path: Path):
             timeout=300,
             check=False,
         )
-        return PlaybookRun(proc.returncode, proc.stdout + proc.stderr)
+        output = proc.stdout + proc.stderr
+        # Bad input must end in a module's msg, never in a Python traceback, in every run of every test.
+        assert "Traceback (most recent call last)" not in output, output
+        return PlaybookRun(proc.returncode, output)
 
     return run
 

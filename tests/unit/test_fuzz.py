@@ -130,9 +130,9 @@ def backend_spec(draw: st.DrawFn) -> dict:
         "n_predict": draw(NUMBERS),
         "threads": draw(NUMBERS),
         "n_gpu_layers": draw(NUMBERS),
-        "port": draw(NUMBERS.filter(lambda n: n is not None)),
+        "port": draw(NUMBERS),
         "replicas": draw(st.integers(-1, 5)),
-        "weight": draw(NUMBERS.filter(lambda n: n is not None)),
+        "weight": draw(NUMBERS),
         "wasinn_backend": draw(st.sampled_from(["GGML", "GG:ML", ""])),
         "wasinn_target": "AUTO",
         "node_groups": [{"nodes": ["node1"], "volumes": [], "volume_mounts": [], "env": []}],
@@ -145,6 +145,16 @@ def backend_spec(draw: st.DrawFn) -> dict:
 
 @FUZZ
 @given(backend_spec())
+@example(  # found by this fuzzer: a required number given as null passed validation, then crashed
+    {
+        "name": "a", "namespace": "a", "image": "i", "runtime_class": "wasmedge-nn", "model_file": "m.gguf",
+        "models_dir": "/models", "model_name": "m", "model_aliases": [], "prompt_template": "llama-3-chat",
+        "ctx_size": None, "batch_size": None, "n_predict": None, "threads": None, "n_gpu_layers": None,
+        "port": None, "replicas": 1, "weight": 1, "wasinn_backend": "GGML", "wasinn_target": "AUTO",
+        "node_groups": [{"nodes": ["n"], "volumes": [], "volume_mounts": [], "env": []}], "extra_env": [],
+        "resources": None, "startup_seconds": None, "image_pull_policy": "IfNotPresent",
+    }
+)  # fmt: skip
 def test_fuzz_backend_validation(spec: dict) -> None:
     errors = llama_manifests.backend_errors(spec)
     assert all(isinstance(e, str) and e for e in errors)
