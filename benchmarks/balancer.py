@@ -11,7 +11,8 @@ bodies, and time to first byte of SSE streams from an aiohttp stand-in streaming
 Then, hostile load: 10 concurrent 15 MiB JSON bodies (a long prompt, and the worst case for model
 routing: a messages array of millions of tokens before `model`) sent to each proxy while one
 unrelated SSE stream runs through it: the proxy's peak RSS (sampled every 20 ms) and the longest
-gap that stream saw between chunks (an event loop blocked by parsing shows up there).
+gap that stream saw between chunks, read by a process of its own (an event loop blocked by parsing
+shows up there).
 Prints a table and the balancer/nginx ratios. Needs nginx and wrk (make bench installs them).
 """
 
@@ -152,8 +153,13 @@ LARGE = 15 * 1024 * 1024
 LARGE_BODIES = {
     # A long prompt: one huge string, the model after it.
     "long prompt": b'{"messages": [{"role": "user", "content": "' + b"x" * LARGE + b'"}], "model": "bench"}',
-    # Millions of tiny tokens before the model: the most work for the model scan.
-    "many tokens": b'{"messages": [' + b'"a",' * (LARGE // 4) + b'"z"], "model": "bench"}',
+    # 900,000 tiny tokens before the model (the scan's limit is 1,000,000), padded to 15 MiB: the most
+    # work the model scan accepts.
+    "many tokens": b'{"messages": ['
+    + b'"a",' * 900_000
+    + b'"'
+    + b"x" * (LARGE - 3_600_000)
+    + b'"], "model": "bench"}',
 }
 
 
@@ -292,6 +298,12 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=40, help="SSE streams per target for the TTFB figure")
     parser.add_argument("--hostile-only", action="store_true", help="only the large-bodies measurement")
     parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="another balancer package measured beside --balancer-src in the same rounds (before/after)",
+    )
+    parser.add_argument(
         "--balancer-src",
         type=Path,
         default=REPO / "balancer" / "src",
@@ -352,6 +364,7 @@ def main() -> int:
                     balancer_port,
                     env=env,
                 ),
+                baseline(balancer, backends_file, args.baseline_src) as baseline_port,
                 process(
                     [*balancer, "--listen", f"127.0.0.1:{sse_balancer}", "--backends-file", str(sse_file)],
                     sse_balancer,
@@ -364,6 +377,8 @@ def main() -> int:
                     "nginx": f"http://127.0.0.1:{nginx_port}",
                     "balancer": f"http://127.0.0.1:{balancer_port}",
                 }
+                if baseline_port:
+                    targets["baseline"] = f"http://127.0.0.1:{baseline_port}"
                 sse_targets = {
                     "direct": f"http://127.0.0.1:{sse_port}",
                     "nginx": f"http://127.0.0.1:{sse_nginx}",
@@ -419,7 +434,23 @@ def throughput(
     ratios = [b["rps"] / n["rps"] for b, n in zip(rounds["balancer"], rounds["nginx"], strict=True)]
     for name, base in sse_targets.items():
         results[name]["ttfb_ms"] = asyncio.run(ttfb(base, args.streams))
+    if "baseline" in rounds:
+        ab = [b["rps"] / o["rps"] for b, o in zip(rounds["balancer"], rounds["baseline"], strict=True)]
+        print(f"balancer/baseline requests/s small, per round: {', '.join(f'{r:.3f}' for r in ab)}")
+        print(f"balancer/baseline requests/s small, median: {statistics.median(ab):.3f}")
     return results, ratios
+
+
+@contextmanager
+def baseline(balancer: list[str], backends_file: Path, src: Path | None) -> Iterator[int | None]:
+    """Another balancer package (an older checkout's balancer/src), for before/after comparisons."""
+    if src is None:
+        yield None
+        return
+    port = free_port()
+    argv = [*balancer, "--listen", f"127.0.0.1:{port}", "--backends-file", str(backends_file)]
+    with process(argv, port, env={**os.environ, "PYTHONPATH": str(src)}):
+        yield port
 
 
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> None:
@@ -434,7 +465,7 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
     for name, r in results.items():
         print(
             f"{name:<10}{r['rps']:>18.0f}{r['p50_ms']:>14.3f}{r['p99_ms']:>14.3f}{r['rps_64k']:>12.0f}"
-            f"{r['ttfb_ms']:>13.2f}"
+            f"{r.get('ttfb_ms', float('nan')):>13.2f}"
         )
     d, n, b = results["direct"], results["nginx"], results["balancer"]
     print("\nadded latency over direct access at one connection:")
