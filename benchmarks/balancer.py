@@ -196,7 +196,7 @@ async def large_bodies(url: str, pid: int, body: bytes) -> dict[str, float]:
     async with aiohttp.ClientSession(timeout=timeout) as session:
 
         async def stream() -> float:
-            out, _ = await reader.communicate()
+            out, _err = await reader.communicate()
             return float(out)
 
         async def upload() -> None:
@@ -209,7 +209,7 @@ async def large_bodies(url: str, pid: int, body: bytes) -> dict[str, float]:
         sampler = asyncio.create_task(sample())
         streaming = asyncio.create_task(stream())
         await asyncio.sleep(0.3)
-        await asyncio.gather(*(upload() for _ in range(10)))
+        await asyncio.gather(*(upload() for _upload in range(10)))
         gap = await streaming
         done = True
         await sampler

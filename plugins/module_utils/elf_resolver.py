@@ -37,7 +37,6 @@ import struct
 import sys
 
 try:
-    from elftools.common.exceptions import ELFError
     from elftools.common.utils import parse_cstring_from_stream, struct_parse
     from elftools.elf.elffile import ELFFile
 
@@ -46,9 +45,6 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by ansible-test import sanity
     HAS_ELFTOOLS = False
     ELFTOOLS_IMPORT_ERROR = exc
-
-    class ELFError(Exception):
-        pass
 
 
 EM_NAMES = {

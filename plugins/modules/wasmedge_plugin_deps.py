@@ -22,10 +22,10 @@ description:
     at instantiation with an C(unknown import) error for C(wasi_ephemeral_nn).
   - Fails with a message naming each missing library and the chain that needs it, unless
     O(allow_missing=true).
-  - Only regular files are opened, without blocking: a FIFO, socket or device named like a library is
-    skipped as a candidate (never opened), and given as a plugin it is an error. A damaged ELF file (a
-    string or the interpreter pointing outside the file, broken headers) fails naming the file and what is
-    wrong.
+  - Only regular files are opened, and never in a way that blocks. A FIFO, socket or device named like a
+    library is skipped as a candidate (never opened); given as a plugin it is an error. A damaged ELF file
+    (a string or the interpreter pointing outside the file, broken headers) fails naming the file and what
+    is wrong.
   - Never changes the node.
 requirements:
   - pyelftools on the node
