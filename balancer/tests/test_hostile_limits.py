@@ -403,3 +403,22 @@ async def test_a_backend_that_stops_reading_an_upload_is_timed_out(raw, balancer
     writer.close()
     assert head.startswith(b"HTTP/1.1 502")
     assert bal.metrics.errors.labels("stuck", "timeout")._value.get() == 1
+
+
+@pytest.mark.parametrize(
+    "raw_request",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+    ],
+    ids=["method", "header-too-long", "content-length"],
+)
+async def test_malformed_requests_get_an_openai_error_and_no_traceback(balancer, caplog, raw_request):
+    bal = await balancer()
+    answer = await exchange(bal.address[1], raw_request)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400") or head.startswith(b"HTTP/1.1 400")
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "bad_request"
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]

@@ -18,7 +18,7 @@ from edgewasm_balancer import upstream
 from edgewasm_balancer.config import ConfigError, Settings
 from edgewasm_balancer.health import HealthChecker, merged_models
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
-from edgewasm_balancer.listener import Limits, listen
+from edgewasm_balancer.listener import Limits, handler_factory, listen
 from edgewasm_balancer.metrics import Metrics
 from edgewasm_balancer.pool import HealthPolicy, Pool
 from edgewasm_balancer.proxy import BACKEND_HEADER, STARTED, Proxy, openai_error
@@ -202,7 +202,13 @@ class Balancer:
         await runner.setup()
         assert runner.server is not None
         limits = Limits(s.max_connections, s.client_header_timeout, self._refused)
-        self.servers.append(await listen(runner.server, host, port, limits))
+        factory = handler_factory(
+            runner.server,
+            access_log_class=AccessLogger,
+            keepalive_timeout=s.client_keepalive_timeout,
+            lingering_time=LINGERING,
+        )
+        self.servers.append(await listen(factory, host, port, limits))
         return runner
 
     def _bound(self, index: int) -> tuple[str, int]:

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
 
 _END_OF_HEAD = b"\r\n\r\n"
 
@@ -103,6 +107,50 @@ class Guard(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.inner is not None:
             self.inner.resume_writing()
+
+
+class JsonErrorHandler(web.RequestHandler):
+    """aiohttp's per-connection protocol, answering what it refuses itself (a malformed request line or
+    header, a header over the size limits) in the OpenAI error format, and logging a client's malformed
+    request as one warning line: a traceback in the log is reserved for the balancer's own bugs."""
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)  # a bug of ours: keep the traceback
+        logging.getLogger("edgewasm_balancer.listener").warning(
+            "malformed request refused",
+            extra={
+                "remote": request.remote,
+                "status": status,
+                "detail": str(getattr(exc, "message", exc))[:200],
+            },
+        )
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already sent: the connection is closed")
+        detail = str(getattr(exc, "message", None) or message or "malformed request").splitlines()[0][:200]
+        body = {
+            "error": {
+                "message": f"Malformed HTTP request: {detail}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "bad_request",
+            }
+        }
+        response = web.json_response(body, status=status)
+        response.force_close()
+        return response
+
+
+def handler_factory(server: web.Server, **kwargs: Any) -> Callable[[], asyncio.Protocol]:
+    """A factory of JsonErrorHandler for `server` (what `server()` makes, with the JSON errors)."""
+    loop = asyncio.get_running_loop()
+    return lambda: JsonErrorHandler(server, loop=loop, **kwargs)
 
 
 async def listen(
