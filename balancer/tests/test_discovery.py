@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 from dataclasses import replace
@@ -12,6 +13,7 @@ from conftest import TEST_SETTINGS, admin_url, base_url
 from fake_kube import FakeKubeApi, endpoint_slice, service
 from kubernetes_asyncio import client
 
+from edgewasm_balancer import kube as kube_module
 from edgewasm_balancer.app import Balancer
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, parse_models, parse_weight, service_specs
 from edgewasm_balancer.pool import Pool
@@ -249,3 +251,25 @@ async def test_admin_api_rejects_bad_registrations(balancer, http):
 
 def test_registration_formats_ipv6():
     assert registration({"name": "v6", "ip": "fd00::1", "port": 8080}).urls == ("http://[fd00::1]:8080",)
+
+
+async def test_a_bug_in_discovery_is_logged_with_its_traceback_not_hidden(kube, caplog, monkeypatch):
+    """Connection trouble is a warning and a relist; anything else is a bug and must say so loudly."""
+    fake, api_client = kube
+    fake.apply("services", service("llm", "low-cost", weight="3", models="llama-3-1b"))
+
+    def broken(*_args):
+        raise RuntimeError("a bug in our own code")
+
+    monkeypatch.setattr(kube_module, "service_specs", broken)
+    discovery = KubeDiscovery(Pool(), KUBE, api_client)
+    task = asyncio.create_task(discovery.run())
+    try:
+        await eventually(lambda: any(r.exc_info for r in caplog.records))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    bug = next(r for r in caplog.records if r.exc_info)
+    assert bug.levelname == "ERROR" and "a bug in our own code" in str(bug.exc_info[1])
+    caplog.clear()  # handled here: not a crash for the fixtures to report

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -181,7 +182,7 @@ class Informer:
                     )
                     await self._sleep(delay)
                     delay = min(delay * 2, self.settings.backoff_max)
-            except Exception as exc:  # any failure of the API connection: resync
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:  # the API connection
                 log.warning(
                     "watch failed, will list again",
                     extra={
@@ -190,6 +191,10 @@ class Informer:
                         "detail": f"{type(exc).__name__}: {exc}",
                     },
                 )
+                await self._sleep(delay)
+                delay = min(delay * 2, self.settings.backoff_max)
+            except Exception:  # a bug of ours: say so loudly (with its traceback), then keep trying
+                log.exception("discovery failed unexpectedly, will list again", extra={"kind": self.kind})
                 await self._sleep(delay)
                 delay = min(delay * 2, self.settings.backoff_max)
 
