@@ -94,12 +94,14 @@ run_scenarios() {
 
 start_molecule() {
   local scenario_dir scenario long=() short=()
-  rm -rf "$molecule_logs" && mkdir -p "$molecule_logs"
   for scenario_dir in molecule/*/; do
     scenario=$(basename "$scenario_dir")
     selected "molecule-$scenario" || continue
     if [[ $scenario == default ]]; then long+=("$scenario"); else short+=("$scenario"); fi
   done
+  # Only a run that starts scenarios owns the logs (another suite may be running them right now).
+  ((${#long[@]} + ${#short[@]})) || return 0
+  rm -rf "$molecule_logs" && mkdir -p "$molecule_logs"
   if ((${#long[@]})); then run_scenarios "${long[@]}" & molecule_jobs[default]=$!; fi
   if ((${#short[@]})); then
     run_scenarios "${short[@]}" &

@@ -139,6 +139,25 @@ def test_runtime_name_colliding_with_k3s_fails_before_writing(run_site, node, na
     assert not (node / "k3s").exists()
 
 
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        {"options": {"a]\n[plugins.x": 1}},  # a key that closes the table and opens another
+        {"binary": '/usr/local/bin/crun" injected = "1'},  # a quote in a path
+        {"options": {"Root": "line\nbreak"}},  # a value that is not printable ASCII
+    ],
+    ids=["key", "path", "value"],
+)
+def test_a_runtime_that_could_inject_toml_fails_before_writing(run_site, node, hostile):
+    """The same checks tests/unit/test_fuzz_containerd.py fuzzes, evaluated by Ansible itself."""
+    extra = variables(node)
+    extra["containerd_wasm_runtimes"][1].update(hostile)
+    result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert result.rc != 0
+    assert "keys are TOML bare keys" in result.output, result.output
+    assert not (node / "k3s").exists()
+
+
 def test_plain_containerd_gets_a_marked_block_in_its_config(run_site, node):
     config = node / "containerd" / "config.toml"
     config.parent.mkdir()
