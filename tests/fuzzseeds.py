@@ -6,10 +6,23 @@ the unit tests use them for their named cases and the fuzzers start from them.
 
 from __future__ import annotations
 
+import os
 import struct
+from datetime import timedelta
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
+from hypothesis import HealthCheck, settings
+
+# The fuzzers' settings: deterministic by default (the same examples every run, so CI cannot fail at
+# random); EDGEWASM_FUZZ_RANDOM=1 explores new inputs, EDGEWASM_FUZZ_EXAMPLES=N runs more of them.
+FUZZ = settings(
+    max_examples=int(os.environ.get("EDGEWASM_FUZZ_EXAMPLES", "300")),
+    deadline=timedelta(seconds=2),
+    derandomize=not os.environ.get("EDGEWASM_FUZZ_RANDOM"),
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # -- GGUF ------------------------------------------------------------------------------------------
 GGUF_STRING, GGUF_ARRAY, GGUF_UINT8, GGUF_UINT32, GGUF_INT32 = 8, 9, 0, 4, 5

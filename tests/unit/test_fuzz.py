@@ -9,14 +9,12 @@ EDGEWASM_FUZZ_RANDOM=1 to explore new inputs and EDGEWASM_FUZZ_EXAMPLES=N for mo
 
 from __future__ import annotations
 
-import os
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from elffixtures.builders import shared_lib
-from fuzzseeds import elf_regions, gguf_seeds
+from fuzzseeds import FUZZ, elf_regions, gguf_seeds
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -26,14 +24,6 @@ from ansible_collections.edgewasm.llamaedge.plugins.module_utils import (
     llama_manifests,
 )
 
-EXAMPLES = int(os.environ.get("EDGEWASM_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=timedelta(seconds=2),
-    derandomize=not os.environ.get("EDGEWASM_FUZZ_RANDOM"),
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 WORK = Path(tempfile.mkdtemp(prefix="edgewasm-fuzz-"))
 
 

@@ -10,26 +10,18 @@ Ansible would; deterministic by default (EDGEWASM_FUZZ_RANDOM=1 explores).
 from __future__ import annotations
 
 import json
-import os
 import tomllib
-from datetime import timedelta
 from pathlib import Path
 
 import jinja2
 import yaml
 from ansible.plugins.filter.core import FilterModule as AnsibleFilters
 from ansible.plugins.test.core import TestModule as AnsibleTests
-from hypothesis import HealthCheck, example, given, settings
+from fuzzseeds import FUZZ
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "containerd_wasm"
-FUZZ = settings(
-    max_examples=int(os.environ.get("EDGEWASM_FUZZ_EXAMPLES", "300")),
-    deadline=timedelta(seconds=2),
-    derandomize=not os.environ.get("EDGEWASM_FUZZ_RANDOM"),
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
 
 
 def _environment() -> jinja2.Environment:
