@@ -289,3 +289,31 @@ async def test_a_request_left_unread_by_a_reset_goes_to_another_backend(backends
         listener.close()
     assert status == 200 and headers["X-Edgewasm-Backend"] == "good"
     assert resets >= 1 and good.hits == 1
+
+
+async def test_a_streamed_body_is_never_sent_twice_even_after_a_reset(balancer, http):
+    """A reset proves the backend did not process the request, but a streamed body was consumed on the
+    way: sending "it" again would send the head with a truncated body. One connection, one answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = 0
+
+    def resetter() -> None:
+        nonlocal accepted
+        listener.settimeout(5)
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                accepted += 1
+                time.sleep(0.2)  # the whole streamed body is in the socket buffer by now
+                conn.recv(8)
+                conn.close()  # unread bytes: the kernel answers RST
+
+    threading.Thread(target=resetter, daemon=True).start()
+    port = listener.getsockname()[1]
+    bal = await balancer([{"name": "rst", "url": f"http://127.0.0.1:{port}"}], buffer_limit=1024)
+    try:
+        status, _, _ = await _marked(http, bal, "s1", data=b"x" * 65536)
+    finally:
+        listener.close()
+    assert status == 502
+    assert accepted == 1

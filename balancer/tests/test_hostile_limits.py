@@ -135,7 +135,7 @@ async def test_the_model_scan_yields_to_other_requests():
 
 
 # -- 3. the admin API --------------------------------------------------------------------------------
-async def test_admin_api_is_off_by_default_and_never_on_the_public_port(backends, balancer, http):
+async def test_admin_api_is_off_by_default_and_never_on_the_public_port(backends, balancer, http, tmp_path):
     assert not parse_settings(["--kubernetes"]).admin_api
     bal = await balancer()
     reg = {"name": "evil", "weight": 10000, "ip": "10.0.0.9", "port": 80}
@@ -148,9 +148,11 @@ async def test_admin_api_is_off_by_default_and_never_on_the_public_port(backends
     ) as r:
         assert r.status == 404  # the public port has no admin routes even when the API is on
     assert on.pool.services == {}
-    assert parse_settings(
-        ["--kubernetes", "--admin-token-file", os.devnull + "x"] if False else ["--kubernetes"]
-    ).admin_listen == ("127.0.0.1", 8081)
+    # A token turns it on, by default on a loopback-only listener of its own.
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    settings = parse_settings(["--kubernetes", "--admin-token-file", str(token)])
+    assert settings.admin_api and settings.admin_listen == ("127.0.0.1", 8081)
 
 
 @pytest.mark.parametrize(

@@ -190,7 +190,7 @@ def _check_tensor_data(reader, infos, alignment):
     available = reader.size - start
     for name, dims, kind, offset in infos:
         end = offset + _tensor_bytes(dims, kind)
-        if offset >= available or end > available:
+        if end > available:
             raise NotGGUF(
                 "%s: truncated GGUF file: the data of tensor %s ends at byte %d but the file has %d; "
                 "download it again" % (reader.path, name, start + end, reader.size)

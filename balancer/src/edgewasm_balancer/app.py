@@ -191,17 +191,11 @@ class Balancer:
 
     async def _serve(self, app: web.Application, host: str, port: int) -> web.AppRunner:
         s = self.settings
-        runner = web.AppRunner(
-            app,
-            access_log_class=AccessLogger,
-            shutdown_timeout=FINAL_GRACE,
-            keepalive_timeout=s.client_keepalive_timeout,
-            lingering_time=LINGERING,
-            handler_cancellation=True,
-        )
+        runner = web.AppRunner(app, shutdown_timeout=FINAL_GRACE, handler_cancellation=True)
         await runner.setup()
         assert runner.server is not None
         limits = Limits(s.max_connections, s.client_header_timeout, self._refused)
+        # The per-connection options: handlers are made by our factory, not by runner.server().
         factory = handler_factory(
             runner.server,
             access_log_class=AccessLogger,

@@ -1,7 +1,7 @@
 """Listening sockets with the limits aiohttp does not have: a connection cap and a header timeout.
 
-Each accepted connection gets a `Guard` that wraps aiohttp's own protocol (`runner.server()`) and
-forwards every event to it. Over `max_connections`, a new connection is answered 503 and closed
+Each accepted connection gets a `Guard` that wraps aiohttp's per-connection protocol (a
+`JsonErrorHandler`, made by `handler_factory`) and forwards every event to it. Over `max_connections`, a new connection is answered 503 and closed
 before aiohttp sees it. A new connection must deliver its first request's headers (the blank line
 that ends them) within `header_timeout`, or it is answered 408 and closed; later requests on a
 kept-alive connection are bounded by aiohttp's keep-alive timeout, which it arms whenever a
@@ -22,10 +22,8 @@ from aiohttp import web
 _END_OF_HEAD = b"\r\n\r\n"
 
 
-def _canned(status: int, reason: str, message: str, code: str) -> bytes:
-    body = json.dumps(
-        {"error": {"message": message, "type": "service_unavailable", "param": None, "code": code}}
-    ).encode()
+def _canned(status: int, reason: str, message: str, kind: str, code: str) -> bytes:
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -33,9 +31,19 @@ def _canned(status: int, reason: str, message: str, code: str) -> bytes:
     return head.encode("latin-1") + body
 
 
-TOO_MANY = _canned(503, "Service Unavailable", "Too many connections to the gateway", "too_many_connections")
+TOO_MANY = _canned(
+    503,
+    "Service Unavailable",
+    "Too many connections to the gateway",
+    "service_unavailable",
+    "too_many_connections",
+)
 HEADER_TIMEOUT = _canned(
-    408, "Request Timeout", "The request headers did not arrive in time", "header_timeout"
+    408,
+    "Request Timeout",
+    "The request headers did not arrive in time",
+    "invalid_request_error",
+    "header_timeout",
 )
 
 

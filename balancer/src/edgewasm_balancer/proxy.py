@@ -6,8 +6,8 @@ larger bodies are streamed to one backend as they arrive. Responses are always s
 chunk, with connect, first-byte and idle timeouts and no total timeout.
 
 Deliveries are counted: a request goes to at most 1 + `retries` backends. It is sent again only when
-the backend provably did not process it (no connection, nothing written, or an explicit 502/503/504
-answer), or when its method is idempotent; never once a response byte reached the client. A failure
+the backend provably did not process it (no connection, nothing written, a reset with the request
+unread, or an explicit 502/503/504 answer), or when its method is idempotent; never once a response byte reached the client. A failure
 counts against an endpoint only as its own fault, and request-correlated failures can never eject
 more than `max_ejection_percent` of the endpoints.
 """
@@ -100,12 +100,12 @@ def response_headers(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
 
 
 class RequestRefusedError(Exception):
-    """The proxy answers the request itself (bad body, slow client, no buffer space)."""
+    """The proxy answers the request itself (slow client, no buffer space) and closes the connection:
+    the rest of the body is not read."""
 
-    def __init__(self, response: web.Response, *, close: bool = False) -> None:
+    def __init__(self, response: web.Response) -> None:
         super().__init__(response.status)
         self.response = response
-        self.close = close
 
 
 @dataclass
@@ -133,12 +133,22 @@ class Body:
 
 
 async def read_some(stream: aiohttp.StreamReader, timeout: float) -> bytes:
-    """Up to CHUNK bytes of the body; raises TimeoutError when the client sends nothing for `timeout`."""
+    """Up to CHUNK bytes of the body; a 408 refusal when the client sends nothing for `timeout`."""
     chunk = stream.read_nowait(CHUNK)
     if chunk or stream.at_eof():
         return chunk
-    async with asyncio.timeout(timeout):
-        return await stream.read(CHUNK)
+    try:
+        async with asyncio.timeout(timeout):
+            return await stream.read(CHUNK)
+    except TimeoutError:
+        raise RequestRefusedError(
+            openai_error(
+                408,
+                f"The request body did not arrive: nothing received for {timeout:g}s",
+                "invalid_request_error",
+                "body_timeout",
+            )
+        ) from None
 
 
 def _busy() -> RequestRefusedError:
@@ -149,8 +159,7 @@ def _busy() -> RequestRefusedError:
             "service_unavailable",
             "buffer_full",
             {"Retry-After": "1"},
-        ),
-        close=True,
+        )
     )
 
 
@@ -254,35 +263,21 @@ class Proxy:
             model = await requested_model(body.data, request.content_type)
             return await self._route(request, body, model, started)
         except RequestRefusedError as refused:
-            return self._refuse(request, refused)
+            return self._refuse(refused)
         except UnreadableBodyError as exc:
             self.metrics.rejected.labels("400").inc()
             return openai_error(
                 400, f"Cannot read the request body: {exc}", "invalid_request_error", "invalid_body"
-            )
-        except TimeoutError:
-            # The client stopped sending its body (read timeout), whether buffered or being relayed.
-            return self._refuse(
-                request,
-                RequestRefusedError(
-                    openai_error(
-                        408,
-                        f"The request body did not arrive: nothing received for {self.body_timeout:g}s",
-                        "invalid_request_error",
-                        "body_timeout",
-                    ),
-                    close=True,
-                ),
             )
         finally:
             if body.reserved:
                 self.budget.give(body.reserved)
                 body.reserved = 0
 
-    def _refuse(self, request: web.Request, refused: RequestRefusedError) -> web.Response:
+    def _refuse(self, refused: RequestRefusedError) -> web.Response:
+        """Raised while reading the body (buffered, or relayed to a backend): answered and closed."""
         self.metrics.rejected.labels(str(refused.response.status)).inc()
-        if refused.close:
-            refused.response.force_close()  # the rest of the body is not read: no keep-alive
+        refused.response.force_close()  # the rest of the body is not read: no keep-alive
         return refused.response
 
     def _may_resend(self, request: web.Request, failure: _AttemptFailedError) -> bool:

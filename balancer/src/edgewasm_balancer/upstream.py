@@ -460,8 +460,9 @@ async def request(
     first_byte_timeout: float = 300.0,
     write_timeout: float = 60.0,
 ) -> Response:
-    """Send one request. It is written at most once: a pooled connection found closed before anything
-    was written is replaced (nothing reached the backend), every other failure is the caller's to judge."""
+    """Send one request. It is sent again here only when the backend provably did not process it (a pooled
+    connection found closed before anything was written, or a reset with the request unread) and the body
+    can be sent again; every other failure is the caller's to judge."""
     hostport = f"{host}:{port}"
     streamed = body is not None and not isinstance(body, bytes)
     if not streamed:
@@ -475,7 +476,10 @@ async def request(
             )
         except UpstreamError as exc:
             conn.discard()
-            if exc.unsent:
+            # Unsent: the backend did not process it. Sending it again is possible only when the body can
+            # be sent again: bytes, or a stream of which nothing was taken yet (the connection was found
+            # closed before the first write, so `active` was never set).
+            if exc.unsent and (not streamed or not conn.active):
                 continue
             raise
         except BaseException:

@@ -7,7 +7,7 @@ import struct
 import gguf
 import numpy as np
 import pytest
-from fuzzseeds import GGUF_ARCH, gguf_bytes, gguf_kv, gguf_nested
+from fuzzseeds import GGUF_ARCH, gguf_bytes, gguf_kv, gguf_nested, gguf_string
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import gguf_header
 from ansible_collections.edgewasm.llamaedge.plugins.modules import gguf_info as module
@@ -160,3 +160,14 @@ def test_tensor_type_sizes_agree_with_llama_cpp():
         k: v for k, v in reference.items() if k in gguf_header.TENSOR_TYPES
     }
     assert set(reference) <= set(gguf_header.TENSOR_TYPES)
+
+
+def test_an_empty_tensor_at_the_end_of_the_data_is_not_truncation(tmp_path):
+    """A 0-element tensor may sit exactly at the end of the data section: nothing of it is missing."""
+    infos = gguf_string(b"w") + struct.pack("<I", 2) + struct.pack("<QQ", 2, 2) + struct.pack("<IQ", 0, 0)
+    infos += gguf_string(b"empty") + struct.pack("<I", 1) + struct.pack("<Q", 0) + struct.pack("<IQ", 0, 32)
+    body = b"GGUF" + struct.pack("<IQQ", 3, 2, 1) + ARCH + infos
+    body += bytes(-len(body) % 32) + bytes(32)
+    path = tmp_path / "empty-tensor.gguf"
+    path.write_bytes(body)
+    assert gguf_header.read_header(str(path))["tensor_count"] == 2
