@@ -317,3 +317,21 @@ async def test_a_streamed_body_is_never_sent_twice_even_after_a_reset(balancer, 
         listener.close()
     assert status == 502
     assert accepted == 1
+
+
+async def test_endless_response_headers_are_cut_off(raw, balancer, http):
+    """llhttp sets no limit on header size: the client must, or a backend could fill the gateway's memory."""
+
+    async def endless(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for index in range(100_000):  # 4 MB of headers, never ending them
+            writer.write(b"X-Filler-%d: %s\r\n" % (index, b"y" * 24))
+            if index % 1000 == 0:
+                await writer.drain()
+        await asyncio.sleep(5)
+
+    port = await raw.start(endless)
+    bal = await balancer([{"name": "endless", "url": f"http://127.0.0.1:{port}"}])
+    status, body, _ = await _marked(http, bal, "h1")
+    assert status == 502 and b"response headers larger than" in body

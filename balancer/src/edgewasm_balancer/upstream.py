@@ -19,6 +19,7 @@ import httptools
 
 MAX_BUFFER = 1024 * 1024  # response bytes held before reading from the backend pauses
 SMALL_BODY = 64 * 1024  # bodies up to this size are written together with the head, in one call
+MAX_RESPONSE_HEAD = 64 * 1024  # status line and headers of one response (llhttp itself sets no limit)
 POOL_IDLE_SECONDS = 30.0
 POOL_SIZE = 256
 
@@ -107,6 +108,7 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         self.head = False
         self.interim = False  # parsing a 1xx interim response
+        self.head_bytes = 0  # of the response being parsed, interim ones included
         self.paused_reading = False
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
@@ -176,7 +178,17 @@ class Connection(asyncio.Protocol):
         self.reason = status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.tainted:
+        if self.tainted or self.error is not None:
+            return
+        self.head_bytes += len(name) + len(value)
+        if self.head_bytes > MAX_RESPONSE_HEAD:
+            self._fail(
+                UpstreamError(
+                    f"the backend sent response headers larger than {MAX_RESPONSE_HEAD // 1024} KiB",
+                    fresh=False,
+                )
+            )
+            self._abort()
             return
         key = name.decode("latin-1")
         lowered = key.lower()
