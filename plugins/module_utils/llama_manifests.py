@@ -19,6 +19,9 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TARGET_LABEL = "llamaedge/target"
 WEIGHT_ANNOTATION = "llamaedge/weight"
 MODELS_ANNOTATION = "llamaedge/models"
+# crun runs a container as WASM only with one of its handler annotations; without it, a plain Linux process.
+CRUN_WASM_ANNOTATIONS = {"module.wasm.image/variant": "compat"}
+RUNTIMES = ("auto", "runwasi", "crun")
 MANAGED_BY = "edgewasm.llamaedge"
 PART_OF = "edgewasm-llamaedge"
 POD_MODELS_DIR = "/models"
@@ -252,6 +255,18 @@ def _backend_container(spec, group):
     return container
 
 
+def runtime_kind(spec):
+    """runwasi or crun: the runtime behind the RuntimeClass (auto: crun when its name says crun)."""
+    kind = spec.get("runtime") or "auto"
+    if kind == "auto":
+        return "crun" if "crun" in (spec.get("runtime_class") or "") else "runwasi"
+    return kind
+
+
+def pod_annotations(spec):
+    return dict(CRUN_WASM_ANNOTATIONS) if runtime_kind(spec) == "crun" else {}
+
+
 def _backend_deployment(spec, group, name, replicas):
     model_path = "%s/%s" % (spec["models_dir"].rstrip("/"), spec["model_file"])
     pod_labels = dict(labels(spec["name"], "backend"), **{"llamaedge/node-group": name})
@@ -287,13 +302,22 @@ def _backend_deployment(spec, group, name, replicas):
             "selector": {
                 "matchLabels": dict(selector(spec["name"], "backend"), **{"llamaedge/node-group": name})
             },
-            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+            "template": {"metadata": _pod_metadata(pod_labels, pod_annotations(spec)), "spec": pod_spec},
         },
     }
 
 
+def _pod_metadata(pod_labels, annotations):
+    metadata = {"labels": pod_labels}
+    if annotations:
+        metadata["annotations"] = annotations
+    return metadata
+
+
 def backend_service(spec):
-    models = [spec["model_name"]] + [a for a in spec.get("model_aliases") or [] if a != spec["model_name"]]
+    # Only the API model id: the aliases (the first is the preload's, "default") name WASI-NN graphs inside the
+    # server, and a request for model "default" would be routed to a backend that does not answer to it.
+    models = [spec["model_name"]]
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -29,6 +29,42 @@ def _items(client, api_version, kind, namespace, label_selector=None, field_sele
     return client.get(resource, **kwargs).to_dict().get("items") or []
 
 
+# Failures of WASM pods recognised in container messages and events, with what to do about them.
+KNOWN_FAILURES = (
+    (
+        ("wasi_logging",),
+        "the image's llama-api-server.wasm imports wasi_logging, which runwasi's WasmEdge shim does not provide: "
+        "build the server with its wasi_logger setup removed (see the image option of llama_backend)",
+    ),
+    (
+        ("wasi_ephemeral_nn", "0x302"),
+        "the WASI-NN plugin was not loaded inside the container (not found, or one of its libraries is missing "
+        "there): check WASMEDGE_PLUGIN_PATH and the library mounts from wasmedge_plugin_deps on that node",
+    ),
+    (
+        ("invalid magic characters", "unable to init model"),
+        "the GGML backend cannot load the model file: check that it is a complete GGUF file (gguf_info)",
+    ),
+)
+
+
+def _messages(statuses):
+    """Reasons and messages of the containers' current and last states (where runtime errors appear)."""
+    out = []
+    for status in statuses:
+        for state in ((status.get("state") or {}), (status.get("lastState") or {})):
+            for detail in state.values():
+                if isinstance(detail, dict) and detail.get("message"):
+                    out.append("%s: %s" % (detail.get("reason", ""), detail["message"]))
+    return out
+
+
+def diagnose(texts):
+    """What to do about the known failures found in these messages (each hint once)."""
+    joined = "\n".join(texts)
+    return [hint for needles, hint in KNOWN_FAILURES if any(n in joined for n in needles)]
+
+
 def pod_report(client, namespace, backend):
     """Status of a backend's pods: phase, readiness, restarts, waiting reasons and warning events."""
     selector = "app.kubernetes.io/component=backend,app.kubernetes.io/instance=%s" % backend
@@ -51,6 +87,7 @@ def pod_report(client, namespace, backend):
                 "restarts": sum(s.get("restartCount", 0) for s in statuses),
                 "waiting": waiting,
                 "warnings": ["%s: %s" % (e.get("reason"), e.get("message")) for e in events],
+                "messages": _messages(statuses),
             }
         )
     slices = _items(
@@ -148,12 +185,14 @@ def pod_problems(report, min_ready):
     problems = []
     for pod in report["pods"]:
         if not pod["ready"]:
+            hints = diagnose(pod.get("messages", []) + pod.get("warnings", []))
             problems.append(
-                "pod %s is not ready (phase %s%s)"
+                "pod %s is not ready (phase %s%s)%s"
                 % (
                     pod["name"],
                     pod["phase"],
                     ", waiting: " + ", ".join(pod["waiting"]) if pod["waiting"] else "",
+                    "".join("; " + hint for hint in hints),
                 )
             )
     if report["ready_endpoints"] < min_ready:

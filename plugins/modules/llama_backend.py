@@ -39,6 +39,10 @@ options:
   image:
     description:
       - OCI image whose entrypoint file is C(llama-api-server.wasm). Required with O(state=present).
+      - Under runwasi's WasmEdge shim (O(runtime=runwasi)) the image must be built from a llama-api-server
+        whose C(wasi_logger) setup is removed - the shim provides WASI and C(wasi_nn) only, no C(wasi_logging),
+        and a stock C(llama-api-server.wasm) fails to instantiate (C(unknown import ... wasi_logging)).
+        M(edgewasm.llamaedge.llama_verify) recognises that failure in the pods' events and says so.
     type: str
   image_pull_policy:
     description: The container's C(imagePullPolicy).
@@ -63,7 +67,9 @@ options:
     type: str
   model_aliases:
     description:
-      - C(--model-alias) values. The first is the alias of the preloaded model.
+      - C(--model-alias) values. The first is the alias of the preloaded model (its WASI-NN graph name).
+      - Aliases are not API model ids and are not advertised in the C(llamaedge/models) annotation; only
+        O(model_name) is.
     type: list
     elements: str
     default: [default]
@@ -232,6 +238,7 @@ def argument_spec():
             type="str", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent"
         ),
         runtime_class=dict(type="str", default="wasmedge-nn"),
+        runtime=dict(type="str", default="auto", choices=["auto", "runwasi", "crun"]),
         model_file=dict(type="str"),
         models_dir=dict(type="path", default="/var/lib/llamaedge/models"),
         model_name=dict(type="str"),

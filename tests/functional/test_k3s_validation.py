@@ -68,7 +68,9 @@ def test_unknown_version_has_no_checksum_source(run_site, tmp_path, site):
 
 
 def test_binary_not_matching_the_release_checksum_file(run_site, tmp_path, site):
-    binary = tmp_path / "mirror" / "v1.31.6+k3s1" / release_mirror.K3S_ARCH[platform.machine()][1]
+    binary = (
+        tmp_path / "mirror" / "v1.31.6+k3s1" / release_mirror.catalog.ARCHES[platform.machine()]["k3s_binary"]
+    )
     binary.write_text(binary.read_text() + "# tampered\n")
     result = run_site(local_inventory(["node1"], []), site, playbook=PLAYBOOK)
     assert result.rc != 0

@@ -7,6 +7,7 @@ message that names what to fix.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -86,12 +87,44 @@ def test_cuda_variant_without_driver_is_rejected(run_preflight, tmp_path):
     assert not (tmp_path / "facts" / "edgewasm.fact").exists()
 
 
-def test_dist_needing_newer_wasmedge_is_rejected(run_preflight):
+def test_dist_no_longer_released_is_rejected(run_preflight):
     result = run_preflight(
-        local_inventory(["s1"], []), {**LENIENT, "preflight_wasmedge_dist": "manylinux_2_28"}
+        local_inventory(["s1"], []),
+        {**LENIENT, "preflight_wasmedge_version": "0.15.0", "preflight_wasmedge_dist": "manylinux2014"},
     )
     assert result.rc != 0
-    assert "preflight_wasmedge_dist=manylinux_2_28 is not released for WasmEdge 0.14.1" in result.output
+    assert "preflight_wasmedge_dist=manylinux2014 is not released for WasmEdge 0.15.0" in result.output
+
+
+def test_variant_without_upstream_evidence_is_rejected_naming_what_exists(run_preflight, tmp_path):
+    """0.15.0 publishes no noavx plugin: preflight fails before anything is fetched, and says how to vouch."""
+    extra = {**LENIENT, "preflight_wasmedge_version": "0.15.0", "preflight_ggml_variant": "noavx"}
+    result = run_preflight(local_inventory(["s1"], []), extra)
+    assert result.rc != 0
+    assert (
+        "no evidence that WasmEdge 0.15.0 publishes WasmEdge-plugin-wasi_nn-ggml-noavx-0.15.0-"
+        in result.output
+    )
+    assert "cpu manylinux_2_28_x86_64" in result.output or "cpu manylinux_2_28_aarch64" in result.output
+    assert "edgewasm_vouched_assets" in result.output
+    assert not (tmp_path / "facts" / "edgewasm.fact").exists()
+
+
+def test_vouched_asset_is_accepted(run_preflight, tmp_path):
+    machine = os.uname().machine
+    if machine != "x86_64":
+        pytest.skip("noavx exists for x86_64 only")
+    asset = "0.15.0/WasmEdge-plugin-wasi_nn-ggml-noavx-0.15.0-ubuntu20.04_x86_64.tar.gz"
+    extra = {
+        **LENIENT,
+        "preflight_wasmedge_version": "0.15.0",
+        "preflight_ggml_variant": "noavx",
+        "edgewasm_vouched_assets": [asset],
+    }
+    result = run_preflight(local_inventory(["s1"], []), extra)
+    assert result.rc == 0, result.output
+    facts = json.loads((tmp_path / "facts" / "edgewasm.fact").read_text())
+    assert (facts["ggml_variant"], facts["wasmedge_dist"]) == ("noavx", "ubuntu20.04")
 
 
 def test_unsupported_os_is_rejected(run_preflight):

@@ -1,10 +1,16 @@
 """STAND-IN release mirror for the runtime roles' tests (not upstream software).
 
-Lays out, under a directory, the WasmEdge and WASI-NN GGML plugin release assets the roles fetch,
-with upstream's file names and archive layouts, built from the gcc stand-ins of wasmedge_tree.py:
+Generated from the collection's release catalog (plugins/module_utils/release_catalog.py), so a stand-in
+cannot disagree with what the roles expect: for each WasmEdge version, every dist the catalog lists for it,
+in that version's archive layout, every GGML plugin asset the catalog has evidence of (for this machine's
+architecture), the static archive runwasi's build uses, and the release's SHA256SUM over all of them.
+The binaries are the gcc stand-ins of wasmedge_tree.py:
 
-    <mirror>/<V>/WasmEdge-<V>-<dist>_<arch>.tar.gz                      WasmEdge-<V>-Linux/{bin,include,lib}
+    <mirror>/<V>/WasmEdge-<V>-<dist>_<arch>.tar.gz      WasmEdge-<V>-Linux/{bin,include,lib} (up to 0.14) or
+                                                       bin/, include/, lib/ at the root (0.15.0 and later)
     <mirror>/<V>/WasmEdge-plugin-wasi_nn-ggml[<infix>]-<V>-<dist>_<arch>.tar.gz   libwasmedgePluginWasiNN.so
+    <mirror>/<V>/WasmEdge-<V>-debian11_<arch>_static.tar.gz   (the runwasi build's static archive)
+    <mirror>/<V>/SHA256SUM                              sha256sum format, every asset of <V>
     <mirror>/containerd-shim-wasmedge/v<R>/containerd-shim-wasmedge-<arch>-linux-musl.tar.gz   (upstream's path)
     <mirror>/runwasi/<R>/containerd-shim-wasmedge-<arch>-linux-gnu.tar.gz      (a site's own glibc build)
     <mirror>/<K>/k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt   stand-in k3s (k3s.py)
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import platform
 import shutil
@@ -29,9 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import crun_source
 import wasmedge_tree
 
-DISTS = ("ubuntu20.04", "manylinux_2_28", "manylinux2014")
-# variant infix -> build with a CUDA runtime dependency
-VARIANTS = {"": False, "-noavx": False, "-cuda": True}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_catalog():
+    """The collection's release catalog, loaded from its file (no collection path needed)."""
+    path = ROOT / "plugins" / "module_utils" / "release_catalog.py"
+    spec = importlib.util.spec_from_file_location("edgewasm_release_catalog", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+catalog = _load_catalog()
 
 
 def _tar(archive: Path, entries: list[tuple[Path, str]]) -> None:
@@ -41,44 +58,75 @@ def _tar(archive: Path, entries: list[tuple[Path, str]]) -> None:
             tar.add(path, arcname=name)
 
 
+def write_checksums(release: Path) -> Path:
+    """<release>/SHA256SUM over every other file of the release directory, as upstream publishes it."""
+    sums = release / catalog.CHECKSUM_FILE
+    sums.write_text(
+        "".join(
+            f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n"
+            for f in sorted(release.iterdir())
+            if f.is_file() and f.name != catalog.CHECKSUM_FILE
+        )
+    )
+    return sums
+
+
+def _core_tree(tmp: Path, version: str, tree: dict[str, Path]) -> Path:
+    """The files of a WasmEdge release archive (bin, include, lib) in a directory of their own."""
+    top = tmp / f"core-{version}"
+    if not top.exists():
+        (top / "include" / "wasmedge").mkdir(parents=True)
+        (top / "include" / "wasmedge" / "wasmedge.h").write_text(f"/* {wasmedge_tree.MARKER} */\n")
+        shutil.copytree(tree["prefix"] / "bin", top / "bin", symlinks=True)
+        shutil.copytree(tree["prefix"] / "lib", top / "lib", symlinks=True)
+    return top
+
+
+def core_archive(archive: Path, top: Path, version: str, layout: str) -> Path:
+    """A WasmEdge archive in the catalog's layout for the version."""
+    if layout == catalog.TOPDIR:
+        _tar(archive, [(top, f"WasmEdge-{version}-Linux")])
+    else:
+        _tar(archive, [(top / name, name) for name in ("bin", "include", "lib")])
+    return archive
+
+
 def build(mirror: Path, versions: list[str]) -> list[Path]:
-    arch = platform.machine()
+    arch = catalog.ARCHES[platform.machine()]["wasmedge"]
+    static_versions = {catalog.RUNWASI[v]["wasmedge_static"] for v in catalog.RUNWASI}
     made = []
     with tempfile.TemporaryDirectory() as tmp:
         for version in versions:
-            for infix, cuda in VARIANTS.items():
+            release = catalog.wasmedge_release(version)
+            if release is None:
+                raise SystemExit(f"WasmEdge {version} is not in the release catalog")
+            trees = {}
+            for variant in catalog.GGML_VARIANTS:
                 # The release tarball's plugin is the build-tree copy: RUNPATH $ORIGIN/../../lib/api:
-                tree = wasmedge_tree.build(
-                    Path(tmp) / version / (infix or "cpu"),
+                trees[variant] = wasmedge_tree.build(
+                    Path(tmp) / version / variant,
                     version,
                     plugin_runpath="$ORIGIN/../../lib/api:",
-                    cuda=cuda,
+                    cuda=catalog.GGML_VARIANTS[variant]["cuda"] is not None,
                 )
-                for dist in DISTS:
-                    plugin = (
-                        mirror
-                        / version
-                        / f"WasmEdge-plugin-wasi_nn-ggml{infix}-{version}-{dist}_{arch}.tar.gz"
+            top = _core_tree(Path(tmp), version, trees["cpu"])
+            for dist in release["dists"]:
+                made.append(
+                    core_archive(
+                        mirror / version / catalog.wasmedge_asset(version, dist, arch),
+                        top,
+                        version,
+                        release["layout"],
                     )
-                    _tar(
-                        plugin,
-                        [(tree["plugin_dir"] / "libwasmedgePluginWasiNN.so", "libwasmedgePluginWasiNN.so")],
-                    )
+                )
+                for variant in catalog.ggml_variants(version, dist, arch):
+                    plugin = mirror / version / catalog.ggml_asset(version, variant, dist, arch)
+                    _tar(plugin, [(trees[variant]["plugin_dir"] / catalog.PLUGIN_FILE, catalog.PLUGIN_FILE)])
                     made.append(plugin)
-                    if infix:
-                        continue
-                    top = Path(tmp) / f"WasmEdge-{version}-Linux"
-                    if not top.exists():
-                        (top / "include" / "wasmedge").mkdir(parents=True)
-                        (top / "include" / "wasmedge" / "wasmedge.h").write_text(
-                            f"/* {wasmedge_tree.MARKER} */\n"
-                        )
-                        shutil.copytree(tree["prefix"] / "bin", top / "bin", symlinks=True)
-                        shutil.copytree(tree["prefix"] / "lib", top / "lib", symlinks=True)
-                    core = mirror / version / f"WasmEdge-{version}-{dist}_{arch}.tar.gz"
-                    _tar(core, [(top, top.name)])
-                    made.append(core)
-            shutil.rmtree(Path(tmp) / f"WasmEdge-{version}-Linux", ignore_errors=True)
+            if version in static_versions:
+                static = mirror / version / catalog.wasmedge_static_asset(version, arch)
+                made.append(core_archive(static, top, version, release["layout"]))
+            made.append(write_checksums(mirror / version))
     return made
 
 
@@ -106,13 +154,13 @@ def build_shim(mirror: Path, version: str) -> list[Path]:
     return made
 
 
-K3S_ARCH = {"x86_64": ("amd64", "k3s"), "aarch64": ("arm64", "k3s-arm64")}
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "k3s_containerd"
 
 
 def build_k3s(mirror: Path, version: str) -> list[Path]:
     """The STAND-IN k3s script as a release: binary, air-gap images file and sha256sum file."""
-    arch, binary = K3S_ARCH[platform.machine()]
+    names = catalog.ARCHES[platform.machine()]
+    arch, binary = names["k3s"], names["k3s_binary"]
     release = mirror / version
     release.mkdir(parents=True, exist_ok=True)
     script = "#!/usr/bin/env python3\n" + Path(__file__).with_name("k3s.py").read_text()

@@ -5,7 +5,8 @@
   Cargo.toml with the `containerd-shim-wasmedge` member, Cargo.lock) whose "crate" is a C file;
 - `install_cargo(path, log)` writes a `cargo` script that accepts exactly the build command the role
   runs (`build --release --locked -p containerd-shim-wasmedge [--features ...]`), checks it runs in a
-  workspace with that member and a lock file, compiles the C file with gcc into
+  workspace with that member and a lock file and that WASMEDGE_STANDALONE_ARCHIVE names a file (as
+  wasmedge-sys would otherwise download one), compiles the C file with gcc into
   target/release/containerd-shim-wasmedge-v1 and logs each call.
 """
 
@@ -31,6 +32,9 @@ if [ "$1" = "--version" ]; then echo "cargo 1.86.0 (edgewasm stand-in, not cargo
 [ "$1 $2 $3 $4 $5" = "build --release --locked -p containerd-shim-wasmedge" ] || { echo "stand-in cargo: unexpected: $*" >&2; exit 2; }
 features=""
 [ "$6" = "--features" ] && features=$7
+# wasmedge-sys (static feature) downloads WasmEdge from GitHub unless given a local archive.
+[ -f "$WASMEDGE_STANDALONE_ARCHIVE" ] || { echo "stand-in cargo: WASMEDGE_STANDALONE_ARCHIVE='$WASMEDGE_STANDALONE_ARCHIVE' is no file: wasmedge-sys would download from GitHub" >&2; exit 3; }
+echo "standalone-archive $(basename "$WASMEDGE_STANDALONE_ARCHIVE") $(sha256sum < "$WASMEDGE_STANDALONE_ARCHIVE" | cut -d' ' -f1)" >> __LOG__
 grep -q 'crates/containerd-shim-wasmedge' Cargo.toml && [ -f Cargo.lock ] || { echo "stand-in cargo: not the runwasi workspace" >&2; exit 2; }
 mkdir -p target/release
 exec gcc -DFEATURES="\\"$features\\"" -o target/release/containerd-shim-wasmedge-v1 crates/containerd-shim-wasmedge/src/main.c

@@ -1,8 +1,16 @@
 """What preflight leaves on every node, checked against the node itself."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "release_catalog", Path(__file__).resolve().parents[3] / "plugins" / "module_utils" / "release_catalog.py"
+)
+catalog = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(catalog)
 
 FACTS = "/etc/ansible/facts.d/edgewasm.fact"
 
@@ -28,14 +36,15 @@ def test_facts_file_is_root_owned_and_not_world_writable(host):
 def test_arch_matches_the_node(host, facts):
     machine = host.check_output("uname -m")
     assert facts["arch"] == machine
-    assert facts["k3s_arch"] == {"x86_64": "amd64", "aarch64": "arm64"}[machine]
+    assert facts["k3s_arch"] == catalog.ARCHES[machine]["k3s"]
+    assert facts["machine"] == machine
 
 
 def test_glibc_and_dist(host, facts):
     glibc = _glibc(host)
     assert facts["glibc_version"] == ".".join(map(str, glibc))
-    # WasmEdge 0.14.1 ships ubuntu20.04 (glibc >= 2.31) and manylinux2014 builds.
-    expected = "ubuntu20.04" if glibc >= (2, 31) else "manylinux2014"
+    # WasmEdge 0.14.1's GGML plugin is published for ubuntu20.04 (glibc >= 2.31) x86_64: auto prefers it.
+    expected = "ubuntu20.04" if glibc >= (2, 31) else "manylinux_2_28"
     assert facts["wasmedge_version"] == "0.14.1"
     assert facts["wasmedge_dist"] == expected
     assert facts["wasmedge_platform"] == f"{expected}_{facts['arch']}"
@@ -53,13 +62,14 @@ def test_ggml_variant_follows_cpu_flags(host, facts):
     has_driver = host.file("/proc/driver/nvidia/version").exists
     assert facts["cuda_driver_version"] is None or has_driver
     if not has_driver:
-        assert facts["ggml_variant"] == ("cpu" if "avx" in flags else "noavx")
+        # the cpu build is tuned for AVX, AVX2, FMA and F16C: lacking any of them means noavx
+        assert facts["ggml_variant"] == ("cpu" if {"avx", "avx2", "fma", "f16c"} <= flags else "noavx")
 
 
 def test_kernel_warnings_match_the_kernel(host, facts):
     # The lab runs preflight with preflight_kernel_checks=warn: every missing
     # module must be reported, and nothing that is present.
-    warnings = " ".join(facts["preflight_warnings"])
+    warnings = " ".join(facts["warnings"])
     for module in ("br_netfilter", "overlay"):
         present = host.file(f"/sys/module/{module}").is_directory
         assert (f"kernel module {module} " in warnings) is (not present)

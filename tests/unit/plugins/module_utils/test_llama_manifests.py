@@ -60,7 +60,7 @@ def test_seed_backends_carry_weights_models_and_per_node_mounts():
     assert service["metadata"]["labels"]["llamaedge/target"] == "true"
     assert service["metadata"]["annotations"] == {
         "llamaedge/weight": "3",
-        "llamaedge/models": "llama-3-1b,default",
+        "llamaedge/models": "llama-3-1b",  # the preload alias "default" is no API model id
     }
     assert service["spec"]["selector"] == {
         "app.kubernetes.io/instance": "llama-low-cost",
@@ -220,3 +220,15 @@ def test_balancer_errors():
     for text in ("node_port is only used", "image is required", "replicas=0", "watch_namespaces[]="):
         assert any(text in e for e in errors), (text, errors)
     assert m.balancer_errors(dict(BALANCER, node_port=80))[0].startswith("node_port=80 must be in")
+
+
+def test_pods_on_crun_carry_the_wasm_handler_annotation_and_runwasi_pods_none():
+    """crun runs a container as WASM only with module.wasm.image/variant (or run.oci.handler)."""
+    runwasi = m.backend_manifests(SEED[0])[0]["spec"]["template"]["metadata"]
+    assert "annotations" not in runwasi
+    crun = m.backend_manifests(dict(SEED[0], runtime_class="crun-wasm"))[0]["spec"]["template"]["metadata"]
+    assert crun["annotations"] == {"module.wasm.image/variant": "compat"}
+    explicit = m.backend_manifests(dict(SEED[0], runtime_class="wasm", runtime="crun"))[0]
+    assert explicit["spec"]["template"]["metadata"]["annotations"] == {"module.wasm.image/variant": "compat"}
+    forced = m.backend_manifests(dict(SEED[0], runtime_class="crun-wasm", runtime="runwasi"))[0]
+    assert "annotations" not in forced["spec"]["template"]["metadata"]

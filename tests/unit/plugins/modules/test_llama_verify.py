@@ -197,3 +197,25 @@ def test_check_mode_sends_nothing(run_module, cluster, tmp_path):
     result = run_module(module.main, params("http://127.0.0.1:9", tmp_path), check_mode=True)
     assert result["changed"] is False and not os.path.exists(tmp_path / "reports")
     assert cluster.calls == []
+
+
+def test_stock_image_under_the_shim_is_recognised_and_the_fix_named(run_module, system, cluster, tmp_path):
+    """A stock llama-api-server.wasm imports wasi_logging, which runwasi's shim lacks: say so, not just 'not ready'."""
+    broken = pod("high-1", "llama-high-cost", ready=False)
+    broken["status"]["containerStatuses"][0]["state"] = {
+        "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}
+    }
+    broken["status"]["containerStatuses"][0]["lastState"] = {
+        "terminated": {
+            "reason": "StartError",
+            "message": "failed to create containerd task: failed to create shim task: Other: "
+            "unknown import: `wasi_logging::log` has not been defined",
+        }
+    }
+    cluster.put(broken)
+    result = run_module(module.main, params(system(), tmp_path, sequential=2, concurrent=2))
+    assert result["failed"] is True
+    problem = next(p for p in result["problems"] if p.startswith("pod high-1 is not ready"))
+    assert "imports wasi_logging, which runwasi's WasmEdge shim does not provide" in problem
+    assert "build the server with its wasi_logger setup removed" in problem
+    assert "WASI-NN plugin was not loaded" not in problem  # only the hint that applies
