@@ -53,6 +53,15 @@ options:
     description: RuntimeClass that runs WASM with the WASI-NN plugin (created by the containerd_wasm role).
     type: str
     default: wasmedge-nn
+  runtime:
+    description:
+      - What runs behind O(runtime_class). V(crun) (crun built with WasmEdge) adds the pod annotation
+        C(module.wasm.image/variant=compat), without which crun starts the container as an ordinary Linux
+        process; V(runwasi) adds none. V(auto) means V(crun) when the RuntimeClass name contains C(crun)
+        (the containerd_wasm role's C(crun-wasm)), else V(runwasi).
+    type: str
+    choices: [auto, runwasi, crun]
+    default: auto
   model_file:
     description: File name of the GGUF model inside O(models_dir) on the nodes.
     type: str

@@ -33,7 +33,8 @@ if [ "$1" = "--version" ]; then echo "cargo 1.86.0 (edgewasm stand-in, not cargo
 features=""
 [ "$6" = "--features" ] && features=$7
 # wasmedge-sys (static feature) downloads WasmEdge from GitHub unless given a local archive.
-[ -f "$WASMEDGE_STANDALONE_ARCHIVE" ] || { echo "stand-in cargo: WASMEDGE_STANDALONE_ARCHIVE='$WASMEDGE_STANDALONE_ARCHIVE' is no file: wasmedge-sys would download from GitHub" >&2; exit 3; }
+[ -f "$WASMEDGE_STANDALONE_ARCHIVE" ] || {
+    echo "stand-in cargo: WASMEDGE_STANDALONE_ARCHIVE is no file: wasmedge-sys would download from GitHub" >&2; exit 3; }
 echo "standalone-archive $(basename "$WASMEDGE_STANDALONE_ARCHIVE") $(sha256sum < "$WASMEDGE_STANDALONE_ARCHIVE" | cut -d' ' -f1)" >> __LOG__
 grep -q 'crates/containerd-shim-wasmedge' Cargo.toml && [ -f Cargo.lock ] || { echo "stand-in cargo: not the runwasi workspace" >&2; exit 2; }
 mkdir -p target/release
