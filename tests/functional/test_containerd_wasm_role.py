@@ -200,3 +200,24 @@ def test_plain_containerd_declaring_our_runtime_itself_is_refused(run_site, node
     )
     assert result.rc != 0
     assert "already declares one of wasmedge-nn, crun-wasm itself" in result.output, result.output
+
+
+def test_k3s_without_the_base_template_is_refused_naming_the_minimum(run_site, node):
+    """{{ template "base" . }} exists from v1.28.1+k3s1 / v1.27.5+k3s1: an older k3s would lose its own config."""
+    extra = variables(node, containerd_wasm_k3s_version="v1.27.4+k3s1")
+    result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert result.rc != 0
+    assert 'containerd_wasm_k3s_version=v1.27.4+k3s1 has no {{ template "base" . }}' in result.output, (
+        result.output
+    )
+    assert "v1.28.1+k3s1" in result.output
+    assert not (node / "k3s").exists()
+
+
+def test_template_goes_under_k3s_data_dir_by_default(run_site, node):
+    """containerd_wasm_k3s_data_dir follows the k3s role's k3s_data_dir (a data dir moved elsewhere)."""
+    extra = variables(node, k3s_data_dir=str(node / "data"))
+    del extra["containerd_wasm_k3s_data_dir"]
+    result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert result.rc == 0, result.output
+    assert (node / "data" / "agent" / "etc" / "containerd" / "config-v3.toml.tmpl").is_file()
