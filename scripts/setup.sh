@@ -47,6 +47,22 @@ python_venv() {
   echo "$want" >"$stamp"
 }
 
+# The oldest ansible-core meta/runtime.yml claims, in a venv of its own (the compat stage of test.sh).
+compat_venv() {
+  local venv=$EDGEWASM_CACHE/venv-ansible-2.16 stamp want
+  want=$(sha256sum "$EDGEWASM_REPO/requirements/ansible-2.16.txt" | cut -c1-16)
+  stamp=$venv/.edgewasm-stamp
+  if [[ -x $venv/bin/ansible-playbook && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+    log "venv: reusing $venv"
+    return
+  fi
+  log "venv: creating $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$EDGEWASM_REPO/requirements/ansible-2.16.txt"
+  echo "$want" >"$stamp"
+}
+
 collections() {
   local stamp=$EDGEWASM_COLLECTIONS/.edgewasm-stamp want
   want=$(printf '%s\n' "$EDGEWASM_ANSIBLE_BUNDLE"; cat "$EDGEWASM_REPO/collections/requirements.yml" "$EDGEWASM_REPO/scripts/install-collections.py")
@@ -105,6 +121,7 @@ if [[ ${1:-} == --bench ]]; then
 fi
 apt_packages "${APT_PACKAGES[@]}"
 python_venv
+compat_venv
 ansible_test_pip_bootstrap
 collections
 "$EDGEWASM_REPO/scripts/build-node-image.sh"

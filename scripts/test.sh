@@ -7,8 +7,10 @@
 # in the background after sanity and run beside pytest and the balancer suite.
 #
 # Stages: setup, ruff, ansible-lint, ansible-test sanity, pytest (unit and
-# functional), balancer (its own pytest suite), one stage per molecule scenario. Select stages with
-# EDGEWASM_STAGES="ruff pytest" (names as printed in the headers' brackets).
+# functional), compat (the oldest ansible-core claimed), balancer (its own pytest suite), one stage
+# per molecule scenario. Select stages with EDGEWASM_STAGES="ruff pytest" (names as printed in the
+# headers' brackets); setup always runs unless excluded by name: EDGEWASM_STAGES="pytest -setup".
+# A name that is no stage is an error (exit 2).
 set -uo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -17,9 +19,22 @@ cd "$EDGEWASM_REPO" || exit 2
 passed=0
 failed=0
 summary=()
-only=" ${EDGEWASM_STAGES:-} "
 
-selected() { [[ "$only" == "  " || "$only" == *" $1 "* ]]; }
+all_stages=(setup ruff ansible-lint sanity pytest compat balancer)
+for scenario_dir in molecule/*/; do all_stages+=("molecule-$(basename "$scenario_dir")"); done
+only=" "
+skip=" "
+for name in ${EDGEWASM_STAGES:-}; do
+  if [[ " ${all_stages[*]} " != *" ${name#-} "* ]]; then
+    echo "EDGEWASM_STAGES: unknown stage '${name#-}'; stages: ${all_stages[*]} (prefix one with - to leave it out)" >&2
+    exit 2
+  fi
+  if [[ $name == -* ]]; then skip+="${name#-} "; else only+="$name "; fi
+done
+# Setup is what every other stage stands on: it runs unless left out by name.
+[[ $only != " " ]] && only+="setup "
+
+selected() { [[ "$skip" != *" $1 "* ]] && [[ "$only" == " " || "$only" == *" $1 "* ]]; }
 
 stage() {
   local name=$1 title=$2
@@ -121,6 +136,20 @@ molecule_stage() {
   return "$rc"
 }
 
+# The oldest ansible-core meta/runtime.yml claims (requirements/ansible-2.16.txt, a venv of its own made by
+# setup): the playbooks' syntax check and the functional role tests run under it as well; every other stage
+# runs under the newest (the main venv).
+compat_stage() {
+  local playbook=$EDGEWASM_CACHE/venv-ansible-2.16/bin/ansible-playbook
+  "$playbook" --version | head -1
+  # The playbooks need an inventory with the groups they name (syntax only: nothing runs).
+  local inventory=inventories/sample/hosts.yml file
+  for file in playbooks/*.yml; do
+    "$playbook" -i "$inventory" --syntax-check "$file" >/dev/null || { echo "syntax check failed: $file"; return 1; }
+  done
+  EDGEWASM_ANSIBLE_PLAYBOOK=$playbook python -m pytest -p no:cacheprovider -q tests/functional
+}
+
 # The balancer package has its own pytest configuration (balancer/pyproject.toml).
 balancer_stage() { (cd balancer && python -m pytest); }
 
@@ -130,6 +159,7 @@ stage ansible-lint "ansible-lint --profile production" ansible-lint --offline --
 stage sanity "ansible-test sanity" sanity
 start_molecule
 stage pytest "pytest: unit and functional tests" pytest_stage
+stage compat "the oldest ansible-core claimed (2.16): syntax check and functional role tests" compat_stage
 stage balancer "balancer: pytest (real sockets on 127.0.0.1)" balancer_stage
 for scenario_dir in molecule/*/; do
   scenario=$(basename "$scenario_dir")
