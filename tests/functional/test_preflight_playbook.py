@@ -111,20 +111,21 @@ def test_variant_without_upstream_evidence_is_rejected_naming_what_exists(run_pr
 
 
 def test_vouched_asset_is_accepted(run_preflight, tmp_path):
-    machine = os.uname().machine
-    if machine != "x86_64":
-        pytest.skip("noavx exists for x86_64 only")
-    asset = "0.15.0/WasmEdge-plugin-wasi_nn-ggml-noavx-0.15.0-ubuntu20.04_x86_64.tar.gz"
-    extra = {
-        **LENIENT,
-        "preflight_wasmedge_version": "0.15.0",
-        "preflight_ggml_variant": "noavx",
-        "edgewasm_vouched_assets": [asset],
-    }
-    result = run_preflight(local_inventory(["s1"], []), extra)
+    """0.14.1 has no evidence of a manylinux_2_28 plugin: vouching for it (either variant auto may pick on this
+    machine) lets preflight choose it; without the vouch it is refused (checked first)."""
+    arch = os.uname().machine
+    extra = {**LENIENT, "preflight_wasmedge_version": "0.14.1", "preflight_wasmedge_dist": "manylinux_2_28"}
+    refused = run_preflight(local_inventory(["s1"], []), extra)
+    assert refused.rc != 0 and "edgewasm_vouched_assets" in refused.output, refused.output
+    vouched = [
+        f"0.14.1/WasmEdge-plugin-wasi_nn-ggml{infix}-0.14.1-manylinux_2_28_{arch}.tar.gz"
+        for infix in ("", "-noavx")
+    ]
+    result = run_preflight(local_inventory(["s1"], []), {**extra, "edgewasm_vouched_assets": vouched})
     assert result.rc == 0, result.output
     facts = json.loads((tmp_path / "facts" / "edgewasm.fact").read_text())
-    assert (facts["ggml_variant"], facts["wasmedge_dist"]) == ("noavx", "ubuntu20.04")
+    assert facts["wasmedge_dist"] == "manylinux_2_28"
+    assert facts["ggml_variant"] in ("cpu", "noavx")
 
 
 def test_unsupported_os_is_rejected(run_preflight):
