@@ -1,13 +1,14 @@
 # edgewasm.llamaedge developer entry points.
 #   make test        the whole suite (what CI runs): setup, lint, sanity, unit, molecule
 #   make lab         create the 3-node podman lab and run playbooks/site.yml on it
-#   make lab-destroy remove the lab nodes
+#   make lab-destroy remove the lab nodes, their network and .cache/lab
+#   make distclean   remove .cache/ and the podman images the suite and the lab made
 #   make bench       run the benchmarks (resolver vs ldd/lddtree; balancer vs nginx and direct access)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/lib.sh &&
 
-.PHONY: help setup test lint unit sanity lab lab-destroy build changelog clean bench
+.PHONY: help setup test lint unit sanity lab lab-destroy build changelog clean distclean bench
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -27,15 +28,11 @@ sanity: setup
 unit: setup
 	EDGEWASM_STAGES="pytest" scripts/test.sh
 
-LAB_DIR := $(CURDIR)/.cache/lab
-
 lab: setup
-	$(ENV) molecule create -s default
-	$(ENV) python3 tests/standins/release_mirror.py --mirror $(LAB_DIR)/mirror --version 0.14.1 --k3s-version v1.31.6+k3s1 >/dev/null
-	$(ENV) EDGEWASM_LAB_DIR=$(LAB_DIR) ansible-playbook -i inventories/lab/hosts.yml playbooks/site.yml
+	scripts/lab.sh create
 
 lab-destroy:
-	$(ENV) molecule destroy -s default
+	scripts/lab.sh destroy
 
 build: setup
 	$(ENV) ansible-galaxy collection build --force --output-path .cache/dist .
@@ -45,6 +42,12 @@ changelog: setup
 
 clean:
 	rm -rf .cache/sanity .cache/dist tests/output
+
+# Everything the suite and the lab made: the caches and the podman images (the lab first).
+distclean: lab-destroy clean
+	podman rmi -f --ignore localhost/edgewasm-node:bookworm localhost/edgewasm-test-python-standin:bookworm \
+		localhost/edgewasm-standin-pause:1
+	rm -rf .cache
 
 bench: setup
 	scripts/setup.sh --bench

@@ -47,19 +47,20 @@ python_venv() {
   echo "$want" >"$stamp"
 }
 
-# The oldest ansible-core meta/runtime.yml claims, in a venv of its own (the compat stage of test.sh).
-compat_venv() {
-  local venv=$EDGEWASM_CACHE/venv-ansible-2.16 stamp want
-  want=$(sha256sum "$EDGEWASM_REPO/requirements/ansible-2.16.txt" | cut -c1-16)
+# A venv of its own from a fully pinned requirements file (installed with --no-deps, so exactly those
+# versions): NAME and the requirements file.
+pinned_venv() {
+  local venv=$EDGEWASM_CACHE/$1 requirements=$EDGEWASM_REPO/requirements/$2 stamp want
+  want=$(sha256sum "$requirements" | cut -c1-16)
   stamp=$venv/.edgewasm-stamp
-  if [[ -x $venv/bin/ansible-playbook && -f $stamp && $(cat "$stamp") == "$want" ]]; then
+  if [[ -x $venv/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
     log "venv: reusing $venv"
     return
   fi
   log "venv: creating $venv"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$EDGEWASM_REPO/requirements/ansible-2.16.txt"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$requirements"
   echo "$want" >"$stamp"
 }
 
@@ -88,10 +89,13 @@ collections() {
 # ansible-test bootstraps pip into each sanity venv with a get-pip.py script it
 # downloads from a host we cannot reach. Provide our own bootstrap script at the
 # path ansible-test caches it under: it installs pip from the pip wheel on PyPI.
+# ansible-test keeps that cache and its venvs under ~/.ansible/test; the suite runs it with
+# HOME=$EDGEWASM_ANSIBLE_TEST_HOME (lib.sh), inside this checkout's .cache, so two checkouts on one
+# machine never share (or break) each other's bootstrap.
 ansible_test_pip_bootstrap() {
   local version script wheel_dir
   version=$(grep -oP "pip='\K[0-9.]+" "$EDGEWASM_VENV"/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -n1)
-  script=$HOME/.ansible/test/cache/get_pip_${version//./_}.py
+  script=$EDGEWASM_ANSIBLE_TEST_HOME/.ansible/test/cache/get_pip_${version//./_}.py
   wheel_dir=$EDGEWASM_CACHE/pip-bootstrap
   if [[ -f $script ]] && grep -q 'edgewasm offline pip bootstrap' "$script" && compgen -G "$wheel_dir/pip-$version-*.whl" >/dev/null; then
     log "ansible-test: pip $version bootstrap present"
@@ -121,7 +125,8 @@ if [[ ${1:-} == --bench ]]; then
 fi
 apt_packages "${APT_PACKAGES[@]}"
 python_venv
-compat_venv
+pinned_venv venv-ansible-2.16 ansible-2.16.txt
+pinned_venv venv-release-tools release-tools.txt
 ansible_test_pip_bootstrap
 collections
 "$EDGEWASM_REPO/scripts/build-node-image.sh"

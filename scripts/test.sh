@@ -6,8 +6,8 @@
 # prints a header per stage, and ends with one line "N passed, N failed". The molecule scenarios start
 # in the background after sanity and run beside pytest and the balancer suite.
 #
-# Stages: setup, ruff, ansible-lint, ansible-test sanity, pytest (unit and
-# functional), compat (the oldest ansible-core claimed), balancer (its own pytest suite), one stage
+# Stages: setup, ruff, ansible-lint, ansible-test sanity, galaxy (galaxy-importer and the docs and
+# changelog linters), pytest (unit and functional), compat (the oldest ansible-core claimed), balancer (its own pytest suite), one stage
 # per molecule scenario. Select stages with EDGEWASM_STAGES="ruff pytest" (names as printed in the
 # headers' brackets); setup always runs unless excluded by name: EDGEWASM_STAGES="pytest -setup".
 # A name that is no stage is an error (exit 2).
@@ -20,8 +20,8 @@ passed=0
 failed=0
 summary=()
 
-all_stages=(setup ruff ansible-lint sanity pytest compat balancer)
-for scenario_dir in molecule/*/; do all_stages+=("molecule-$(basename "$scenario_dir")"); done
+all_stages=(setup ruff ansible-lint sanity galaxy pytest compat balancer)
+for scenario_dir in extensions/molecule/*/; do all_stages+=("molecule-$(basename "$scenario_dir")"); done
 only=" "
 skip=" "
 for name in ${EDGEWASM_STAGES:-}; do
@@ -64,7 +64,7 @@ finish() {
 
 # ansible-test needs the collection under .../ansible_collections/<ns>/<name>/
 # as a real directory (it resolves symlinks): test a copy of the tracked and
-# untracked-but-not-ignored files.
+# untracked-but-not-ignored files, all of them (balancer/ included), as a plain checkout's CI would.
 sanity() {
   # Outside the work tree: inside it, ansible-test would list files with git and
   # find the copy ignored.
@@ -72,19 +72,41 @@ sanity() {
   top=$(mktemp -d "${TMPDIR:-/tmp}/edgewasm-sanity.XXXXXX")
   root=$top/ansible_collections/edgewasm/llamaedge
   mkdir -p "$root"
-  # balancer/ is a separate Python service, not part of the collection artifact
-  # (galaxy.yml build_ignore): its own ruff and pytest stages check it.
-  git ls-files -co --exclude-standard -z -- . ':!balancer' | tar --null -T - -cf - | tar -x -C "$root"
+  git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -x -C "$root"
   # Every sanity test runs; all need only PyPI (requirements are installed into
-  # ansible-test's own venvs), none needs a container registry.
-  (cd "$root" && ansible-test sanity --color no --python 3.11 2>&1 | grep -v 'is ignored: it is neither'
+  # ansible-test's own venvs, cached under its HOME inside .cache), none needs a container registry.
+  (cd "$root" && HOME=$EDGEWASM_ANSIBLE_TEST_HOME ansible-test sanity --color no --python 3.11 2>&1 |
+   grep -v 'is ignored: it is neither'
    exit "${PIPESTATUS[0]}")
   rc=$?
   rm -rf "$top"
   return "$rc"
 }
 
+# What Galaxy and the docsite run on a collection (requirements/release-tools.txt, a venv of its own):
+# galaxy-importer on the built artifact (any WARNING or ERROR line fails), antsibull-docs' collection
+# docs lint (plugin and role docs, references) and antsibull-changelog's lint.
+galaxy_stage() {
+  local tools=$EDGEWASM_CACHE/venv-release-tools/bin dist rc=0
+  dist=$(mktemp -d "${TMPDIR:-/tmp}/edgewasm-galaxy.XXXXXX")
+  ansible-galaxy collection build --output-path "$dist" . >/dev/null || rc=1
+  if ((rc == 0)); then
+    # galaxy-importer runs ansible-lint and ansible-doc from PATH: its own pinned ones.
+    (cd "$dist" && PATH=$tools:$PATH "$tools/python" -m galaxy_importer.main ./*.tar.gz) >"$dist/importer.log" 2>&1 || rc=1
+    grep -v '^Loading ' "$dist/importer.log"
+    if grep -qE '^(WARNING|ERROR)' "$dist/importer.log"; then echo "galaxy-importer: warnings or errors above"; rc=1; fi
+  fi
+  rm -rf "$dist"
+  "$tools/antsibull-docs" lint-collection-docs --plugin-docs --validate-collection-refs all \
+    --disallow-unknown-collection-refs . || { echo "antsibull-docs lint-collection-docs failed"; rc=1; }
+  "$tools/antsibull-changelog" lint || { echo "antsibull-changelog lint failed"; rc=1; }
+  ((rc == 0)) && echo "galaxy-importer, antsibull-docs and antsibull-changelog: clean"
+  return "$rc"
+}
+
 ruff_stage() { ruff check . && ruff format --check .; }
+
+lint_stage() { yamllint --strict . && ansible-lint --offline --profile production; }
 
 pytest_stage() {
   python -m pytest -p no:cacheprovider tests/unit tests/functional
@@ -109,7 +131,7 @@ run_scenarios() {
 
 start_molecule() {
   local scenario_dir scenario long=() short=()
-  for scenario_dir in molecule/*/; do
+  for scenario_dir in extensions/molecule/*/; do
     scenario=$(basename "$scenario_dir")
     selected "molecule-$scenario" || continue
     if [[ $scenario == default ]]; then long+=("$scenario"); else short+=("$scenario"); fi
@@ -155,13 +177,14 @@ balancer_stage() { (cd balancer && python -m pytest); }
 
 stage setup "install packages, venv, collections, node image" "$EDGEWASM_REPO/scripts/setup.sh" || finish
 stage ruff "ruff check and format" ruff_stage
-stage ansible-lint "ansible-lint --profile production" ansible-lint --offline --profile production
+stage ansible-lint "yamllint and ansible-lint --profile production" lint_stage
 stage sanity "ansible-test sanity" sanity
+stage galaxy "galaxy-importer, antsibull-docs and antsibull-changelog lint" galaxy_stage
 start_molecule
 stage pytest "pytest: unit and functional tests" pytest_stage
 stage compat "the oldest ansible-core claimed (2.16): syntax check and functional role tests" compat_stage
 stage balancer "balancer: pytest (real sockets on 127.0.0.1)" balancer_stage
-for scenario_dir in molecule/*/; do
+for scenario_dir in extensions/molecule/*/; do
   scenario=$(basename "$scenario_dir")
   stage "molecule-$scenario" "molecule test -s $scenario" molecule_stage "$scenario"
 done

@@ -15,7 +15,7 @@ async def read_head(reader: asyncio.StreamReader) -> tuple[bytes, dict[str, str]
     headers: dict[str, str] = {}
     for line in head.split(b"\r\n")[1:]:
         if b":" in line:
-            key, _, value = line.partition(b":")
+            key, _unused, value = line.partition(b":")
             headers[key.decode().strip().lower()] = value.decode().strip()
     return head, headers
 

@@ -30,7 +30,7 @@ KUBE = KubeSettings(
 
 
 async def eventually(check, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.02)):
+    for _attempt in range(int(timeout / 0.02)):
         if check():
             return
         await asyncio.sleep(0.02)
@@ -175,7 +175,7 @@ async def test_backends_file_is_reloaded_and_a_bad_edit_keeps_the_last_good_set(
     await eventually(lambda: len(bal.pool.services) == 2)
     path.write_text("[{not json")
     await asyncio.sleep(0.2)
-    assert sorted(n for _, n in bal.pool.services) == ["a", "b"]
+    assert sorted(n for _unused, n in bal.pool.services) == ["a", "b"]
     path.write_text(json.dumps([{"name": "b", "url": b.url}]))
     await eventually(lambda: list(bal.pool.services) == [("static", "b")])
 

@@ -28,13 +28,13 @@ async def test_killed_backend_costs_no_failed_request(backends, balancer, http):
 
     async def client(n: int) -> None:
         for i in range(n):
-            status, _, headers = await _post(
+            status, _unused, headers = await _post(
                 http, url, headers={"Idempotency-Key": f"{id(statuses)}-{n}-{i}"}
             )
             statuses[status] += 1
             served[headers.get("X-Edgewasm-Backend", "-")] += 1
 
-    clients = [asyncio.create_task(client(150)) for _ in range(8)]
+    clients = [asyncio.create_task(client(150)) for _attempt in range(8)]
     while sum(statuses.values()) < 300:
         await asyncio.sleep(0.005)
     await b.stop()  # killed while requests keep coming
@@ -50,9 +50,9 @@ async def test_killed_backend_costs_no_failed_request(backends, balancer, http):
 async def test_503_backend_is_retried_elsewhere_and_ejected(backends, balancer, http):
     bad, good = await backends("bad", fail_status=503), await backends("good")
     bal = await balancer([{"name": "bad", "url": bad.url}, {"name": "good", "url": good.url}])
-    results = [await _post(http, base_url(bal)) for _ in range(6)]
-    assert [s for s, _, _ in results] == [200] * 6
-    assert {h["X-Edgewasm-Backend"] for _, _, h in results} == {"good"}
+    results = [await _post(http, base_url(bal)) for _attempt in range(6)]
+    assert [s for s, _unused, _unused in results] == [200] * 6
+    assert {h["X-Edgewasm-Backend"] for _unused, _unused, h in results} == {"good"}
     assert bad.hits == 1  # ejected after its first failure (max_fails=1)
 
 
@@ -112,7 +112,7 @@ async def test_first_byte_timeout_moves_on_to_another_backend(backends, balancer
         [{"name": "slow", "url": slow.url}, {"name": "fast", "url": fast.url}], first_byte_timeout=0.3
     )
     statuses = []
-    for _ in range(3):  # GET is idempotent: sent again elsewhere after the timeout
+    for _attempt in range(3):  # GET is idempotent: sent again elsewhere after the timeout
         async with http.get(base_url(bal) + "/v1/chat/completions") as r:
             statuses.append(r.status)
     assert statuses == [200, 200, 200]
@@ -125,7 +125,7 @@ async def test_a_post_that_timed_out_is_not_sent_again(backends, balancer, http)
     bal = await balancer(
         [{"name": "slow", "url": slow.url}, {"name": "fast", "url": fast.url}], first_byte_timeout=0.3
     )
-    status, body, _ = await _post(http, base_url(bal))
+    status, body, _unused = await _post(http, base_url(bal))
     assert status == 502 and b"first-byte timeout" in body
     assert (slow.hits, fast.hits) == (1, 0)
     # With an Idempotency-Key the client says a second delivery is harmless (a fresh balancer, whose
@@ -147,17 +147,20 @@ async def test_active_health_check_brings_a_backend_back(backends, balancer, htt
     )
     port = b.port
     await b.stop()
-    for _ in range(100):  # the health check ejects it
+    for _attempt in range(100):  # the health check ejects it
         if not bal.pool.services["static", "b"].endpoints[b.url].available(bal.pool.clock()):
             break
         await asyncio.sleep(0.02)
-    assert {(await _post(http, base_url(bal)))[2]["X-Edgewasm-Backend"] for _ in range(4)} == {"a"}
+    assert {(await _post(http, base_url(bal)))[2]["X-Edgewasm-Backend"] for _attempt in range(4)} == {"a"}
     await b.start(port)  # back on the same address; the 300 s ejection is cut short by a passing check
-    for _ in range(100):
+    for _attempt in range(100):
         if bal.pool.services["static", "b"].endpoints[b.url].available(bal.pool.clock()):
             break
         await asyncio.sleep(0.02)
-    assert {(await _post(http, base_url(bal)))[2]["X-Edgewasm-Backend"] for _ in range(4)} == {"a", "b"}
+    assert {(await _post(http, base_url(bal)))[2]["X-Edgewasm-Backend"] for _attempt in range(4)} == {
+        "a",
+        "b",
+    }
 
 
 async def test_health_check_learns_models_of_services_that_declare_none(backends, balancer, http):
@@ -165,14 +168,14 @@ async def test_health_check_learns_models_of_services_that_declare_none(backends
     bal = await balancer(
         [{"name": "one", "url": one.url}, {"name": "two", "url": two.url}], health_interval=0.1
     )
-    for _ in range(100):
+    for _attempt in range(100):
         if bal.pool.models() == {"m1", "m2"}:
             break
         await asyncio.sleep(0.02)
     assert bal.pool.models() == {"m1", "m2"}
     backends_seen = {
-        (await _post(http, base_url(bal), {"model": "m2"}))[2]["X-Edgewasm-Backend"] for _ in range(4)
+        (await _post(http, base_url(bal), {"model": "m2"}))[2]["X-Edgewasm-Backend"] for _attempt in range(4)
     }
     assert backends_seen == {"two"}
-    status, _, _ = await _post(http, base_url(bal), {"model": "m3"})
+    status, _unused, _unused = await _post(http, base_url(bal), {"model": "m3"})
     assert status == 404

@@ -35,7 +35,7 @@ async def _marked(http, bal, marker: str, **kwargs) -> tuple[int, bytes, dict[st
 async def test_interim_100_from_the_backend_is_not_the_answer(raw, balancer, http):
     async def backend(reader, writer):
         while True:
-            _, headers, _ = await read_request(reader)
+            _unused, headers, _unused = await read_request(reader)
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await writer.drain()
             await asyncio.sleep(0.01)  # the interim response arrives on its own
@@ -44,14 +44,14 @@ async def test_interim_100_from_the_backend_is_not_the_answer(raw, balancer, htt
     port = await raw.start(backend)
     bal = await balancer([{"name": "raw", "url": f"http://127.0.0.1:{port}"}])
     for i in range(5):  # the same pooled connection, request after request
-        status, body, _ = await _marked(http, bal, f"m{i}")
+        status, body, _unused = await _marked(http, bal, f"m{i}")
         assert (status, body) == (200, f"m{i}".encode())
 
 
 async def test_103_early_hints_are_consumed_with_their_headers(raw, balancer, http):
     async def backend(reader, writer):
         while True:
-            _, headers, _ = await read_request(reader)
+            _unused, headers, _unused = await read_request(reader)
             hints = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
             writer.write(hints + hints + response(headers["x-marker"].encode(), chunked=True))
 
@@ -67,7 +67,7 @@ async def test_client_expect_100_continue_is_answered_by_the_gateway_not_forward
     a = await backends("a")
     bal = await balancer([{"name": "a", "url": a.url}])
     port = bal.address[1]
-    for _ in range(3):  # the interim answer never lingers on the upstream connection
+    for _attempt in range(3):  # the interim answer never lingers on the upstream connection
         body = b'{"messages": [], "model": "standin-model"}'
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
@@ -95,7 +95,7 @@ async def test_bytes_after_the_framed_end_discard_the_connection(raw, balancer, 
         nonlocal connections
         connections += 1
         while True:
-            _, headers, _ = await read_request(reader)
+            _unused, headers, _unused = await read_request(reader)
             marker = headers["x-marker"].encode()
             # The answer and, in the same write, a second "response" that must never be delivered.
             writer.write(response(marker) + response(b"LEAK " + marker))
@@ -103,7 +103,7 @@ async def test_bytes_after_the_framed_end_discard_the_connection(raw, balancer, 
     port = await raw.start(backend)
     bal = await balancer([{"name": "raw", "url": f"http://127.0.0.1:{port}"}])
     for i in range(20):
-        status, body, _ = await _marked(http, bal, f"t{i}")
+        status, body, _unused = await _marked(http, bal, f"t{i}")
         assert (status, body) == (200, f"t{i}".encode())
     assert connections == 20  # every tainted connection was closed, none reused
 
@@ -111,7 +111,7 @@ async def test_bytes_after_the_framed_end_discard_the_connection(raw, balancer, 
 async def test_bytes_on_an_idle_pooled_connection_discard_it(raw, balancer, http):
     async def backend(reader, writer):
         while True:
-            _, headers, _ = await read_request(reader)
+            _unused, headers, _unused = await read_request(reader)
             marker = headers["x-marker"].encode()
             writer.write(response(marker))
             await writer.drain()
@@ -121,7 +121,7 @@ async def test_bytes_on_an_idle_pooled_connection_discard_it(raw, balancer, http
     port = await raw.start(backend)
     bal = await balancer([{"name": "raw", "url": f"http://127.0.0.1:{port}"}])
     for i in range(5):
-        status, body, _ = await _marked(http, bal, f"i{i}")
+        status, body, _unused = await _marked(http, bal, f"i{i}")
         assert (status, body) == (200, f"i{i}".encode())
         await asyncio.sleep(0.06)  # long enough for the stray answer to land on the idle connection
 
@@ -129,7 +129,7 @@ async def test_bytes_on_an_idle_pooled_connection_discard_it(raw, balancer, http
 def _fuzz_backend(rng: random.Random, actions: Counter[str]):
     async def backend(reader, writer):
         while True:
-            _, headers, _ = await read_request(reader)
+            _unused, headers, _unused = await read_request(reader)
             marker = headers["x-marker"].encode()
             action = rng.choice(
                 ["plain", "chunked", "interim", "hints", "stray", "late", "close", "cut", "plain", "interim"]
@@ -177,7 +177,7 @@ async def test_interleaved_clients_never_see_each_others_answers(raw, balancer, 
         for i in range(1000):
             marker = f"c{c}-{i}-"
             try:
-                status, body, _ = await _marked(http, bal, marker, expect100=rng.random() < 0.3)
+                status, body, _unused = await _marked(http, bal, marker, expect100=rng.random() < 0.3)
             except aiohttp.ClientPayloadError:
                 outcomes["truncated"] += 1
                 continue
@@ -213,7 +213,7 @@ async def test_a_written_request_reaches_one_backend_and_cannot_empty_the_pool(r
     good = await backends("good")
     entries = [{"name": f"closer{i}", "url": f"http://127.0.0.1:{p}"} for i, p in enumerate(ports)]
     bal = await balancer([*entries, {"name": "good", "url": good.url}], retries=2)
-    status, body, _ = await _marked(http, bal, "post-1")
+    status, body, _unused = await _marked(http, bal, "post-1")
     assert status == 502 and b"closed the connection" in body
     assert sum(deliveries.values()) == 1  # a POST that reached a backend is never sent again
     statuses = Counter()
@@ -240,7 +240,7 @@ async def test_without_upstream_keepalive_an_unsolicited_answer_cannot_shift_ans
         nonlocal connections
         connections += 1
         while True:
-            _, headers, _ = await read_request(reader)
+            _unused, headers, _unused = await read_request(reader)
             marker = headers["x-marker"].encode()
             writer.write(response(marker))
             await writer.drain()
@@ -252,7 +252,7 @@ async def test_without_upstream_keepalive_an_unsolicited_answer_cannot_shift_ans
 
     async def client(c: int) -> None:
         for i in range(200):
-            status, body, _ = await _marked(http, bal, f"k{c}-{i}")
+            status, body, _unused = await _marked(http, bal, f"k{c}-{i}")
             assert (status, body) == (200, f"k{c}-{i}".encode())
 
     await asyncio.gather(client(0), client(1))
@@ -270,7 +270,7 @@ async def test_a_request_left_unread_by_a_reset_goes_to_another_backend(backends
         listener.settimeout(5)
         with contextlib.suppress(OSError):
             while True:
-                conn, _ = listener.accept()
+                conn, _unused = listener.accept()
                 time.sleep(0.05)  # the whole request has arrived
                 conn.recv(8)
                 conn.close()
@@ -284,7 +284,7 @@ async def test_a_request_left_unread_by_a_reset_goes_to_another_backend(backends
         [{"name": "rst", "url": f"http://127.0.0.1:{port}"}, {"name": "good", "url": good.url}]
     )
     try:
-        status, _, headers = await _marked(http, bal, "r1")
+        status, _unused, headers = await _marked(http, bal, "r1")
     finally:
         listener.close()
     assert status == 200 and headers["X-Edgewasm-Backend"] == "good"
@@ -302,7 +302,7 @@ async def test_a_streamed_body_is_never_sent_twice_even_after_a_reset(balancer, 
         listener.settimeout(5)
         with contextlib.suppress(OSError):
             while True:
-                conn, _ = listener.accept()
+                conn, _unused = listener.accept()
                 accepted += 1
                 time.sleep(0.2)  # the whole streamed body is in the socket buffer by now
                 conn.recv(8)
@@ -312,7 +312,7 @@ async def test_a_streamed_body_is_never_sent_twice_even_after_a_reset(balancer, 
     port = listener.getsockname()[1]
     bal = await balancer([{"name": "rst", "url": f"http://127.0.0.1:{port}"}], buffer_limit=1024)
     try:
-        status, _, _ = await _marked(http, bal, "s1", data=b"x" * 65536)
+        status, _unused, _unused = await _marked(http, bal, "s1", data=b"x" * 65536)
     finally:
         listener.close()
     assert status == 502
@@ -333,5 +333,5 @@ async def test_endless_response_headers_are_cut_off(raw, balancer, http):
 
     port = await raw.start(endless)
     bal = await balancer([{"name": "endless", "url": f"http://127.0.0.1:{port}"}])
-    status, body, _ = await _marked(http, bal, "h1")
+    status, body, _unused = await _marked(http, bal, "h1")
     assert status == 502 and b"response headers larger than" in body

@@ -50,8 +50,8 @@ async def test_buffered_request_bytes_have_a_global_cap(backends, balancer, http
         async with http.post(base_url(bal) + "/v1/chat/completions", data=body, timeout=TIMEOUT) as r:
             return r.status, (await r.json()) | {"retry": r.headers.get("Retry-After")}
 
-    results = await asyncio.gather(*(send() for _ in range(10)))
-    statuses = Counter(status for status, _ in results)
+    results = await asyncio.gather(*(send() for _attempt in range(10)))
+    statuses = Counter(status for status, _unused in results)
     assert statuses[200] >= 2 and statuses[503] >= 1, statuses
     assert statuses[200] + statuses[503] == 10
     refused = next(answer for status, answer in results if status == 503)
@@ -102,7 +102,7 @@ async def test_deep_large_bodies_route_by_a_late_model_without_recursion(backend
     )
     deep = b"[" * 200_000 + b"]" * 200_000
     body = b'{"messages": ' + deep + b', "model": "m-b"}'
-    for _ in range(2):
+    for _attempt in range(2):
         async with http.post(base_url(bal) + "/v1/chat/completions", data=body, timeout=TIMEOUT) as r:
             assert r.status == 200 and r.headers["X-Edgewasm-Backend"] == "b"
 
@@ -240,7 +240,7 @@ async def test_a_bad_reload_changes_nothing_and_later_edits_still_apply(tmp_path
     a, b = await backends("a"), await backends("b")
     bal = await balancer([{"name": "a", "url": a.url}, {"name": "b", "url": b.url}])
     path = bal.settings.backends_file
-    before = {name: list(svc.endpoints) for (_, name), svc in bal.pool.services.items()}
+    before = {name: list(svc.endpoints) for (_unused, name), svc in bal.pool.services.items()}
 
     async def settle() -> None:
         await asyncio.sleep(0.3)  # several reload intervals (0.05 s)
@@ -254,7 +254,7 @@ async def test_a_bad_reload_changes_nothing_and_later_edits_still_apply(tmp_path
         text = bad if isinstance(bad, str) else json.dumps(bad)
         path.write_bytes(text.encode("utf-8", "surrogateescape"))
         await settle()
-        assert {name: list(svc.endpoints) for (_, name), svc in bal.pool.services.items()} == before
+        assert {name: list(svc.endpoints) for (_unused, name), svc in bal.pool.services.items()} == before
     path.write_text(json.dumps([{"name": "a", "url": a.url, "weight": 7}]))
     await settle()
     assert [(s.name, s.weight) for s in bal.pool.services.values()] == [("a", 7)]  # the loop survived
@@ -283,7 +283,7 @@ async def test_metrics_series_are_unique_across_sources_and_values_finite(backen
         headers={"Authorization": "Bearer t"},
     ) as r:
         assert r.status == 200
-    for _ in range(4):
+    for _attempt in range(4):
         async with http.post(base_url(bal) + "/v1/chat/completions", json={}) as r:
             assert r.status == 200
     bal.pool.upsert("static", ServiceSpec("huge", 10**400, ("http://10.0.0.1:1",)))  # past every check
@@ -351,7 +351,7 @@ async def test_an_idle_keepalive_connection_is_closed(balancer):
     bal = await balancer(client_keepalive_timeout=0.3)
     reader, writer = await asyncio.open_connection("127.0.0.1", bal.address[1])
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    _, headers = await asyncio.wait_for(read_head(reader), 5)
+    _unused, headers = await asyncio.wait_for(read_head(reader), 5)
     await reader.readexactly(int(headers["content-length"]))
     assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the gateway, not by us
     writer.close()
@@ -371,11 +371,11 @@ async def test_a_stalled_request_body_gets_408(backends, balancer):
 
 async def test_the_connection_limit_answers_503(balancer):
     bal = await balancer(max_connections=3)
-    held = [await asyncio.open_connection("127.0.0.1", bal.address[1]) for _ in range(3)]
+    held = [await asyncio.open_connection("127.0.0.1", bal.address[1]) for _attempt in range(3)]
     await asyncio.sleep(0.05)
     answer = await exchange(bal.address[1], b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 503") and b"too_many_connections" in answer
-    for _, writer in held:
+    for _unused, writer in held:
         writer.close()
     await asyncio.sleep(0.05)
     answer = await exchange(bal.address[1], b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -396,7 +396,7 @@ async def test_a_backend_that_stops_reading_an_upload_is_timed_out(raw, balancer
     writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
     answered = asyncio.create_task(reader.read(1))
     chunk = b"x" * (256 * 1024)
-    for _ in range(size // len(chunk)):
+    for _attempt in range(size // len(chunk)):
         if answered.done():
             break
         writer.write(chunk)
@@ -419,7 +419,7 @@ async def test_a_backend_that_stops_reading_an_upload_is_timed_out(raw, balancer
 async def test_malformed_requests_get_an_openai_error_and_no_traceback(balancer, caplog, raw_request):
     bal = await balancer()
     answer = await exchange(bal.address[1], raw_request)
-    head, _, body = answer.partition(b"\r\n\r\n")
+    head, _unused, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 400") or head.startswith(b"HTTP/1.1 400")
     error = json.loads(body)["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "bad_request"

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from conftest import base_url
 
-from edgewasm_balancer.config import ENV_PREFIX, Settings, build_parser, parse_settings
+from edgewasm_balancer.config import ENV_PREFIX, Settings, build_parser, parse_settings, program_name
 from edgewasm_balancer.sources import parse_backends
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -38,7 +38,7 @@ async def test_healthz_and_readyz(backends, balancer, http):
 async def test_metrics(backends, balancer, http):
     a, bad = await backends("a"), await backends("bad", fail_status=502)
     bal = await balancer([{"name": "a", "url": a.url, "weight": 2}, {"name": "bad", "url": bad.url}])
-    for _ in range(4):
+    for _attempt in range(4):
         async with http.post(base_url(bal) + "/v1/chat/completions", json={"stream": True}) as r:
             await r.read()
     async with http.get(base_url(bal) + "/metrics") as r:
@@ -195,3 +195,15 @@ def test_command_line_rejects_a_bad_backends_file(tmp_path):
     )
     assert result.returncode == 2
     assert "weight must be an integer from 1 to 10000, got 0" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv0", "expected"),
+    [
+        ("/opt/balancer/bin/edgewasm-balancer", "edgewasm-balancer"),
+        ("/usr/lib/python3/site-packages/edgewasm_balancer/__main__.py", "python -m edgewasm_balancer"),
+        ("-c", "python -m edgewasm_balancer"),
+    ],
+)
+def test_help_names_the_command_that_was_run(argv0, expected):
+    assert program_name(argv0) == expected

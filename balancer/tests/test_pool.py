@@ -34,13 +34,13 @@ def spec(name: str, weight: int, n: int = 1, models: tuple[str, ...] = ()) -> Se
 
 def test_smooth_sequence_for_5_1_1_is_nginx_s():
     pool = pool_of(spec("a", 5), spec("b", 1), spec("c", 1))
-    picks = [pool.pick(None).service.name for _ in range(14)]
+    picks = [pool.pick(None).service.name for _attempt in range(14)]
     assert "".join(picks) == "aabacaa" * 2
 
 
 def test_service_weight_is_spread_over_its_endpoints():
     pool = pool_of(spec("big", 3, n=3), spec("small", 1, n=1))
-    counts = Counter(pool.pick(None).url for _ in range(4000))
+    counts = Counter(pool.pick(None).url for _attempt in range(4000))
     assert counts == {
         "http://big-0:80": 1000,
         "http://big-1:80": 1000,
@@ -51,8 +51,8 @@ def test_service_weight_is_spread_over_its_endpoints():
 
 def test_model_restricts_candidates_and_unknown_model_is_404():
     pool = pool_of(spec("one", 3, models=("m1",)), spec("two", 1, models=("m2", "m2-alias")))
-    assert {pool.pick("m2-alias").service.name for _ in range(10)} == {"two"}
-    assert {pool.pick("m1").service.name for _ in range(10)} == {"one"}
+    assert {pool.pick("m2-alias").service.name for _attempt in range(10)} == {"two"}
+    assert {pool.pick("m1").service.name for _attempt in range(10)} == {"one"}
     with pytest.raises(NoBackendError) as err:
         pool.pick("nope")
     assert err.value.status == 404
@@ -61,7 +61,7 @@ def test_model_restricts_candidates_and_unknown_model_is_404():
 
 def test_service_without_known_models_takes_any_model():
     pool = pool_of(spec("declared", 1, models=("m1",)), spec("silent", 1))
-    assert {pool.pick("other").service.name for _ in range(5)} == {"silent"}
+    assert {pool.pick("other").service.name for _attempt in range(5)} == {"silent"}
 
 
 def test_ejection_grows_and_expires():
@@ -78,9 +78,9 @@ def test_ejection_grows_and_expires():
     assert not pool.failure(a)
     assert pool.failure(a)
     assert a.ejected_until == clock.now + 10
-    assert {pool.pick(None).service.name for _ in range(6)} == {"b"}
+    assert {pool.pick(None).service.name for _attempt in range(6)} == {"b"}
     clock.now += 10  # ejection over: back in rotation
-    assert {pool.pick(None).service.name for _ in range(6)} == {"a", "b"}
+    assert {pool.pick(None).service.name for _attempt in range(6)} == {"a", "b"}
     pool.failure(a)
     assert pool.failure(a)
     assert a.ejected_until == clock.now + 20  # second consecutive ejection doubles

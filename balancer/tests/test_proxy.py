@@ -30,7 +30,7 @@ async def test_weighted_shares_over_10000_requests(backends, balancer, http):
     counts: Counter[str] = Counter()
     # Sequential requests follow nginx's smooth sequence exactly.
     sequence = []
-    for _ in range(7):
+    for _attempt in range(7):
         async with http.post(url, data=b'{"input":"x"}') as r:
             assert r.status == 200
             sequence.append(r.headers["X-Edgewasm-Backend"])
@@ -43,7 +43,7 @@ async def test_weighted_shares_over_10000_requests(backends, balancer, http):
             assert r.status == 200
             return r.headers["X-Edgewasm-Backend"]
 
-    counts.update(await asyncio.gather(*(one() for _ in range(10_000 - 7))))
+    counts.update(await asyncio.gather(*(one() for _attempt in range(10_000 - 7))))
     shares = {k: v / 10_000 for k, v in counts.items()}
     assert abs(shares["a"] - 5 / 7) < 0.01
     assert abs(shares["b"] - 1 / 7) < 0.01
@@ -109,12 +109,12 @@ async def test_client_disconnect_cancels_the_backend_request(backends, balancer,
     r = await http.post(base_url(bal) + "/v1/chat/completions", json={"stream": True, "chunks": 3})
     await r.content.readline()
     r.close()  # the client goes away mid-stream
-    for _ in range(100):
+    for _attempt in range(100):
         if a.cancelled:
             break
         await asyncio.sleep(0.02)
     assert a.cancelled == 1
-    for _ in range(100):
+    for _attempt in range(100):
         if bal.proxy.in_flight == 0:
             break
         await asyncio.sleep(0.02)
@@ -133,7 +133,7 @@ async def test_hop_by_hop_headers_and_forwarded_for(backends, balancer, http):
         "Authorization": "Bearer k",
         "X-Custom": "kept",
     }
-    status, answer, _ = await _chat(http, base_url(bal), {"model": "standin-model"}, headers=headers)
+    status, answer, _unused = await _chat(http, base_url(bal), {"model": "standin-model"}, headers=headers)
     seen = {k.lower(): v for k, v in answer["headers"].items()}
     assert status == 200
     for dropped in ("x-private", "keep-alive", "proxy-authorization"):
@@ -156,17 +156,17 @@ async def test_model_routing(backends, balancer, http):
         ]
     )
     url = base_url(bal)
-    for _ in range(6):
-        status, answer, _ = await _chat(http, url, {"model": "big", "messages": []})
+    for _attempt in range(6):
+        status, answer, _unused = await _chat(http, url, {"model": "big", "messages": []})
         assert (status, answer["backend"]) == (200, "two")
-    status, answer, _ = await _chat(http, url, {"model": "llama-3-1b"})
+    status, answer, _unused = await _chat(http, url, {"model": "llama-3-1b"})
     assert (status, answer["backend"]) == (200, "one")
-    status, answer, _ = await _chat(http, url, {"model": "gpt-4"})
+    status, answer, _unused = await _chat(http, url, {"model": "gpt-4"})
     assert status == 404
     assert answer["error"]["code"] == "model_not_found"
     assert answer["error"]["type"] == "invalid_request_error"
     assert "gpt-4" in answer["error"]["message"]
-    names = {(await _chat(http, url, {"messages": []}))[1]["backend"] for _ in range(4)}
+    names = {(await _chat(http, url, {"messages": []}))[1]["backend"] for _attempt in range(4)}
     assert names == {"one", "two"}  # no model: every backend
 
 

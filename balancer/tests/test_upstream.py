@@ -61,7 +61,7 @@ async def test_keep_alive_reuse_and_a_connection_closed_while_idle(raw_server):
     port = await raw_server(once_per_connection)
     pool = upstream.Pool(connect_timeout=1)
     answers = []
-    for _ in range(3):
+    for _attempt in range(3):
         response = await upstream.request(pool, "127.0.0.1", port, "GET", "/v1/x", [], None)
         answers.append(await body_of(response))
         response.release()

@@ -50,6 +50,7 @@ def image(tmp_path_factory: pytest.TempPathFactory):
     (context / "Containerfile").write_text(STANDIN_BASE)
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", context / "host-ca.crt")
     podman("build", "-q", "-t", BASE, str(context))
+    before = _dangling()
     podman(
         "build",
         "-q",
@@ -61,8 +62,15 @@ def image(tmp_path_factory: pytest.TempPathFactory):
         str(REPO / "balancer" / "Containerfile"),
         str(REPO / "balancer"),
     )
+    # The build stage stays behind as an untagged image (hundreds of MB): remove the ones this build
+    # left. The stand-in base stays, tagged, for the next run (README: what the suite leaves).
+    leftovers = _dangling() - before
     yield IMAGE
-    podman("rmi", "-f", IMAGE, check=False)
+    podman("rmi", "-f", IMAGE, *leftovers, check=False)
+
+
+def _dangling() -> set[str]:
+    return set(podman("images", "-q", "--no-trunc", "--filter", "dangling=true").stdout.split())
 
 
 def size(ref: str) -> int:

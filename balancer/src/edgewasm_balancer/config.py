@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,10 +154,16 @@ class _Parser(argparse.ArgumentParser):
         self.add_argument(flag, help=help_text + suffix, **kwargs)  # type: ignore[arg-type]
 
 
+def program_name(argv0: str | None = None) -> str:
+    """The command as it was started: the console script's name, or `python -m edgewasm_balancer`."""
+    name = Path(sys.argv[0] if argv0 is None else argv0).name
+    return "python -m edgewasm_balancer" if name in {"__main__.py", "-m", "-c", ""} else name
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = Settings()
     p = _Parser(
-        prog="python -m edgewasm_balancer",
+        prog=program_name(),
         description=(
             "A weighted, model-aware gateway for OpenAI-compatible LLM backends (llama-api-server). "
             "Backends come from a backends file (static mode), from Kubernetes Services labelled "

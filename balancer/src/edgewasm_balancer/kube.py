@@ -93,7 +93,7 @@ def endpoint_urls(service_port: dict[str, Any], slices: list[dict[str, Any]]) ->
 
 
 def _skipped(service: str, reason: str, **fields: str) -> None:
-    log.warning(f"service skipped: {reason}", extra={"service": service, **fields})
+    log.warning("service skipped: %s", reason, extra={"service": service, **fields})
 
 
 def service_specs(

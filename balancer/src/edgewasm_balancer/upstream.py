@@ -410,7 +410,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
+                _transport, conn = await loop.create_connection(
                     lambda: Connection(self, key),
                     host,
                     port,
@@ -480,7 +480,7 @@ async def request(
     if not streamed:
         length = len(body) if body is not None else -1
     head = request_head(method, target, hostport, headers, length)
-    for _ in range(3):
+    for _attempt in range(3):
         conn = await pool.acquire(host.strip("[]"), port, tls)
         try:
             return await conn.send(

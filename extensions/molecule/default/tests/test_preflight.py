@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 _SPEC = importlib.util.spec_from_file_location(
-    "release_catalog", Path(__file__).resolve().parents[3] / "plugins" / "module_utils" / "release_catalog.py"
+    "release_catalog", Path(__file__).resolve().parents[4] / "plugins" / "module_utils" / "release_catalog.py"
 )
 catalog = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(catalog)

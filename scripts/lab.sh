@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The local lab (make lab / make lab-destroy): three systemd nodes in podman containers on this
+# machine, playbooks/site.yml converged on them from a mirror of STAND-IN release artifacts.
+#   scripts/lab.sh create    nodes, mirror, then site.yml (inventories/lab/hosts.yml)
+#   scripts/lab.sh destroy   nodes, network and .cache/lab (mirror, artifact cache, kubeconfig)
+# Its containers (edgewasm-lab-*) and network (edgewasm-lab) are its own: the molecule scenarios
+# use other names, so running the tests never touches a running lab. The node settings are the ones
+# extensions/molecule/default/molecule.yml gives its nodes (image, systemd, cgroup mount, ip_forward).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+LAB_DIR=$EDGEWASM_CACHE/lab
+NETWORK=edgewasm-lab
+NODES=(server1 agent1 agent2)
+IMAGE=localhost/edgewasm-node:bookworm
+
+log() { printf '[lab] %s\n' "$*"; }
+
+create() {
+  podman network exists "$NETWORK" || podman network create "$NETWORK" >/dev/null
+  local node
+  for node in "${NODES[@]}"; do
+    if podman container exists "edgewasm-lab-$node"; then
+      log "node $node: exists"
+      continue
+    fi
+    log "node $node: creating edgewasm-lab-$node"
+    # The inventory name is the node's hostname and its name on the lab network (k3s's server URL).
+    podman run -d --name "edgewasm-lab-$node" --hostname "$node" \
+      --network "$NETWORK" --network-alias "$node" \
+      --systemd always --sysctl net.ipv4.ip_forward=1 \
+      -v /sys/fs/cgroup/unified:/sys/fs/cgroup/unified:rw \
+      "$IMAGE" /sbin/init >/dev/null
+  done
+  python3 "$EDGEWASM_REPO/tests/standins/release_mirror.py" --mirror "$LAB_DIR/mirror" \
+    --version 0.14.1 --k3s-version v1.31.6+k3s1 >/dev/null
+  EDGEWASM_LAB_DIR=$LAB_DIR ansible-playbook -i "$EDGEWASM_REPO/inventories/lab/hosts.yml" \
+    "$EDGEWASM_REPO/playbooks/site.yml"
+  log "ready: podman exec -it edgewasm-lab-server1 bash; kubeconfig $LAB_DIR/kubeconfig.yaml"
+}
+
+destroy() {
+  local node
+  for node in "${NODES[@]}"; do
+    podman rm -f --ignore "edgewasm-lab-$node" >/dev/null
+  done
+  podman network exists "$NETWORK" && podman network rm "$NETWORK" >/dev/null
+  rm -rf "$LAB_DIR"
+  log "removed the nodes, the $NETWORK network and $LAB_DIR"
+}
+
+case ${1:-} in
+  create) create ;;
+  destroy) destroy ;;
+  *) echo "usage: $0 create|destroy" >&2; exit 2 ;;
+esac
