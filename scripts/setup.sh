@@ -48,10 +48,10 @@ python_venv() {
 }
 
 # A venv of its own from a fully pinned requirements file (installed with --no-deps, so exactly those
-# versions): NAME and the requirements file.
+# versions): NAME, the requirements file and, optionally, the Python to make it with.
 pinned_venv() {
-  local venv=$EDGEWASM_CACHE/$1 requirements=$EDGEWASM_REPO/requirements/$2 stamp want
-  want=$(sha256sum "$requirements" | cut -c1-16)
+  local venv=$EDGEWASM_CACHE/$1 requirements=$EDGEWASM_REPO/requirements/$2 python=${3:-python3} stamp want
+  want=$(printf '%s\n' "$("$python" --version)" "$(cat "$requirements")" | sha256sum | cut -c1-16)
   stamp=$venv/.edgewasm-stamp
   if [[ -x $venv/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then
     log "venv: reusing $venv"
@@ -59,9 +59,23 @@ pinned_venv() {
   fi
   log "venv: creating $venv"
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  "$python" -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$requirements"
   echo "$want" >"$stamp"
+}
+
+# A Python >= 3.12 for the newest ansible-core (Debian 12's is 3.11): on PATH, or one pyenv installed.
+newer_python() {
+  local candidate
+  for candidate in python3.13 python3.12 "$(pyenv root 2>/dev/null)"/versions/3.1[2-9]*/bin/python3; do
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+      command -v "$candidate"
+      return
+    fi
+  done
+  echo "ansible-core 2.21 (the newest, tested by the compat stage) needs Python >= 3.12; none found on PATH" \
+    "or under pyenv: install one (e.g. pyenv install 3.12)" >&2
+  return 1
 }
 
 collections() {
@@ -126,6 +140,8 @@ fi
 apt_packages "${APT_PACKAGES[@]}"
 python_venv
 pinned_venv venv-ansible-2.16 ansible-2.16.txt
+newer=$(newer_python) || exit 1
+pinned_venv venv-ansible-2.21 ansible-2.21.txt "$newer"
 pinned_venv venv-release-tools release-tools.txt
 ansible_test_pip_bootstrap
 collections

@@ -6,10 +6,11 @@
 # prints a header per stage, and ends with one line "N passed, N failed". The molecule scenarios start
 # in the background after sanity and run beside pytest and the balancer suite.
 #
-# Stages: setup, ruff, ansible-lint, ansible-test sanity, galaxy (galaxy-importer and the docs and
-# changelog linters), pytest (unit and functional), compat (the oldest ansible-core claimed), balancer (its own pytest suite), one stage
-# per molecule scenario. Select stages with EDGEWASM_STAGES="ruff pytest" (names as printed in the
-# headers' brackets); setup always runs unless excluded by name: EDGEWASM_STAGES="pytest -setup".
+# Stages: setup, ruff, ansible-lint (with yamllint), ansible-test sanity, galaxy (galaxy-importer and
+# the docs and changelog linters), pytest (unit and functional), compat (the oldest and the newest
+# ansible-core), balancer (its own pytest suite), one stage per molecule scenario. Select stages with
+# EDGEWASM_STAGES="ruff pytest" (names as printed in the headers' brackets); setup always runs unless
+# excluded by name: EDGEWASM_STAGES="pytest -setup".
 # A name that is no stage is an error (exit 2).
 set -uo pipefail
 # shellcheck source=scripts/lib.sh
@@ -158,18 +159,22 @@ molecule_stage() {
   return "$rc"
 }
 
-# The oldest ansible-core meta/runtime.yml claims (requirements/ansible-2.16.txt, a venv of its own made by
-# setup): the playbooks' syntax check and the functional role tests run under it as well; every other stage
-# runs under the newest (the main venv).
+# The ansible-core matrix: the oldest meta/runtime.yml claims (2.16) and the newest (2.21, on Python >= 3.12),
+# each in a pinned venv of its own made by setup (requirements/ansible-2.*.txt); every other stage runs under the
+# main venv's 2.19. Under each: the playbooks' syntax check and the functional tests that run playbooks
+# (tests/functional/conftest.py selects them when EDGEWASM_ANSIBLE_PLAYBOOK is set).
 compat_stage() {
-  local playbook=$EDGEWASM_CACHE/venv-ansible-2.16/bin/ansible-playbook
-  "$playbook" --version | head -1
-  # The playbooks need an inventory with the groups they name (syntax only: nothing runs).
-  local inventory=inventories/sample/hosts.yml file
-  for file in playbooks/*.yml; do
-    "$playbook" -i "$inventory" --syntax-check "$file" >/dev/null || { echo "syntax check failed: $file"; return 1; }
+  local version playbook inventory=inventories/sample/hosts.yml file rc=0
+  for version in 2.16 2.21; do
+    playbook=$EDGEWASM_CACHE/venv-ansible-$version/bin/ansible-playbook
+    "$playbook" --version | head -1
+    # The playbooks need an inventory with the groups they name (syntax only: nothing runs).
+    for file in playbooks/*.yml; do
+      "$playbook" -i "$inventory" --syntax-check "$file" >/dev/null || { echo "syntax check failed: $file"; rc=1; }
+    done
+    EDGEWASM_ANSIBLE_PLAYBOOK=$playbook python -m pytest -p no:cacheprovider -q tests/functional || rc=1
   done
-  EDGEWASM_ANSIBLE_PLAYBOOK=$playbook python -m pytest -p no:cacheprovider -q tests/functional
+  return "$rc"
 }
 
 # The balancer package has its own pytest configuration (balancer/pyproject.toml).
@@ -182,7 +187,7 @@ stage sanity "ansible-test sanity" sanity
 stage galaxy "galaxy-importer, antsibull-docs and antsibull-changelog lint" galaxy_stage
 start_molecule
 stage pytest "pytest: unit and functional tests" pytest_stage
-stage compat "the oldest ansible-core claimed (2.16): syntax check and functional role tests" compat_stage
+stage compat "ansible-core 2.16 (oldest claimed) and 2.21 (newest): syntax check and role tests" compat_stage
 stage balancer "balancer: pytest (real sockets on 127.0.0.1)" balancer_stage
 for scenario_dir in extensions/molecule/*/; do
   scenario=$(basename "$scenario_dir")
