@@ -12,23 +12,29 @@ source "$(dirname "$0")/lib.sh"
 
 LAB_DIR=$EDGEWASM_CACHE/lab
 NETWORK=edgewasm-lab
+# Fixed addresses: our podman has no DNS plugin, so every node gets the others in /etc/hosts, under
+# their inventory names and container names (the k3s role's server address is its ansible_host).
+SUBNET=10.89.240
 NODES=(server1 agent1 agent2)
+declare -A ADDRESS=([server1]=$SUBNET.10 [agent1]=$SUBNET.11 [agent2]=$SUBNET.12)
 IMAGE=localhost/edgewasm-node:bookworm
 
 log() { printf '[lab] %s\n' "$*"; }
 
 create() {
-  podman network exists "$NETWORK" || podman network create "$NETWORK" >/dev/null
-  local node
+  podman network exists "$NETWORK" || podman network create --subnet "$SUBNET.0/24" "$NETWORK" >/dev/null
+  local node other hosts=()
+  for other in "${NODES[@]}"; do
+    hosts+=(--add-host "$other:${ADDRESS[$other]}" --add-host "edgewasm-lab-$other:${ADDRESS[$other]}")
+  done
   for node in "${NODES[@]}"; do
     if podman container exists "edgewasm-lab-$node"; then
       log "node $node: exists"
       continue
     fi
     log "node $node: creating edgewasm-lab-$node"
-    # The inventory name is the node's hostname and its name on the lab network (k3s's server URL).
     podman run -d --name "edgewasm-lab-$node" --hostname "$node" \
-      --network "$NETWORK" --network-alias "$node" \
+      --network "$NETWORK" --ip "${ADDRESS[$node]}" "${hosts[@]}" \
       --systemd always --sysctl net.ipv4.ip_forward=1 \
       -v /sys/fs/cgroup/unified:/sys/fs/cgroup/unified:rw \
       "$IMAGE" /sbin/init >/dev/null
