@@ -30,7 +30,9 @@ def test_balancer_package_version_is_the_collections():
 
 def test_default_balancer_image_is_tagged_with_the_collections_version():
     version = _collection_version()
-    default = yaml.safe_load((REPO / "roles" / "balancer" / "defaults" / "main.yml").read_text())["balancer_image"]
+    default = yaml.safe_load((REPO / "roles" / "balancer" / "defaults" / "main.yml").read_text())[
+        "balancer_image"
+    ]
     spec = yaml.safe_load((REPO / "roles" / "balancer" / "meta" / "argument_specs.yml").read_text())
     documented = spec["argument_specs"]["main"]["options"]["balancer_image"]["default"]
     assert default == documented
