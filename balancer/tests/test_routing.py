@@ -108,6 +108,27 @@ async def test_a_full_backend_gets_no_more_than_it_can_take_while_others_are_fre
     assert Counter(labels) == {"b": 10, "c": 20}  # the others keep their weights' ratio
 
 
+async def test_a_backend_busy_for_a_moment_catches_up_its_share_afterwards():
+    """Low load: b's single slot is busy for a few requests; it earns its credit meanwhile and wins the
+    next picks once free, so over the whole window the split is still the weights' (within one)."""
+    pool = seed_pool("load-aware")
+    held = await pool.take("b")
+    counts: Counter[str] = Counter({"b": 1})
+    for _attempt in range(6):
+        endpoint = await pool.take("m")
+        counts[endpoint.label] += 1
+        pool.release(endpoint)
+    assert counts["b"] == 1  # it was full
+    pool.release(held)
+    for _attempt in range(54):
+        endpoint = await pool.take("m")
+        counts[endpoint.label] += 1
+        pool.release(endpoint)
+    # 61 requests at 3:1:2 are 30.5 / 10.2 / 20.3: b got back the pick it missed (without its credit
+    # it would end at 10, and a at 31).
+    assert counts == {"a": 30, "b": 11, "c": 20}
+
+
 async def test_a_queued_request_for_one_model_does_not_hold_up_another_model():
     pool = seed_pool("load-aware")
     held = [await pool.take("b")]  # b's only slot

@@ -170,16 +170,24 @@ class Service:
         return chosen
 
 
-def smooth_weighted(services: list[Service]) -> Service:
-    """nginx's smooth weighted round-robin over `services` (non-empty); mutates their state."""
-    total = 0
-    best: Service | None = None
+def smooth_weighted(services: list[Service], accruing: list[Service] | None = None) -> Service:
+    """nginx's smooth weighted round-robin: one of `services` (non-empty); mutates their state.
+
+    With `accruing` (load-aware routing: every service that could serve, `services` being those with a
+    free slot), the full ones earn their weight's credit too, outside the round of the free ones (whose
+    split stays exactly their weights'): a backend that was busy for a moment wins the next picks once
+    it is free, so the split keeps to the weights at low load. That credit is capped at two rounds, so a
+    backend full for a long time gets no burst beyond its free slots.
+    """
+    total = sum(svc.weight for svc in services)
     for svc in services:
         svc.current += svc.weight
-        total += svc.weight
-        if best is None or svc.current > best.current:
-            best = svc
-    assert best is not None
+    if accruing is not None:
+        cap = 2 * sum(svc.weight for svc in accruing)
+        for svc in accruing:
+            if svc not in services:
+                svc.current = min(svc.current + svc.weight, cap)
+    best = max(services, key=lambda svc: svc.current)  # the first one on ties, as nginx
     best.current -= total
     return best
 
@@ -313,7 +321,7 @@ class Pool:
         free = [s for s in ready if any(e.in_flight < self.slots(s) for e in s.candidates(now, exclude))]
         if not free:
             return None
-        svc = smooth_weighted(free)
+        svc = smooth_weighted(free, ready)
         return svc.pick_endpoint(now, exclude, least_busy=True, slots=self.slots(svc))
 
     async def take(self, model: str | None, exclude: set[str] | None = None) -> Endpoint:
