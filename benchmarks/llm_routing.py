@@ -291,6 +291,9 @@ async def main() -> int:
         "--split-rate", type=float, default=0.2, help="the low load of the split runs (0: none)"
     )
     parser.add_argument(
+        "--split-duration", type=float, default=60.0, help="seconds of arrivals per split run"
+    )
+    parser.add_argument(
         "--prompt-cost", type=float, default=0.05, help="seconds of prompt processing at speed 1"
     )
     parser.add_argument(
@@ -306,7 +309,8 @@ async def main() -> int:
         work = Path(tmp)
         if args.split_rate:
             for policy in policies:
-                split_rows.append(await run_one(policy, "matched", args.split_rate, args, work))
+                split_args = argparse.Namespace(**{**vars(args), "duration": args.split_duration})
+                split_rows.append(await run_one(policy, "matched", args.split_rate, split_args, work))
         for scenario in args.scenarios.split(","):
             for load in (float(x) for x in args.rates.split(",")):
                 for policy in policies:
