@@ -235,7 +235,7 @@ async def _post(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, s
 
 
 async def test_http_load_aware_holds_backends_to_their_slots_and_sheds_load_with_429(backends, balancer):
-    slow = [await backends(name, first_byte_delay=0.3) for name in ("a", "b")]
+    slow = [await backends(name, first_byte_delay=1.0) for name in ("a", "b")]
     bal = await balancer(
         [
             {"name": "a", "url": slow[0].url, "weight": 3, "slots": 2},
@@ -262,7 +262,7 @@ async def test_http_load_aware_holds_backends_to_their_slots_and_sheds_load_with
 
 async def test_http_swrr_piles_requests_onto_a_backend_beyond_its_slots(backends, balancer):
     """The behaviour load-aware routing exists to avoid (and swrr keeps, as documented)."""
-    slow = await backends("a", first_byte_delay=0.2)
+    slow = await backends("a", first_byte_delay=1.0)
     bal = await balancer([{"name": "a", "url": slow.url, "slots": 1}])
     async with aiohttp.ClientSession() as http:
         results = await asyncio.gather(*(_post(http, base_url(bal)) for _attempt in range(4)))
