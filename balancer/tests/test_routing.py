@@ -38,15 +38,19 @@ def seed_pool(routing: str, *, queue_size: int = 128, queue_timeout: float = 30.
     return pool
 
 
-async def test_low_load_load_aware_split_is_exactly_the_weights():
-    """One request at a time: every backend has a free slot, so the split is smooth WRR's."""
-    pool = seed_pool("load-aware")
+async def one_at_a_time(pool: Pool, requests: int) -> Counter[str]:
+    """`requests` requests for model m, each released before the next: the split at low load."""
     counts: Counter[str] = Counter()
-    for _attempt in range(600):
+    for _attempt in range(requests):
         endpoint = await pool.take("m")
         counts[endpoint.label] += 1
         pool.release(endpoint)
-    assert counts == {"a": 300, "b": 100, "c": 200}
+    return counts
+
+
+async def test_low_load_load_aware_split_is_exactly_the_weights():
+    """One request at a time: every backend has a free slot, so the split is smooth WRR's."""
+    assert await one_at_a_time(seed_pool("load-aware"), 600) == {"a": 300, "b": 100, "c": 200}
 
 
 async def test_weighted_random_follows_the_weights_on_average_only():
@@ -99,13 +103,7 @@ async def test_a_full_backend_gets_no_more_than_it_can_take_while_others_are_fre
     pool = seed_pool("load-aware")
     slow = [await pool.take("a") for _attempt in range(2)]
     assert all(e.label == "a" for e in slow)
-    labels = []
-    for _attempt in range(30):
-        endpoint = await pool.take("m")
-        labels.append(endpoint.label)
-        pool.release(endpoint)
-    assert "a" not in labels
-    assert Counter(labels) == {"b": 10, "c": 20}  # the others keep their weights' ratio
+    assert await one_at_a_time(pool, 30) == {"b": 10, "c": 20}  # the others keep their weights' ratio
 
 
 async def test_a_backend_busy_for_a_moment_catches_up_its_share_afterwards():
@@ -113,17 +111,10 @@ async def test_a_backend_busy_for_a_moment_catches_up_its_share_afterwards():
     next picks once free, so over the whole window the split is still the weights' (within one)."""
     pool = seed_pool("load-aware")
     held = await pool.take("b")
-    counts: Counter[str] = Counter({"b": 1})
-    for _attempt in range(6):
-        endpoint = await pool.take("m")
-        counts[endpoint.label] += 1
-        pool.release(endpoint)
+    counts = Counter({"b": 1}) + await one_at_a_time(pool, 6)
     assert counts["b"] == 1  # it was full
     pool.release(held)
-    for _attempt in range(54):
-        endpoint = await pool.take("m")
-        counts[endpoint.label] += 1
-        pool.release(endpoint)
+    counts += await one_at_a_time(pool, 54)
     # 61 requests at 3:1:2 are 30.5 / 10.2 / 20.3: b got back the pick it missed (without its credit
     # it would end at 10, and a at 31).
     assert counts == {"a": 30, "b": 11, "c": 20}
