@@ -3,7 +3,8 @@
 #   make lab         create the 3-node podman lab and run playbooks/site.yml on it
 #   make lab-destroy remove the lab nodes, their network and .cache/lab
 #   make distclean   remove .cache/ and the podman images the suite and the lab made
-#   make bench       run the benchmarks (resolver vs ldd/lddtree; balancer vs nginx and direct access)
+#   make bench       run the benchmarks (resolver vs ldd/lddtree; balancer vs nginx and direct access;
+#                    routing policies under simulated LLM load)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/lib.sh &&
@@ -53,3 +54,4 @@ bench: setup
 	scripts/setup.sh --bench
 	$(ENV) python benchmarks/resolver.py
 	$(ENV) python benchmarks/balancer.py
+	$(ENV) python benchmarks/llm_routing.py

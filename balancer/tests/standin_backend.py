@@ -26,6 +26,8 @@ class StandinBackend:
     stall_after_first_chunk: float = 0.0
     hits: int = 0
     cancelled: int = 0
+    active: int = 0  # /v1 requests being answered right now
+    max_active: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -62,6 +64,14 @@ class StandinBackend:
         return web.Response(text="echo")
 
     async def generic(self, request: web.Request) -> web.StreamResponse:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            return await self._generic(request)
+        finally:
+            self.active -= 1
+
+    async def _generic(self, request: web.Request) -> web.StreamResponse:
         self.hits += 1
         body = await request.read()
         record = {

@@ -19,6 +19,10 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TARGET_LABEL = "llamaedge/target"
 WEIGHT_ANNOTATION = "llamaedge/weight"
 MODELS_ANNOTATION = "llamaedge/models"
+# Parallel slots of each backend pod: the balancer's load-aware routing sends a pod at most that many requests.
+SLOTS_ANNOTATION = "llamaedge/slots"
+MAX_SLOTS = 1024
+ROUTING_POLICIES = ("swrr", "weighted-random", "load-aware")
 # crun runs a container as WASM only with one of its handler annotations; without it, a plain Linux process.
 CRUN_WASM_ANNOTATIONS = {"module.wasm.image/variant": "compat"}
 RUNTIMES = ("auto", "runwasi", "crun")
@@ -50,7 +54,7 @@ SERVER_FLAGS = (
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:+@-]{0,127}$")
 MODEL_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
-MAX_WEIGHT = 10000  # the balancer's bound (balancer/src/edgewasm_balancer/pool.py)
+MAX_WEIGHT = 10000  # the balancer's bound (balancer/src/edgewasm_balancer/pool.py; tests/unit/test_balancer_contract.py)
 # option -> (lowest, highest) for the numbers llama-api-server takes; None: unbounded that side
 SERVER_RANGES = {
     "ctx_size": (1, 1 << 24),
@@ -111,6 +115,11 @@ def backend_errors(spec):
         )
     if spec["replicas"] < 0:
         errors.append("replicas=%r must be >= 0" % spec["replicas"])
+    if range_error("slots", spec.get("slots", 1), 1, MAX_SLOTS, required=True):
+        errors.append(
+            "slots=%r must be an integer from 1 to %d (requests one pod serves at once)"
+            % (spec.get("slots"), MAX_SLOTS)
+        )
     errors.extend(
         e
         for e in [range_error("port", spec.get("port"), 1, 65535, required=True)]
@@ -325,7 +334,11 @@ def backend_service(spec):
             "name": spec["name"],
             "namespace": spec["namespace"],
             "labels": dict(labels(spec["name"], "backend"), **{TARGET_LABEL: "true"}),
-            "annotations": {WEIGHT_ANNOTATION: str(spec["weight"]), MODELS_ANNOTATION: ",".join(models)},
+            "annotations": {
+                WEIGHT_ANNOTATION: str(spec["weight"]),
+                MODELS_ANNOTATION: ",".join(models),
+                SLOTS_ANNOTATION: str(spec.get("slots", 1)),
+            },
         },
         "spec": {
             "type": "ClusterIP",
@@ -375,15 +388,20 @@ def balancer_errors(spec):
             "admin_token_key=%r must be a Secret key: letters, digits, '-', '_' and '.'"
             % spec.get("admin_token_key")
         )
+    if (spec.get("routing") or "swrr") not in ROUTING_POLICIES:
+        errors.append("routing=%r must be one of %s" % (spec.get("routing"), ", ".join(ROUTING_POLICIES)))
     errors.extend(_extra_args_errors(spec.get("extra_args") or []))
     return errors
 
 
 def _extra_args_errors(extra_args):
     errors = []
-    for flag in ("--listen", "--admin-listen", "--kubernetes", "--admin-token-file"):
+    for flag in ("--listen", "--admin-listen", "--kubernetes", "--admin-token-file", "--routing"):
         if any(a == flag or a.startswith(flag + "=") for a in extra_args):
-            errors.append("extra_args must not set %s: the module sets it (admin API: use admin_api)" % flag)
+            errors.append(
+                "extra_args must not set %s: the module sets it (admin API: use admin_api; routing: use routing)"
+                % flag
+            )
     try:
         shutdown = shutdown_seconds(extra_args)
     except (TypeError, ValueError):
@@ -450,7 +468,7 @@ def admin_enabled(spec):
 
 
 def _balancer_container(spec):
-    args = ["--kubernetes", "--listen", "0.0.0.0:%d" % BALANCER_PORT]
+    args = ["--kubernetes", "--listen", "0.0.0.0:%d" % BALANCER_PORT, "--routing", spec.get("routing") or "swrr"]
     for ns in spec["watch_namespaces"]:
         args.extend(["--namespace", ns])
     if admin_enabled(spec):

@@ -15,8 +15,8 @@ version_added: "0.1.0"
 description:
   - Creates, updates or deletes the Deployment(s) and the Service of one LlamaEdge C(llama-api-server)
     backend that runs as a WebAssembly pod (RuntimeClass O(runtime_class)) with the WASI-NN GGML plugin.
-  - The Service carries the label C(llamaedge/target=true) and the annotations C(llamaedge/weight) and
-    C(llamaedge/models) that the collection's balancer discovers it by.
+  - The Service carries the label C(llamaedge/target=true) and the annotations C(llamaedge/weight),
+    C(llamaedge/models) and C(llamaedge/slots) that the collection's balancer discovers it by.
   - The plugin's libraries differ between distributions and architectures, so the host paths to mount
     come from M(edgewasm.llamaedge.wasmedge_plugin_deps) run on the nodes, grouped in O(node_groups) - one
     Deployment per group, pinned to its nodes, with O(replicas) split between the groups by node count.
@@ -110,6 +110,13 @@ options:
     default: 1
   weight:
     description: Share of the balancer's traffic (annotation C(llamaedge/weight)); at least 1.
+    type: int
+    default: 1
+  slots:
+    description:
+      - Requests one pod serves at once (annotation C(llamaedge/slots), 1 to 1024). The balancer's
+        V(load-aware) routing sends a pod at most that many and queues the rest; llama-api-server serves
+        one request at a time, so raise it only for a server that runs several sequences in parallel.
     type: int
     default: 1
   wasinn_backend:
@@ -261,6 +268,7 @@ def argument_spec():
         port=dict(type="int", default=8080),
         replicas=dict(type="int", default=1),
         weight=dict(type="int", default=1),
+        slots=dict(type="int", default=1),
         wasinn_backend=dict(type="str", default="GGML"),
         wasinn_target=dict(type="str", choices=["AUTO", "CPU", "GPU"], default="AUTO"),
         node_groups=dict(

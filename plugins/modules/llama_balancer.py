@@ -90,10 +90,22 @@ options:
     description: Key of the token in the Secret.
     type: str
     default: token
+  routing:
+    description:
+      - How the balancer splits requests between backends (its C(--routing)).
+      - V(swrr) - smooth weighted round-robin, exact and load-blind.
+      - V(weighted-random) - the seed balancer's weighted random choice.
+      - V(load-aware) - the weights among backends that have a free slot (each pod takes at most the
+        C(llamaedge/slots) its backend declares, see M(edgewasm.llamaedge.llama_backend)'s O(edgewasm.llamaedge.llama_backend#module:slots)),
+        and a bounded queue in the balancer when every slot is busy (429 when it is full); tune it with
+        C(--queue-size), C(--queue-timeout) and C(--default-slots) in O(extra_args).
+    type: str
+    choices: [swrr, weighted-random, load-aware]
+    default: swrr
   extra_args:
     description:
       - More balancer flags, for example C([--least-busy, --retries, "3"]). C(--listen), C(--admin-listen),
-        C(--kubernetes) and C(--admin-token-file) are set by the module and refused here.
+        C(--kubernetes), C(--admin-token-file) and C(--routing) are set by the module and refused here.
       - The pod's C(terminationGracePeriodSeconds) is C(--shutdown-delay) + C(--shutdown-timeout) (defaults 0
         and 30) + 15 seconds, so the balancer always finishes its drain before Kubernetes kills it.
     type: list
@@ -165,6 +177,7 @@ def argument_spec():
         admin_token=dict(type="str", no_log=True),
         admin_token_secret=dict(type="str", no_log=False),
         admin_token_key=dict(type="str", default="token", no_log=False),
+        routing=dict(type="str", choices=["swrr", "weighted-random", "load-aware"], default="swrr"),
         extra_args=dict(type="list", elements="str", default=[]),
         resources=dict(type="dict"),
     )

@@ -20,7 +20,7 @@ from edgewasm_balancer.health import HealthChecker, merged_models
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
 from edgewasm_balancer.listener import Limits, handler_factory, listen
 from edgewasm_balancer.metrics import Metrics
-from edgewasm_balancer.pool import HealthPolicy, Pool
+from edgewasm_balancer.pool import Admission, HealthPolicy, Pool
 from edgewasm_balancer.proxy import BACKEND_HEADER, STARTED, Proxy, openai_error
 from edgewasm_balancer.sources import AdminApi, BackendsFile
 
@@ -70,6 +70,12 @@ class Balancer:
                 max_ejection_percent=settings.max_ejection_percent,
             ),
             least_busy=settings.least_busy,
+            routing=settings.routing,
+            admission=Admission(
+                queue_size=settings.queue_size,
+                queue_timeout=settings.queue_timeout,
+                default_slots=settings.default_slots,
+            ),
         )
         self.metrics = Metrics(self.pool)
         self.kube_api = kube_api
@@ -220,6 +226,7 @@ class Balancer:
             weight_annotation=s.weight_annotation,
             models_annotation=s.models_annotation,
             port_name=s.port_name,
+            slots_annotation=s.slots_annotation,
         )
 
         async def run() -> None:

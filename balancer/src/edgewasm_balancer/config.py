@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgewasm_balancer import __version__
+from edgewasm_balancer.pool import MAX_SLOTS, MIN_SLOTS, ROUTING_POLICIES
 
 ENV_PREFIX = "EDGEWASM_BALANCER_"
 MIB = 1024 * 1024
@@ -30,6 +31,7 @@ class Settings:
     label_selector: str = "llamaedge/target=true"
     weight_annotation: str = "llamaedge/weight"
     models_annotation: str = "llamaedge/models"
+    slots_annotation: str = "llamaedge/slots"
     port_name: str = ""
     kubeconfig: Path | None = None
     admin_api: bool = False
@@ -52,6 +54,10 @@ class Settings:
     health_path: str = "/v1/models"
     health_timeout: float = 3.0
     least_busy: bool = False
+    routing: str = "swrr"
+    queue_size: int = 128
+    queue_timeout: float = 30.0
+    default_slots: int = 1
     buffer_limit: int = 16 * MIB
     buffer_total: int = 64 * MIB
     client_header_timeout: float = 30.0
@@ -107,6 +113,13 @@ def _non_negative_float(value: str) -> float:
     number = float(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return number
+
+
+def _slots(value: str) -> int:
+    number = int(value)
+    if not MIN_SLOTS <= number <= MAX_SLOTS:
+        raise argparse.ArgumentTypeError(f"must be from {MIN_SLOTS} to {MAX_SLOTS}, got {value}")
     return number
 
 
@@ -206,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--models-annotation",
         "Service annotation listing its models (comma-separated or JSON list)",
         default=d.models_annotation,
+    )
+    p.option(
+        "--slots-annotation",
+        "Service annotation holding the parallel slots of each of its endpoints (load-aware routing)",
+        default=d.slots_annotation,
     )
     p.option("--port-name", "name of the Service port to use (default: the first port)", default=d.port_name)
     p.option(
@@ -338,6 +356,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
     )
     p.option(
+        "--routing",
+        "how requests are split: swrr (smooth weighted round-robin, exact, load-blind), weighted-random "
+        "(the seed's), load-aware (weights among backends with a free slot, a bounded queue when all "
+        "are full: for LLM backends that serve a few requests at a time)",
+        choices=list(ROUTING_POLICIES),
+        default=d.routing,
+    )
+    p.option(
+        "--queue-size",
+        "load-aware: most requests waiting for a free slot; more are refused with 429 + Retry-After",
+        type=_positive(int),
+        default=d.queue_size,
+    )
+    p.option(
+        "--queue-timeout",
+        "load-aware: seconds a request may wait for a free slot (503 + Retry-After after that)",
+        type=_positive(float),
+        default=d.queue_timeout,
+    )
+    p.option(
+        "--default-slots",
+        "load-aware: parallel slots of an endpoint whose backend declares none (llama-api-server "
+        "serves one request at a time)",
+        type=_slots,
+        default=d.default_slots,
+    )
+    p.option(
         "--buffer-limit",
         "request bodies up to this many bytes are buffered (model routing, retries); "
         "larger ones are streamed to one backend",
@@ -429,6 +474,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         label_selector=args.label_selector,
         weight_annotation=args.weight_annotation,
         models_annotation=args.models_annotation,
+        slots_annotation=args.slots_annotation,
         port_name=args.port_name,
         kubeconfig=args.kubeconfig,
         admin_api=admin_api,
@@ -451,6 +497,10 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         health_path=args.health_path,
         health_timeout=args.health_timeout,
         least_busy=args.least_busy,
+        routing=args.routing,
+        queue_size=args.queue_size,
+        queue_timeout=args.queue_timeout,
+        default_slots=args.default_slots,
         buffer_limit=args.buffer_limit,
         buffer_total=args.buffer_total,
         client_header_timeout=args.client_header_timeout,

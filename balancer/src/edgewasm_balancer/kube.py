@@ -21,7 +21,7 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from edgewasm_balancer.pool import MAX_WEIGHT, MIN_WEIGHT, Pool, ServiceSpec
+from edgewasm_balancer.pool import MAX_SLOTS, MAX_WEIGHT, MIN_SLOTS, MIN_WEIGHT, Pool, ServiceSpec
 
 log = logging.getLogger("edgewasm_balancer.kube")
 
@@ -35,6 +35,7 @@ class KubeSettings:
     weight_annotation: str
     models_annotation: str
     port_name: str = ""
+    slots_annotation: str = "llamaedge/slots"
     watch_timeout: int = 300
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
@@ -46,6 +47,16 @@ def parse_weight(raw: str | None) -> int:
     value = int(raw.strip())  # ValueError for junk
     if not MIN_WEIGHT <= value <= MAX_WEIGHT:
         raise ValueError(f"must be an integer from {MIN_WEIGHT} to {MAX_WEIGHT}, got {value}")
+    return value
+
+
+def parse_slots(raw: str | None) -> int | None:
+    """An endpoint's parallel slots from its Service's annotation; None when absent."""
+    if raw is None or not raw.strip():
+        return None
+    value = int(raw.strip())  # ValueError for junk
+    if not MIN_SLOTS <= value <= MAX_SLOTS:
+        raise ValueError(f"must be an integer from {MIN_SLOTS} to {MAX_SLOTS}, got {value}")
     return value
 
 
@@ -117,6 +128,8 @@ def service_specs(
             weight = parse_weight(annotations.get(annotation))
             annotation = settings.models_annotation
             models = parse_models(annotations.get(annotation))
+            annotation = settings.slots_annotation
+            slots = parse_slots(annotations.get(annotation))
         except ValueError as exc:
             _skipped(where, f"invalid annotation {annotation}", annotation=annotation, detail=str(exc))
             continue
@@ -131,6 +144,7 @@ def service_specs(
                 models=models,
                 urls=endpoint_urls(port, by_service.get(name, [])),
                 meta=(("namespace", namespace), ("service", name)),
+                slots=slots,
             )
         )
     return specs

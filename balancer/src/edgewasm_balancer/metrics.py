@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from edgewasm_balancer.pool import MAX_WEIGHT, Pool
+from edgewasm_balancer.pool import MAX_SLOTS, MAX_WEIGHT, Pool
 
 # Latency buckets for LLM traffic: from sub-millisecond proxying to minutes-long generations.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -125,7 +125,7 @@ class PoolCollector(Collector):
     def describe(self) -> list[GaugeMetricFamily]:
         return []
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         ns = "edgewasm_balancer_"
         in_flight = GaugeMetricFamily(
             ns + "in_flight_requests", "Requests being proxied", labels=["backend", "source"]
@@ -138,10 +138,28 @@ class PoolCollector(Collector):
             "1 while an endpoint is in rotation, 0 while ejected",
             labels=["backend", "source", "endpoint"],
         )
+        slots = GaugeMetricFamily(
+            ns + "backend_slots",
+            "Parallel slots of each endpoint of a backend service (load-aware routing's limit)",
+            labels=["backend", "source"],
+        )
         now = self.pool.clock()
         for (source, _name), svc in list(self.pool.services.items()):
             in_flight.add_metric([svc.name, source], sum(e.in_flight for e in svc.endpoints.values()))
             weight.add_metric([svc.name, source], min(max(svc.weight, 0), MAX_WEIGHT))
+            slots.add_metric([svc.name, source], min(self.pool.slots(svc), MAX_SLOTS))
             for endpoint in svc.endpoints.values():
                 up.add_metric([svc.name, source, endpoint.url], 1 if endpoint.available(now) else 0)
-        yield from (in_flight, weight, up)
+        queued = GaugeMetricFamily(
+            ns + "queued_requests",
+            "Requests waiting in the central queue for a free slot (load-aware routing)",
+        )
+        queued.add_metric([], len(self.pool.queue))
+        refused = CounterMetricFamily(
+            ns + "queue_rejected",
+            "Requests the central queue refused: full (429) or waited past --queue-timeout (503)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.pool.queue_rejected.items()):
+            refused.add_metric([reason], count)
+        yield from (in_flight, weight, slots, up, queued, refused)

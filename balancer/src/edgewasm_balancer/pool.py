@@ -1,15 +1,29 @@
 """Backends, their health, and the choice of one for a request.
 
 A *service* is a group of equivalent endpoints (a Kubernetes Service, an entry of the backends file,
-a registration through the admin API) with a weight and the models it serves. A *backend* is one
-(service, endpoint) pair. Traffic is split between services by smooth weighted round-robin (nginx's
-algorithm) and, inside a service, round-robin over its available endpoints (optionally least-busy
-first), so a service's weight is its share of traffic whatever its number of endpoints.
+a registration through the admin API) with a weight, the models it serves and, optionally, its
+endpoints' parallel slots. A *backend* is one (service, endpoint) pair. The routing policy splits
+traffic between services:
+
+- ``swrr`` (default): smooth weighted round-robin (nginx's algorithm), exact and blind to load;
+- ``weighted-random``: a random service in proportion to the weights (the seed's behaviour);
+- ``load-aware``: smooth weighted round-robin over the services that have an endpoint with a free
+  slot, each endpoint holding at most its slots' worth of requests; when every backend is full, the
+  request waits in a bounded central queue (first come, first served) for the first slot to free,
+  and is refused with 429 + Retry-After when the queue is full or with 503 when it waited too long.
+  At low load every backend has free slots and the split is exactly the weights'; under saturation
+  a backend gets what it can take, so a backend slower than its weight implies cannot grow a queue.
+
+Inside a service, round-robin over its available endpoints (optionally least-busy first; always
+least-busy with load-aware routing), so a service's weight is its share whatever its number of
+endpoints.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -19,6 +33,10 @@ from urllib.parse import urlsplit
 # Weights are relative shares; the bound keeps them finite and the smooth-WRR counters small.
 MIN_WEIGHT = 1
 MAX_WEIGHT = 10_000
+# Parallel slots of one endpoint (requests a backend pod serves at once).
+MIN_SLOTS = 1
+MAX_SLOTS = 1024
+ROUTING_POLICIES = ("swrr", "weighted-random", "load-aware")
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,16 @@ class ServiceSpec:
     urls: tuple[str, ...]
     models: frozenset[str] = frozenset()
     meta: tuple[tuple[str, object], ...] = ()
+    slots: int | None = None  # None: unknown (Admission.default_slots with load-aware routing)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Load-aware routing: the central queue in front of full backends."""
+
+    queue_size: int = 128
+    queue_timeout: float = 30.0
+    default_slots: int = 1
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,7 @@ class Service:
     discovered_models: frozenset[str] = frozenset()
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     meta: tuple[tuple[str, object], ...] = ()
+    slots: int | None = None
     current: int = 0
     next_index: int = 0
 
@@ -120,13 +149,20 @@ class Service:
     def candidates(self, now: float, exclude: set[str]) -> list[Endpoint]:
         return [e for e in self.endpoints.values() if e.url not in exclude and e.available(now)]
 
-    def pick_endpoint(self, now: float, exclude: set[str], least_busy: bool) -> Endpoint | None:
+    def pick_endpoint(
+        self, now: float, exclude: set[str], least_busy: bool, slots: int | None = None
+    ) -> Endpoint | None:
+        """The next usable endpoint; with `slots`, only one holding fewer requests than that."""
         ordered = list(self.endpoints.values())
         if not ordered:
             return None
         start = self.next_index % len(ordered)
         rotation = ordered[start:] + ordered[:start]
-        usable = [e for e in rotation if e.url not in exclude and e.available(now)]
+        usable = [
+            e
+            for e in rotation
+            if e.url not in exclude and e.available(now) and (slots is None or e.in_flight < slots)
+        ]
         if not usable:
             return None
         chosen = min(usable, key=lambda e: e.in_flight) if least_busy else usable[0]
@@ -134,28 +170,47 @@ class Service:
         return chosen
 
 
-def smooth_weighted(services: list[Service]) -> Service:
-    """nginx's smooth weighted round-robin over `services` (non-empty); mutates their state."""
-    total = 0
-    best: Service | None = None
+def smooth_weighted(services: list[Service], accruing: list[Service] | None = None) -> Service:
+    """nginx's smooth weighted round-robin: one of `services` (non-empty); mutates their state.
+
+    With `accruing` (load-aware routing: every service that could serve, `services` being those with a
+    free slot), the full ones earn their weight's credit too, outside the round of the free ones (whose
+    split stays exactly their weights'): a backend that was busy for a moment wins the next picks once
+    it is free, so the split keeps to the weights at low load. That credit is capped at two rounds, so a
+    backend full for a long time gets no burst beyond its free slots.
+    """
+    total = sum(svc.weight for svc in services)
     for svc in services:
         svc.current += svc.weight
-        total += svc.weight
-        if best is None or svc.current > best.current:
-            best = svc
-    assert best is not None
+    if accruing is not None:
+        cap = 2 * sum(svc.weight for svc in accruing)
+        for svc in accruing:
+            if svc not in services:
+                svc.current = min(svc.current + svc.weight, cap)
+    best = max(services, key=lambda svc: svc.current)  # the first one on ties, as nginx
     best.current -= total
     return best
 
 
 class NoBackendError(Exception):
-    """No backend can take the request: `status` is 404 (unknown model) or 503 (none available)."""
+    """No backend can take the request: `status` is 404 (unknown model), 503 (none available, or
+    every one stayed busy for the queue timeout) or 429 (every one busy and the queue full)."""
 
     def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A request in the central queue (load-aware routing)."""
+
+    model: str | None
+    exclude: set[str]
+    future: asyncio.Future[Endpoint]
+    timer: asyncio.TimerHandle | None = None
 
 
 class Pool:
@@ -166,11 +221,23 @@ class Pool:
         policy: HealthPolicy | None = None,
         least_busy: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        routing: str = "swrr",
+        admission: Admission | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        if routing not in ROUTING_POLICIES:
+            raise ValueError(f"unknown routing policy {routing!r}: one of {', '.join(ROUTING_POLICIES)}")
         self.policy = policy or HealthPolicy()
         self.least_busy = least_busy
         self.clock = clock
+        self.routing = routing
+        self.admission = admission or Admission()
+        self.rng = rng or random.Random()  # noqa: S311 - load spreading, not cryptography
         self.services: dict[tuple[str, str], Service] = {}
+        self.queue: deque[_Waiter] = deque()
+        self.queue_rejected = {"full": 0, "timeout": 0}
+        # Exponentially weighted mean of how long a request holds a slot (for Retry-After).
+        self.hold_seconds = 1.0
 
     # -- discovery ------------------------------------------------------------------------------------
     def replace(self, source: str, specs: Iterable[ServiceSpec]) -> None:
@@ -184,10 +251,12 @@ class Pool:
             del self.services[key]
         for key, (svc, endpoints) in built.items():
             self._apply(key, wanted[key], svc, endpoints)
+        self._dispatch()
 
     def upsert(self, source: str, spec: ServiceSpec) -> None:
         key = (source, spec.name)
         self._apply(key, spec, *self._build(key, spec))
+        self._dispatch()
 
     def remove(self, source: str, name: str) -> bool:
         return self.services.pop((source, name), None) is not None
@@ -203,6 +272,7 @@ class Pool:
         svc.weight = spec.weight
         svc.declared_models = spec.models
         svc.meta = spec.meta
+        svc.slots = spec.slots
         svc.endpoints = endpoints
         self.services[key] = svc
 
@@ -213,10 +283,8 @@ class Pool:
         return {m for svc in self.services.values() for m in svc.models}
 
     # -- selection ------------------------------------------------------------------------------------
-    def pick(self, model: str | None, exclude: set[str] | None = None) -> Endpoint:
-        """The next backend for a request for `model` (None: any), skipping the URLs in `exclude`."""
-        exclude = exclude or set()
-        now = self.clock()
+    def _ready(self, model: str | None, exclude: set[str], now: float) -> list[Service]:
+        """The services that serve `model` and have an available endpoint; raises when there is none."""
         serving = [s for s in self.services.values() if s.serves(model) and s.endpoints]
         if not serving:
             if model is not None and self.services:
@@ -225,11 +293,121 @@ class Pool:
         ready = [s for s in serving if s.candidates(now, exclude)]
         if not ready:
             raise NoBackendError(503, "No backend is available", retry_after=self._retry_after(serving, now))
-        # Services keep their smooth-WRR state between calls; only the ready ones take part.
-        svc = smooth_weighted(ready)
+        return ready
+
+    def pick(self, model: str | None, exclude: set[str] | None = None) -> Endpoint:
+        """The next backend for a request for `model` (None: any), skipping the URLs in `exclude`.
+
+        Load-blind: the swrr or weighted-random choice (load-aware routing goes through `take`).
+        """
+        exclude = exclude or set()
+        now = self.clock()
+        ready = self._ready(model, exclude, now)
+        if self.routing == "weighted-random":
+            svc = self.rng.choices(ready, weights=[s.weight for s in ready])[0]
+        else:
+            # Services keep their smooth-WRR state between calls; only the ready ones take part.
+            svc = smooth_weighted(ready)
         endpoint = svc.pick_endpoint(now, exclude, self.least_busy)
         assert endpoint is not None
         return endpoint
+
+    def slots(self, svc: Service) -> int:
+        return svc.slots or self.admission.default_slots
+
+    def _pick_free(self, model: str | None, exclude: set[str], now: float) -> Endpoint | None:
+        """Load-aware: an endpoint with a free slot, split by weight among the services that have one."""
+        ready = self._ready(model, exclude, now)
+        free = [s for s in ready if any(e.in_flight < self.slots(s) for e in s.candidates(now, exclude))]
+        if not free:
+            return None
+        svc = smooth_weighted(free, ready)
+        return svc.pick_endpoint(now, exclude, least_busy=True, slots=self.slots(svc))
+
+    async def take(self, model: str | None, exclude: set[str] | None = None) -> Endpoint:
+        """Reserve a backend for a request (give it back with `release`); may wait with load-aware routing."""
+        exclude = set(exclude or ())
+        if self.routing != "load-aware":
+            endpoint = self.pick(model, exclude)
+            endpoint.in_flight += 1
+            return endpoint
+        now = self.clock()
+        # First come, first served: nobody overtakes a queued request.
+        endpoint = None if self.queue else self._pick_free(model, exclude, now)
+        if endpoint is None:
+            self._ready(model, exclude, now)  # 404 or 503 right away, not after a wait
+            return await self._wait(model, exclude)
+        endpoint.in_flight += 1
+        return endpoint
+
+    async def _wait(self, model: str | None, exclude: set[str]) -> Endpoint:
+        if len(self.queue) >= self.admission.queue_size:
+            self.queue_rejected["full"] += 1
+            raise NoBackendError(
+                429, "Every backend is busy and the queue is full", retry_after=self._queue_retry_after()
+            )
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(model, exclude, loop.create_future())
+        waiter.timer = loop.call_later(self.admission.queue_timeout, self._expire, waiter)
+        self.queue.append(waiter)
+        self._dispatch()
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            # The client went away (or shutdown): give back a slot reserved at the same moment.
+            if waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
+                self.release(waiter.future.result())
+            raise
+        finally:
+            waiter.timer.cancel()
+            if waiter in self.queue:
+                self.queue.remove(waiter)
+
+    def _expire(self, waiter: _Waiter) -> None:
+        if waiter.future.done():
+            return
+        self.queue.remove(waiter)
+        self.queue_rejected["timeout"] += 1
+        waiter.future.set_exception(
+            NoBackendError(
+                503,
+                f"Every backend stayed busy for {self.admission.queue_timeout:g} s",
+                retry_after=self._queue_retry_after(),
+            )
+        )
+
+    def _dispatch(self) -> None:
+        """Hand free slots to queued requests, oldest first (a request no free backend can serve waits
+        without holding up the ones behind it)."""
+        if not self.queue:
+            return
+        now = self.clock()
+        for waiter in list(self.queue):
+            if waiter.future.done():
+                self.queue.remove(waiter)
+                continue
+            try:
+                endpoint = self._pick_free(waiter.model, waiter.exclude, now)
+            except NoBackendError as exc:  # its model or its backends went away while it waited
+                self.queue.remove(waiter)
+                waiter.future.set_exception(exc)
+                continue
+            if endpoint is not None:
+                self.queue.remove(waiter)
+                endpoint.in_flight += 1
+                waiter.future.set_result(endpoint)
+
+    def release(self, endpoint: Endpoint, held: float | None = None) -> None:
+        """Give back a slot `take` reserved; `held`: seconds the request held it."""
+        endpoint.in_flight -= 1
+        if held is not None:
+            self.hold_seconds += 0.1 * (held - self.hold_seconds)
+        self._dispatch()
+
+    def _queue_retry_after(self) -> int:
+        """Seconds until the queue has likely drained: its length over the slots, times a slot's hold time."""
+        slots = sum(self.slots(s) * len(s.endpoints) for s in self.services.values()) or 1
+        return max(1, math.ceil(len(self.queue) / slots * self.hold_seconds))
 
     @staticmethod
     def _retry_after(services: list[Service], now: float) -> int:
@@ -254,3 +432,4 @@ class Pool:
 
     def success(self, endpoint: Endpoint) -> None:
         endpoint.record_success()
+        self._dispatch()

@@ -295,7 +295,7 @@ class Proxy:
         last: _AttemptFailedError | None = None
         for attempt in range(self.retries + 1):
             try:
-                endpoint = self.pool.pick(model, tried)
+                endpoint = await self.pool.take(model, tried)
             except NoBackendError as exc:
                 if last is not None and last.response is not None:
                     break  # relay the last backend's own error response below
@@ -331,6 +331,8 @@ class Proxy:
             return openai_error(404, exc.message, "invalid_request_error", "model_not_found")
         message = exc.message if last is None else f"{exc.message} (last error: {last.detail})"
         headers = {"Retry-After": str(exc.retry_after or 1)}
+        if exc.status == 429:  # load shed by the central queue (load-aware routing)
+            return openai_error(429, message, "rate_limit_exceeded", "queue_full", headers)
         return openai_error(503, message, "service_unavailable", "no_backend", headers)
 
     async def _attempt(
@@ -341,7 +343,8 @@ class Proxy:
         if body.stream is not None:
             data = body.chunks()
             length = request.content_length  # None: chunked
-        endpoint.in_flight += 1
+        # The slot was reserved by Pool.take; it is given back when the answer has been relayed.
+        held_since = time.perf_counter()
         try:
             try:
                 response = await upstream.request(
@@ -364,7 +367,7 @@ class Proxy:
                 raise self._failed(endpoint, "status", f"HTTP {response.status}", response)
             return await self._relay(request, response, endpoint, started)
         finally:
-            endpoint.in_flight -= 1
+            self.pool.release(endpoint, time.perf_counter() - held_since)
 
     def _failed(
         self,

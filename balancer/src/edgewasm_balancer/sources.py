@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import ipaddress
 import json
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 from aiohttp import web
 
-from edgewasm_balancer.pool import MAX_WEIGHT, MIN_WEIGHT, Pool, ServiceSpec
+from edgewasm_balancer.pool import MAX_SLOTS, MAX_WEIGHT, MIN_SLOTS, MIN_WEIGHT, Pool, ServiceSpec
 
 log = logging.getLogger("edgewasm_balancer.sources")
 
@@ -34,6 +35,17 @@ def _weight(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not MIN_WEIGHT <= value <= MAX_WEIGHT:
         raise InvalidBackendError(
             f"{where}: weight must be an integer from {MIN_WEIGHT} to {MAX_WEIGHT}, got {value!r}"
+        )
+    return value
+
+
+def slots_value(value: Any, where: str) -> int | None:
+    """Parallel slots of one endpoint: None (not given) or an integer from MIN_SLOTS to MAX_SLOTS."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_SLOTS <= value <= MAX_SLOTS:
+        raise InvalidBackendError(
+            f"{where}: slots must be an integer from {MIN_SLOTS} to {MAX_SLOTS}, got {value!r}"
         )
     return value
 
@@ -65,7 +77,7 @@ def _url(value: Any, where: str) -> str:
 
 
 def parse_backends(data: Any, where: str) -> list[ServiceSpec]:
-    """Backends from the parsed file: a list of {name, url | urls, weight, models}."""
+    """Backends from the parsed file: a list of {name, url | urls, weight, models, slots}."""
     if isinstance(data, dict) and "backends" in data:
         data = data["backends"]
     if not isinstance(data, list):
@@ -75,7 +87,7 @@ def parse_backends(data: Any, where: str) -> list[ServiceSpec]:
         at = f"{where}[{index}]"
         if not isinstance(item, dict):
             raise InvalidBackendError(f"{at}: expected a mapping")
-        unknown = set(item) - {"name", "url", "urls", "weight", "models"}
+        unknown = set(item) - {"name", "url", "urls", "weight", "models", "slots"}
         if unknown:
             raise InvalidBackendError(f"{at}: unknown keys {sorted(unknown)}")
         name = item.get("name")
@@ -91,6 +103,7 @@ def parse_backends(data: Any, where: str) -> list[ServiceSpec]:
             weight=_weight(item.get("weight", 1), at),
             urls=tuple(dict.fromkeys(_url(u, at) for u in raw_urls)),
             models=_models(item.get("models"), at),
+            slots=slots_value(item.get("slots"), at),
         )
     return list(specs.values())
 
@@ -241,7 +254,7 @@ class AdminApi:
             )
         first = addresses[0]
         shown = f"[{first}]" if first.version == 6 else str(first)
-        return ServiceSpec(spec.name, spec.weight, (f"http://{shown}:{port}",), spec.models, spec.meta)
+        return dataclasses.replace(spec, urls=(f"http://{shown}:{port}",))
 
     @staticmethod
     async def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -275,6 +288,7 @@ class AdminApi:
                 "source": source,
                 "weight": svc.weight,
                 "models": sorted(svc.models),
+                "slots": self.pool.slots(svc),
                 "endpoints": [
                     {
                         "url": e.url,
@@ -291,7 +305,7 @@ class AdminApi:
 
 
 def registration(data: Any) -> ServiceSpec:
-    """A backend from the seed's `{"name", "weight", "ip", "port"}` (optionally `models`)."""
+    """A backend from the seed's `{"name", "weight", "ip", "port"}` (optionally `models`, `slots`)."""
     if not isinstance(data, dict):
         raise InvalidBackendError("expected a JSON object with name, weight, ip and port")
     name = data.get("name")
@@ -315,4 +329,5 @@ def registration(data: Any) -> ServiceSpec:
         urls=(f"http://{shown}:{port}",),
         models=_models(data.get("models"), "register"),
         meta=(("ip", ip), ("port", port)),
+        slots=slots_value(data.get("slots"), "register"),
     )

@@ -61,7 +61,10 @@ def test_seed_backends_carry_weights_models_and_per_node_mounts():
     assert service["metadata"]["annotations"] == {
         "llamaedge/weight": "3",
         "llamaedge/models": "llama-3-1b",  # the preload alias "default" is no API model id
+        "llamaedge/slots": "1",  # llama-api-server serves one request at a time
     }
+    *_pods, parallel = m.backend_manifests(dict(SEED[0], slots=4))
+    assert parallel["metadata"]["annotations"]["llamaedge/slots"] == "4"
     assert service["spec"]["selector"] == {
         "app.kubernetes.io/instance": "llama-low-cost",
         "app.kubernetes.io/component": "backend",
@@ -138,9 +141,18 @@ def test_backend_errors_name_each_bad_option():
         namespace="LLM",
         models_dir="relative",
     )
-    errors = m.backend_errors(bad)
-    for option in ("name=", "namespace=", "weight=0", "model_file=", "models_dir=", "node_groups[0].nodes"):
+    errors = m.backend_errors(dict(bad, slots=0))
+    for option in (
+        "name=",
+        "namespace=",
+        "weight=0",
+        "slots=0",
+        "model_file=",
+        "models_dir=",
+        "node_groups[0].nodes",
+    ):
         assert any(e.startswith(option) for e in errors), (option, errors)
+    assert any(e.startswith("slots=1025") for e in m.backend_errors(dict(SEED[0], slots=1025)))
     assert m.backend_errors(SEED[0]) == []
 
 
@@ -178,6 +190,8 @@ def test_balancer_deployment_and_service():
         "--kubernetes",
         "--listen",
         "0.0.0.0:8080",
+        "--routing",
+        "swrr",
         "--namespace",
         "llm",
         "--namespace",
@@ -220,6 +234,19 @@ def test_balancer_errors():
     for text in ("node_port is only used", "image is required", "replicas=0", "watch_namespaces[]="):
         assert any(text in e for e in errors), (text, errors)
     assert m.balancer_errors(dict(BALANCER, node_port=80))[0].startswith("node_port=80 must be in")
+    assert m.balancer_errors(dict(BALANCER, routing="fastest")) == [
+        "routing='fastest' must be one of swrr, weighted-random, load-aware"
+    ]
+    (refused,) = m.balancer_errors(dict(BALANCER, extra_args=["--routing=load-aware"]))
+    assert refused.startswith("extra_args must not set --routing")
+
+
+def test_balancer_routing_goes_to_the_command_line():
+    (deployment,) = [
+        o for o in m.balancer_manifests(dict(BALANCER, routing="load-aware")) if o["kind"] == "Deployment"
+    ]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--routing") + 1] == "load-aware"
 
 
 def test_pods_on_crun_carry_the_wasm_handler_annotation_and_runwasi_pods_none():
