@@ -238,11 +238,12 @@ async def run_one(
     }
 
 
-def print_table(rows: list[dict[str, float | str]]) -> None:
+def print_table(rows: list[dict[str, float | str]], header: bool = True) -> None:
     head = (
         f"{'scenario':<12}{'load':>5} {'policy':<16}{'req':>5}{'p50 s':>8}{'p99 s':>8}{'ttft99':>8}{'rej':>5}"
     )
-    print(head + "  max backend queue a/b/c   split a/b/c")
+    if header:
+        print(head + "  max backend queue a/b/c   split a/b/c")
     for r in rows:
         print(
             f"{r['scenario']:<12}{r['load']:>5} {r['policy']:<16}{r['requests']:>5}{r['p50']:>8.2f}{r['p99']:>8.2f}"
@@ -315,7 +316,7 @@ async def main() -> int:
             for load in (float(x) for x in args.rates.split(",")):
                 for policy in policies:
                     rows.append(await run_one(policy, scenario, load, args, work))
-                    print_table([rows[-1]])
+                    print_table([rows[-1]], header=len(rows) == 1)
                     sys.stdout.flush()
     print()
     print_table(split_rows + rows)

@@ -174,19 +174,20 @@ def smooth_weighted(services: list[Service], accruing: list[Service] | None = No
     """nginx's smooth weighted round-robin: one of `services` (non-empty); mutates their state.
 
     With `accruing` (load-aware routing: every service that could serve, `services` being those with a
-    free slot), the full ones earn their weight's credit too, outside the round of the free ones (whose
-    split stays exactly their weights'): a backend that was busy for a moment wins the next picks once
-    it is free, so the split keeps to the weights at low load. That credit is capped at two rounds, so a
-    backend full for a long time gets no burst beyond its free slots.
+    free slot), a full service takes part in the round too, earning its weight's credit without being
+    able to win, and the winner pays for it: a backend that was busy for a moment wins the next picks
+    once it is free, so the split keeps to the weights at low load. Its credit stops at two rounds'
+    worth, and from then on it is left out of the round: a backend full for a long time gets no burst
+    beyond its slots, and the others keep their weights' ratio among themselves.
     """
-    total = sum(svc.weight for svc in services)
-    for svc in services:
-        svc.current += svc.weight
+    entrants = list(services)
     if accruing is not None:
         cap = 2 * sum(svc.weight for svc in accruing)
-        for svc in accruing:
-            if svc not in services:
-                svc.current = min(svc.current + svc.weight, cap)
+        entrants += [svc for svc in accruing if svc not in services and svc.current + svc.weight <= cap]
+    total = 0
+    for svc in entrants:
+        svc.current += svc.weight
+        total += svc.weight
     best = max(services, key=lambda svc: svc.current)  # the first one on ties, as nginx
     best.current -= total
     return best
