@@ -7,6 +7,7 @@ to stand-in backends that hold each request for a while.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 from collections import Counter
 
@@ -118,6 +119,31 @@ async def test_a_backend_busy_for_a_moment_catches_up_its_share_afterwards():
     # 61 requests at 3:1:2 are 30.5 / 10.2 / 20.3: b got back the pick it missed (without its credit
     # it would end at 10, and a at 31).
     assert counts == {"a": 30, "b": 11, "c": 20}
+
+
+async def test_poisson_load_keeps_the_split_at_the_weights_until_saturation():
+    """A virtual-time simulation (Poisson arrivals, speeds matching the weights, slots 2/1/2): at 10-40%
+    of capacity b's single slot is often busy when its turn comes, yet the split stays the weights'."""
+    speed = {name: WEIGHTS[name] / SLOTS[name] for name in WEIGHTS}
+    for load in (0.1, 0.2, 0.4):
+        pool = seed_pool("load-aware")
+        rng = random.Random(3)  # noqa: S311 - a reproducible simulation
+        rate = load * sum(SLOTS[n] * speed[n] for n in WEIGHTS) / 0.25
+        now, finishing, counts, skipped = 0.0, [], Counter(), 0
+        for index in range(6000):
+            now += rng.expovariate(rate)
+            while finishing and finishing[0][0] <= now:
+                pool.release(heapq.heappop(finishing)[2])
+            if all(e.in_flight >= pool.slots(e.service) for e in pool.endpoints()):
+                skipped += 1  # would wait in the queue: not part of the split
+                continue
+            endpoint = await pool.take("m")
+            counts[endpoint.label] += 1
+            seconds = (0.05 + rng.expovariate(1 / 40) * 0.005) / speed[endpoint.label]
+            heapq.heappush(finishing, (now + seconds, index, endpoint))
+        total = sum(counts.values())
+        for name, weight in WEIGHTS.items():
+            assert abs(counts[name] / total - weight / 6) < 0.002, (load, counts, skipped)
 
 
 async def test_a_queued_request_for_one_model_does_not_hold_up_another_model():
