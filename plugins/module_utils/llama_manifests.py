@@ -468,7 +468,13 @@ def admin_enabled(spec):
 
 
 def _balancer_container(spec):
-    args = ["--kubernetes", "--listen", "0.0.0.0:%d" % BALANCER_PORT, "--routing", spec.get("routing") or "swrr"]
+    args = [
+        "--kubernetes",
+        "--listen",
+        "0.0.0.0:%d" % BALANCER_PORT,
+        "--routing",
+        spec.get("routing") or "swrr",
+    ]
     for ns in spec["watch_namespaces"]:
         args.extend(["--namespace", ns])
     if admin_enabled(spec):
