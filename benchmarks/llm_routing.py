@@ -283,7 +283,7 @@ def print_ratios(rows: list[dict[str, float | str]], split_rows: list[dict[str, 
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals per run")
     parser.add_argument("--scenarios", default="matched,misweighted")
     parser.add_argument("--rates", default="0.6,0.8,0.95", help="loads, as fractions of the total capacity")
