@@ -4,7 +4,7 @@
 # The project's whole test suite: `make test` runs this. Sets everything up on a
 # fresh Debian 12 machine (scripts/setup.sh), then runs each stage in order,
 # prints a header per stage, and ends with one line "N passed, N failed". The molecule scenarios start
-# in the background after sanity and run beside pytest and the balancer suite.
+# in the background right after setup and run beside the other stages.
 #
 # Stages: setup, ruff, ansible-lint (with yamllint), ansible-test sanity, galaxy (galaxy-importer and
 # the docs and changelog linters), pytest (unit and functional), compat (the oldest and the newest
@@ -202,11 +202,12 @@ compat_stage() {
 balancer_stage() { (cd balancer && python -m pytest); }
 
 stage setup "install packages, venv, collections, node image" "$EDGEWASM_REPO/scripts/setup.sh" || finish
+# The molecule scenarios (the default one is the suite's critical path) start right after setup.
+start_molecule
 stage ruff "ruff check and format" ruff_stage
 stage ansible-lint "yamllint and ansible-lint --profile production" lint_stage
 stage sanity "ansible-test sanity" sanity
 stage galaxy "galaxy-importer, antsibull-docs and antsibull-changelog lint" galaxy_stage
-start_molecule
 stage pytest "pytest: unit and functional tests" pytest_stage
 stage compat "ansible-core 2.16 (oldest claimed) and 2.21 (newest): syntax check and role tests" compat_stage
 stage balancer "balancer: pytest (real sockets on 127.0.0.1)" balancer_stage
