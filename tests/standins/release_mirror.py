@@ -4,7 +4,8 @@ Generated from the collection's release catalog (plugins/module_utils/release_ca
 cannot disagree with what the roles expect: for each WasmEdge version, every dist the catalog lists for it,
 in that version's archive layout, every GGML plugin asset the catalog has evidence of (for this machine's
 architecture), the static archive runwasi's build uses, and the release's SHA256SUM over all of them.
-The binaries are the gcc stand-ins of wasmedge_tree.py:
+The binaries are the gcc stand-ins of wasmedge_tree.py (the core archives also carry its wasm runner under
+libexec/edgewasm-standin/, so the stand-in wasmedge runs the role's WASI-NN self-test):
 
     <mirror>/<V>/WasmEdge-<V>-<dist>_<arch>.tar.gz      WasmEdge-<V>-Linux/{bin,include,lib} (up to 0.14) or
                                                        bin/, include/, lib/ at the root (0.15.0 and later)
@@ -51,11 +52,17 @@ def _load_catalog():
 catalog = _load_catalog()
 
 
-def _tar(archive: Path, entries: list[tuple[Path, str]]) -> None:
+def _tar(archive: Path, entries: list[tuple[Path, str]], runner: bool = True) -> None:
+    """A .tar.gz of the entries; without the stand-in's wasm runner (libexec/) unless runner."""
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if not runner and "/libexec" in f"/{info.name}" else info
+
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tar:
+    # Level 1: the runner's copy of wasmtime is 30 MB, and nothing depends on how well it compresses.
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
         for path, name in entries:
-            tar.add(path, arcname=name)
+            tar.add(path, arcname=name, filter=keep)
 
 
 def write_checksums(release: Path) -> Path:
@@ -79,15 +86,16 @@ def _core_tree(tmp: Path, version: str, tree: dict[str, Path]) -> Path:
         (top / "include" / "wasmedge" / "wasmedge.h").write_text(f"/* {wasmedge_tree.MARKER} */\n")
         shutil.copytree(tree["prefix"] / "bin", top / "bin", symlinks=True)
         shutil.copytree(tree["prefix"] / "lib", top / "lib", symlinks=True)
+        shutil.copytree(tree["prefix"] / "libexec", top / "libexec", symlinks=True)
     return top
 
 
-def core_archive(archive: Path, top: Path, version: str, layout: str) -> Path:
-    """A WasmEdge archive in the catalog's layout for the version."""
+def core_archive(archive: Path, top: Path, version: str, layout: str, runner: bool = True) -> Path:
+    """A WasmEdge archive in the catalog's layout for the version (with the stand-in's wasm runner)."""
     if layout == catalog.TOPDIR:
-        _tar(archive, [(top, f"WasmEdge-{version}-Linux")])
+        _tar(archive, [(top, f"WasmEdge-{version}-Linux")], runner)
     else:
-        _tar(archive, [(top / name, name) for name in ("bin", "include", "lib")])
+        _tar(archive, [(top / name, name) for name in ("bin", "include", "lib", "libexec")], runner)
     return archive
 
 
@@ -108,6 +116,7 @@ def build(mirror: Path, versions: list[str]) -> list[Path]:
                     version,
                     plugin_runpath="$ORIGIN/../../lib/api:",
                     cuda=catalog.GGML_VARIANTS[variant]["cuda"] is not None,
+                    runner=variant == "cpu",
                 )
             top = _core_tree(Path(tmp), version, trees["cpu"])
             for dist in release["dists"]:
@@ -125,7 +134,7 @@ def build(mirror: Path, versions: list[str]) -> list[Path]:
                     made.append(plugin)
             if version in static_versions:
                 static = mirror / version / catalog.wasmedge_static_asset(version, arch)
-                made.append(core_archive(static, top, version, release["layout"]))
+                made.append(core_archive(static, top, version, release["layout"], runner=False))
             made.append(write_checksums(mirror / version))
     return made
 

@@ -6,6 +6,11 @@ and symlink chains as an installed WasmEdge 0.14.1 with the WASI-NN GGML plugin
 (see ../shared/reference/upstream-facts.md), so that the resolver and the roles
 meet the same ELF structure as on a real node. They contain no WasmEdge code.
 
+bin/wasmedge runs wasm for real all the same: it execs wasmedge_runner.py (installed with a copy of the
+PyPI wasmtime package and of the collection's GGUF header parser under libexec/edgewasm-standin/), which
+loads the plugin with dlopen and provides a stand-in wasi_ephemeral_nn: the role's WASI-NN self-test runs
+against it, failing the ways the real plugin fails.
+
     python tests/standins/wasmedge_tree.py --prefix DIR [--plugin-runpath '$ORIGIN']
 """
 
@@ -13,14 +18,42 @@ from __future__ import annotations
 
 import argparse
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import wasmtime  # the test venv's (requirements/test.in), copied into the tree
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER_DIR = "libexec/edgewasm-standin"
 INTERPRETERS = {"x86_64": "/lib64/ld-linux-x86-64.so.2", "aarch64": "/lib/ld-linux-aarch64.so.1"}
 # The real plugin's DT_NEEDED after libwasmedge.so.0 (ggml/llama are linked in statically).
 PLUGIN_SYSTEM_LIBS = ["-lstdc++", "-lm", "-lgcc_s", "-lc"]
 MARKER = "edgewasm stand-in, not WasmEdge"
+
+
+# bin/wasmedge: linked against libwasmedge.so.0 like the real one, it execs the Python runner beside it.
+LAUNCHER = r"""#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char exe[PATH_MAX], runner[PATH_MAX + 64];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n < 0) { perror("wasmedge (stand-in): /proc/self/exe"); return 127; }
+    exe[n] = 0;
+    snprintf(runner, sizeof runner, "%%s/../%(runner)s/wasmedge.py", dirname(exe));
+    char **args = calloc(argc + 3, sizeof *args);
+    args[0] = "python3"; args[1] = "-I"; args[2] = runner;
+    for (int i = 1; i < argc; i++) args[i + 2] = argv[i];
+    execvp("python3", args);
+    execv("/usr/bin/python3", args);
+    perror("wasmedge (stand-in): python3");
+    return 127;
+}"""
 
 
 def _gcc(args: list[str]) -> None:
@@ -32,10 +65,28 @@ def _source(path: Path, body: str) -> Path:
     return path
 
 
+def install_runner(prefix: Path, version: str) -> Path:
+    """<prefix>/libexec/edgewasm-standin: the runner, wasmtime and the GGUF header parser."""
+    target = prefix / RUNNER_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(__file__).with_name("wasmedge_runner.py"), target / "wasmedge.py")
+    shutil.copyfile(ROOT / "plugins" / "module_utils" / "gguf_header.py", target / "gguf_header.py")
+    (target / "VERSION").write_text(f"{version}\n")
+    shutil.rmtree(target / "wasmtime", ignore_errors=True)
+    shutil.copytree(
+        Path(wasmtime.__file__).parent, target / "wasmtime", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return target
+
+
 def build(
-    prefix: Path, version: str = "0.14.1", plugin_runpath: str = "$ORIGIN", cuda: bool = False
+    prefix: Path,
+    version: str = "0.14.1",
+    plugin_runpath: str = "$ORIGIN",
+    cuda: bool = False,
+    runner: bool = True,
 ) -> dict[str, Path]:
-    """Build <prefix>/{bin,lib,plugin}; returns the important paths."""
+    """Build <prefix>/{bin,lib,plugin} (and the runner bin/wasmedge execs, unless runner is false)."""
     interp = INTERPRETERS[platform.machine()]
     lib = prefix / "lib"
     plugin_dir = prefix / "plugin"
@@ -101,10 +152,7 @@ def build(
     )
 
     wasmedge = bindir / "wasmedge"
-    src = _source(
-        work / "wasmedge.c",
-        f'#include <stdio.h>\nint main(void) {{ printf("wasmedge version {version} ({MARKER})\\n"); return 0; }}',
-    )
+    src = _source(work / "wasmedge.c", LAUNCHER % {"runner": RUNNER_DIR})
     _gcc(
         [
             "-o",
@@ -116,6 +164,8 @@ def build(
             str(lib / "libwasmedge.so.0"),
         ]
     )
+    if runner:
+        install_runner(prefix, version)
     for leftover in work.iterdir():
         leftover.unlink()
     work.rmdir()
