@@ -38,7 +38,9 @@ GOOD = {
 
 
 def run(run_site, tmp_path, backends, image="registry.example.com/llama-api-server:0.14.1", models=None):
-    tree = wasmedge_tree.build(tmp_path / "wasmedge" / "0.14.1")  # STAND-IN WasmEdge + WASI-NN plugin
+    tree = wasmedge_tree.build(
+        tmp_path / "wasmedge" / "0.14.1", runner=False
+    )  # STAND-IN WasmEdge + WASI-NN plugin
     (tmp_path / "models").mkdir(exist_ok=True)
     standin_gguf(tmp_path / "models" / MODELS[0]["file"])
     extra = {

@@ -58,8 +58,9 @@ def test_a_working_node_runs_a_completion_and_changes_nothing(run_site, installe
     before = scratch_dirs()
     result = run(run_site, installed)
     assert result.rc == 0, result.output
-    assert "node1: the WASI-NN self-test ran a completion: 39 bytes:  hello from the stand-in WASI-NN plugin" in (
-        result.output
+    assert (
+        "node1: the WASI-NN self-test ran a completion: 39 bytes:  hello from the stand-in WASI-NN plugin"
+        in (result.output)
     )
     assert "published: done ok=True" in result.output
     assert recap(result.output)["changed"] == 0
@@ -73,7 +74,9 @@ def test_check_mode_runs_the_probe_too(run_site, installed):
 
 
 def test_check_mode_on_a_fresh_node_has_nothing_to_test(run_site, tmp_path):
-    result = run(run_site, tmp_path / "nothing", check=True, wasi_nn_ggml_self_test_env_file=str(tmp_path / "none"))
+    result = run(
+        run_site, tmp_path / "nothing", check=True, wasi_nn_ggml_self_test_env_file=str(tmp_path / "none")
+    )
     assert result.rc == 0, result.output
     assert "ran a completion" not in result.output
     assert recap(result.output)["failed"] == 0
@@ -82,8 +85,9 @@ def test_check_mode_on_a_fresh_node_has_nothing_to_test(run_site, tmp_path):
 def test_nothing_installed_names_what_is_missing(run_site, tmp_path):
     result = run(run_site, tmp_path / "nothing", wasi_nn_ggml_self_test_env_file=str(tmp_path / "none.env"))
     assert result.rc != 0
-    assert f"the WASI-NN self-test needs {tmp_path}/nothing/{VERSION}/bin/wasmedge and {tmp_path}/none.env" in (
-        result.output
+    assert (
+        f"the WASI-NN self-test needs {tmp_path}/nothing/{VERSION}/bin/wasmedge and {tmp_path}/none.env"
+        in (result.output)
     )
     assert "Run the wasmedge role first" in result.output
 
@@ -149,7 +153,9 @@ def test_a_model_llama_cpp_cannot_load_names_the_model_step(run_site, installed,
 def test_a_model_that_is_not_on_the_node_is_refused_before_running(run_site, installed, tmp_path):
     result = run(run_site, installed, wasi_nn_ggml_self_test_model=str(tmp_path / "absent.gguf"))
     assert result.rc != 0
-    assert f"the WASI-NN self-test needs {tmp_path}/absent.gguf, which this node does not have" in result.output
+    assert (
+        f"the WASI-NN self-test needs {tmp_path}/absent.gguf, which this node does not have" in result.output
+    )
     assert "wasi_nn_ggml_self_test_model must be a GGUF file on the node" in result.output
 
 

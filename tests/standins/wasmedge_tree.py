@@ -11,7 +11,7 @@ PyPI wasmtime package and of the collection's GGUF header parser under libexec/e
 loads the plugin with dlopen and provides a stand-in wasi_ephemeral_nn: the role's WASI-NN self-test runs
 against it, failing the ways the real plugin fails.
 
-    python tests/standins/wasmedge_tree.py --prefix DIR [--plugin-runpath '$ORIGIN']
+    python tests/standins/wasmedge_tree.py --prefix DIR [--plugin-runpath '$ORIGIN'] [--no-runner]
 """
 
 from __future__ import annotations
@@ -189,8 +189,13 @@ def main() -> int:
     parser.add_argument(
         "--cuda", action="store_true", help="also link a stand-in libcudart.so.12 (left out of the tree)"
     )
+    parser.add_argument(
+        "--no-runner",
+        action="store_true",
+        help="leave out the wasm runner (bin/wasmedge then cannot run wasm)",
+    )
     args = parser.parse_args()
-    paths = build(args.prefix, args.version, args.plugin_runpath, args.cuda)
+    paths = build(args.prefix, args.version, args.plugin_runpath, args.cuda, runner=not args.no_runner)
     print(paths["plugin"])
     return 0
 

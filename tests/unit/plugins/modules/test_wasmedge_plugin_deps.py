@@ -20,7 +20,7 @@ KUBERNETES_VERSIONS = ["1.30", "1.31", "1.32", "1.33"]
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    return wasmedge_tree.build(tmp_path_factory.mktemp("wasmedge") / "0.14.1")
+    return wasmedge_tree.build(tmp_path_factory.mktemp("wasmedge") / "0.14.1", runner=False)
 
 
 def params(**overrides):
@@ -164,7 +164,7 @@ def test_check_mode_reports_unchanged(tree, run_module):
 
 
 def test_cuda_build_without_cuda_runtime_names_libcudart(tmp_path, run_module):
-    cuda = wasmedge_tree.build(tmp_path / "cuda", cuda=True)
+    cuda = wasmedge_tree.build(tmp_path / "cuda", cuda=True, runner=False)
     result = run_module(module.main, {"paths": [str(cuda["plugin"])], "ld_library_path": [str(cuda["lib"])]})
     assert result["failed"] is True
     assert "libcudart.so.12 (needed by" in result["msg"]

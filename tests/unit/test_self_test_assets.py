@@ -1,0 +1,202 @@
+"""The wasi_nn_ggml self-test's committed assets: reproducible from source, and doing what they claim.
+
+The probe runs here under wasmtime against a scripted wasi_ephemeral_nn (a test double defined below, not the
+stand-in runner), so each WASI-NN call it makes, the tensors it passes and each exit code are checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import gguf
+import pytest
+import wasmtime
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import gguf_header
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSETS = ROOT / "roles" / "wasi_nn_ggml" / "files" / "self_test"
+_spec = importlib.util.spec_from_file_location(
+    "build_self_test_assets", ROOT / "scripts/build_self_test_assets.py"
+)
+build_assets = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_assets)
+
+NN_CALLS = ("load_by_name", "init_execution_context", "set_input", "set_input", "compute", "get_output")
+STEP_NAMES = (
+    "load_by_name",
+    "init_execution_context",
+    "set_input (metadata)",
+    "set_input (prompt)",
+    "compute",
+    "get_output",
+)
+
+
+def test_both_assets_rebuild_to_identical_bytes(tmp_path):
+    for built in build_assets.build(tmp_path):
+        assert built.read_bytes() == (ASSETS / built.name).read_bytes(), (
+            f"{built.name} is not what its source builds"
+        )
+
+
+def test_the_check_mode_of_the_build_script_passes_on_the_committed_assets():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", ["build_self_test_assets.py", "--check"])
+        assert build_assets.main() == 0
+
+
+def test_the_model_is_a_tiny_llama_our_gguf_info_reads():
+    model = ASSETS / build_assets.MODEL
+    header = gguf_header.read_header(str(model))
+    summary = gguf_header.summary(header)
+    assert summary["architecture"] == "llama"
+    assert summary["block_count"] == 2
+    assert summary["context_length"] == 128
+    assert summary["file_type"] == "F32"
+    assert summary["tensor_count"] == 2 + 9 * 2 + 1  # embeddings, output norm + output, 9 per layer
+    assert model.stat().st_size < 1_000_000
+    meta = header["metadata"]
+    assert meta["tokenizer.ggml.model"] == "llama"
+    assert (meta["tokenizer.ggml.bos_token_id"], meta["tokenizer.ggml.eos_token_id"]) == (1, 2)
+
+
+def test_llama_cpps_reader_sees_the_shapes_llama_cpp_expects():
+    reader = gguf.GGUFReader(ASSETS / build_assets.MODEL)
+    shapes = {t.name: [int(d) for d in t.shape] for t in reader.tensors}
+    tokens = reader.fields["tokenizer.ggml.tokens"]
+    vocab = len(tokens.data)
+    assert 256 < vocab < 400  # the byte tokens and a few pieces
+    assert shapes["token_embd.weight"] == [64, vocab]
+    assert shapes["output.weight"] == [64, vocab]
+    assert shapes["blk.1.attn_q.weight"] == [64, 64]
+    assert shapes["blk.1.attn_k.weight"] == [64, 32]  # 2 KV heads of 16
+    assert shapes["blk.0.ffn_down.weight"] == [128, 64]
+    assert shapes["blk.0.ffn_up.weight"] == [64, 128]
+    assert shapes["output_norm.weight"] == [64]
+    types = reader.fields["tokenizer.ggml.token_type"]
+    kinds = [int(types.parts[i][0]) for i in types.data]
+    assert kinds.count(int(gguf.TokenType.BYTE)) == 256
+
+
+class ScriptedNN:
+    """wasi_ephemeral_nn that records what the probe passes and fails at call number fail_at."""
+
+    def __init__(self, fail_at: int | None = None, errno: int = 5, output: bytes = b"tok tok") -> None:
+        self.fail_at, self.errno, self.output = fail_at, errno, output
+        self.calls: list[tuple] = []
+
+    def link(self, linker: wasmtime.Linker) -> None:
+        i32 = wasmtime.ValType.i32()
+        for name, arity in (
+            ("load_by_name", 3),
+            ("init_execution_context", 2),
+            ("set_input", 3),
+            ("compute", 1),
+            ("get_output", 5),
+        ):
+            linker.define_func(
+                "wasi_ephemeral_nn", name, wasmtime.FuncType([i32] * arity, [i32]), self._call(name), True
+            )
+
+    def _call(self, name: str):
+        def call(caller, *args):
+            memory = caller["memory"]
+
+            def read(ptr: int, size: int) -> bytes:
+                return bytes(memory.read(caller, ptr, ptr + size))
+
+            detail = getattr(self, f"_{name}")(caller, memory, read, *args)
+            self.calls.append((name, detail))
+            return self.errno if len(self.calls) - 1 == self.fail_at else 0
+
+        return call
+
+    @staticmethod
+    def _load_by_name(caller, memory, read, name_ptr, name_len, graph_ptr):
+        memory.write(caller, struct.pack("<I", 7), graph_ptr)
+        return read(name_ptr, name_len)
+
+    @staticmethod
+    def _init_execution_context(caller, memory, _read, graph, ctx_ptr):
+        memory.write(caller, struct.pack("<I", 3), ctx_ptr)
+        return graph
+
+    @staticmethod
+    def _set_input(_caller, _memory, read, ctx, index, tensor_ptr):
+        dims_ptr, ndims, kind, data_ptr, data_len = struct.unpack("<5I", read(tensor_ptr, 20))
+        dims = list(struct.unpack(f"<{ndims}I", read(dims_ptr, 4 * ndims)))
+        return ctx, index, dims, kind, read(data_ptr, data_len)
+
+    @staticmethod
+    def _compute(_caller, _memory, _read, ctx):
+        return ctx
+
+    def _get_output(self, caller, memory, _read, ctx, index, buf, size, written_ptr):
+        memory.write(caller, self.output, buf)
+        memory.write(caller, struct.pack("<I", len(self.output)), written_ptr)
+        return ctx, index, size
+
+
+def run_probe(nn: ScriptedNN, tmp_path: Path) -> tuple[int, str, str]:
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    wasi = wasmtime.WasiConfig()
+    wasi.stdout_file = str(tmp_path / "out")
+    wasi.stderr_file = str(tmp_path / "err")
+    store.set_wasi(wasi)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    nn.link(linker)
+    module = wasmtime.Module(engine, (ASSETS / build_assets.PROBE).read_bytes())
+    code = 0
+    try:
+        linker.instantiate(store, module).exports(store)["_start"](store)
+    except wasmtime.ExitTrap as exit_:
+        code = exit_.code
+    return code, (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+
+
+def test_the_probe_imports_only_wasi_and_wasi_nn():
+    module = wasmtime.Module(wasmtime.Engine(), (ASSETS / build_assets.PROBE).read_bytes())
+    imports = {(i.module, i.name) for i in module.imports}
+    assert imports == {("wasi_snapshot_preview1", "fd_write"), ("wasi_snapshot_preview1", "proc_exit")} | {
+        ("wasi_ephemeral_nn", name) for name in set(NN_CALLS)
+    }
+    assert {e.name for e in module.exports} == {"_start", "memory"}
+
+
+def test_the_probe_drives_the_graph_as_llama_api_server_does(tmp_path):
+    nn = ScriptedNN(output=b" hi there")
+    code, out, err = run_probe(nn, tmp_path)
+    assert (code, err) == (0, "")
+    assert out == "edgewasm-wasi-nn-probe: ok: 9 bytes:  hi there\n"
+    assert [name for name, _detail in nn.calls] == list(NN_CALLS)
+    calls = dict(nn.calls[:2])
+    assert calls["load_by_name"] == b"default"
+    assert calls["init_execution_context"] == 7  # the graph handle load_by_name returned
+    metadata, prompt = nn.calls[2][1], nn.calls[3][1]
+    assert metadata[:4] == (3, 1, [1], 2)  # context 3, index 1 (metadata), dims [1], U8
+    assert json.loads(metadata[4]) == {"n-predict": 8}
+    assert prompt[:4] == (3, 0, [1], 2)
+    assert prompt[4] == b"Say hello to the edgewasm self-test."
+    assert nn.calls[4][1] == 3
+    assert nn.calls[5][1] == (3, 0, 0xF000)
+
+
+@pytest.mark.parametrize("step", range(len(NN_CALLS)), ids=STEP_NAMES)
+def test_each_failing_call_has_its_exit_code_and_names_its_errno(tmp_path, step):
+    nn = ScriptedNN(fail_at=step, errno=100 + step)
+    code, out, err = run_probe(nn, tmp_path)
+    assert code == 10 + step
+    assert err == f"edgewasm-wasi-nn-probe: {STEP_NAMES[step]} failed: wasi-nn errno {100 + step}\n"
+    assert out == ""
+    assert len(nn.calls) == step + 1  # nothing after the failed call
+
+
+def test_an_empty_completion_still_counts_as_a_run(tmp_path):
+    code, out, _err = run_probe(ScriptedNN(output=b""), tmp_path)
+    assert (code, out) == (0, "edgewasm-wasi-nn-probe: ok: 0 bytes: \n")
