@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests and the local lab need on a Debian 12 machine:
 # apt packages, the pinned Python venv, the collection dependencies (offline,
-# from the `ansible` bundle wheel on PyPI), the collection path and the node image.
+# from the `ansible` bundle wheel on PyPI), the collection path, the Kubernetes control plane of the
+# cluster tests (built from Go modules) and the node image.
 # Every step is skipped when its cached result is present and valid.
 #   scripts/setup.sh          what `make test` needs
 #   scripts/setup.sh --bench  only the benchmarks' reference tools (nginx, wrk)
@@ -137,6 +138,45 @@ if [[ ${1:-} == --bench ]]; then
   apt_packages "${BENCH_PACKAGES[@]}"
   exit 0
 fi
+# The real Kubernetes control plane of the cluster tests (tests/controlplane): etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler and kubectl from their published Go modules, pinned in
+# tools/controlplane/go.mod, as one multi-call binary. Built once per pin set (go.mod, go.sum, main.go and
+# the Go version make the key); the module and build caches live in .cache/go, so a rebuild is offline.
+controlplane() {
+  local src=$EDGEWASM_REPO/tools/controlplane dir=$EDGEWASM_CACHE/controlplane key version started
+  if ! command -v go >/dev/null; then
+    log "controlplane: no go on PATH: install Go 1.24 or later (the machine's Go builds tools/controlplane)"
+    return 1
+  fi
+  key=$({ go version; cat "$src/go.mod" "$src/go.sum" "$src/main.go"; } | sha256sum | cut -c1-16)
+  if [[ -x $dir/$key/controlplane ]]; then
+    log "controlplane: reusing $dir/$key"
+  else
+    version=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$src/go.mod")
+    log "controlplane: building Kubernetes $version components and etcd from the Go module proxy (cold: ~15 min)"
+    started=$SECONDS
+    rm -rf "$dir/$key.partial"
+    mkdir -p "$dir/$key.partial"
+    (
+      cd "$src"
+      export GOMODCACHE=$EDGEWASM_CACHE/go/mod GOCACHE=$EDGEWASM_CACHE/go/build GOTOOLCHAIN=local CGO_ENABLED=0
+      export GOFLAGS="-modcacherw -mod=readonly -buildvcs=false"
+      local stamp="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitVersion=$version"
+      stamp+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMajor=1"
+      stamp+=" -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$version")"
+      stamp+=" -X k8s.io/client-go/pkg/version.gitMinor=$(cut -d. -f2 <<<"$version")"
+      go build -trimpath -ldflags "-s -w $stamp" -o "$dir/$key.partial/controlplane" .
+    )
+    for component in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+      ln -s controlplane "$dir/$key.partial/$component"
+    done
+    mv -T "$dir/$key.partial" "$dir/$key"
+    log "controlplane: built in $((SECONDS - started)) s ($(du -h "$dir/$key/controlplane" | cut -f1))"
+  fi
+  ln -sfn "$key" "$dir/current"
+  find "$dir" -mindepth 1 -maxdepth 1 ! -name "$key" ! -name current -exec rm -rf {} +
+}
+
 apt_packages "${APT_PACKAGES[@]}"
 python_venv
 pinned_venv venv-ansible-2.16 ansible-2.16.txt
@@ -145,5 +185,6 @@ pinned_venv venv-ansible-2.21 ansible-2.21.txt "$newer"
 pinned_venv venv-release-tools release-tools.txt
 ansible_test_pip_bootstrap
 collections
+controlplane
 "$EDGEWASM_REPO/scripts/build-node-image.sh"
 log "ready"

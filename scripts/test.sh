@@ -7,7 +7,8 @@
 # in the background right after setup and run beside the other stages.
 #
 # Stages: setup, ruff, ansible-lint (with yamllint), ansible-test sanity, galaxy (galaxy-importer and
-# the docs and changelog linters), pytest (unit and functional), compat (the oldest and the newest
+# the docs and changelog linters), pytest (unit and functional), cluster (tests/cluster and the integration
+# target against a real Kubernetes control plane), compat (the oldest and the newest
 # ansible-core), balancer (its own pytest suite), one stage per molecule scenario. Select stages with
 # EDGEWASM_STAGES="ruff pytest" (names as printed in the headers' brackets); setup always runs unless
 # excluded by name: EDGEWASM_STAGES="pytest -setup".
@@ -21,7 +22,7 @@ passed=0
 failed=0
 summary=()
 
-all_stages=(setup ruff ansible-lint sanity galaxy pytest compat balancer)
+all_stages=(setup ruff ansible-lint sanity galaxy pytest cluster compat balancer)
 for scenario_dir in extensions/molecule/*/; do all_stages+=("molecule-$(basename "$scenario_dir")"); done
 only=" "
 skip=" "
@@ -66,14 +67,20 @@ finish() {
 # ansible-test needs the collection under .../ansible_collections/<ns>/<name>/
 # as a real directory (it resolves symlinks): test a copy of the tracked and
 # untracked-but-not-ignored files, all of them (balancer/ included), as a plain checkout's CI would.
+# Outside the work tree: inside it, ansible-test would list files with git and find the copy ignored.
+# Prints the top directory of the copy; the collection is at $top/ansible_collections/edgewasm/llamaedge.
+collection_copy() {
+  local top
+  top=$(mktemp -d "${TMPDIR:-/tmp}/edgewasm-$1.XXXXXX")
+  mkdir -p "$top/ansible_collections/edgewasm/llamaedge"
+  git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -x -C "$top/ansible_collections/edgewasm/llamaedge"
+  echo "$top"
+}
+
 sanity() {
-  # Outside the work tree: inside it, ansible-test would list files with git and
-  # find the copy ignored.
   local top root rc
-  top=$(mktemp -d "${TMPDIR:-/tmp}/edgewasm-sanity.XXXXXX")
+  top=$(collection_copy sanity)
   root=$top/ansible_collections/edgewasm/llamaedge
-  mkdir -p "$root"
-  git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -x -C "$root"
   # Every sanity test runs; all need only PyPI (requirements are installed into
   # ansible-test's own venvs, cached under its HOME inside .cache), none needs a container registry.
   (cd "$root" && HOME=$EDGEWASM_ANSIBLE_TEST_HOME ansible-test sanity --color no --python 3.11 2>&1 |
@@ -102,6 +109,20 @@ galaxy_stage() {
     --disallow-unknown-collection-refs . || { echo "antsibull-docs lint-collection-docs failed"; rc=1; }
   "$tools/antsibull-changelog" lint || { echo "antsibull-changelog lint failed"; rc=1; }
   ((rc == 0)) && echo "galaxy-importer, antsibull-docs and antsibull-changelog: clean"
+  return "$rc"
+}
+
+# The real Kubernetes control plane (tests/controlplane; setup builds it from tools/controlplane): the cluster
+# tests, then the llama_modules integration target through ansible-test against a fresh control plane.
+cluster_stage() {
+  local top rc=0
+  python -m pytest -p no:cacheprovider tests/cluster || rc=1
+  top=$(collection_copy integration)
+  (cd "$top/ansible_collections/edgewasm/llamaedge" &&
+   HOME=$EDGEWASM_ANSIBLE_TEST_HOME python "$EDGEWASM_REPO/tests/controlplane" \
+     --integration-config tests/integration/integration_config.yml -- \
+     ansible-test integration llama_modules --allow-unsupported --local --color no) || rc=1
+  rm -rf "$top"
   return "$rc"
 }
 
@@ -209,6 +230,7 @@ stage ansible-lint "yamllint and ansible-lint --profile production" lint_stage
 stage sanity "ansible-test sanity" sanity
 stage galaxy "galaxy-importer, antsibull-docs and antsibull-changelog lint" galaxy_stage
 stage pytest "pytest: unit and functional tests" pytest_stage
+stage cluster "the modules and the balancer's discovery against a real control plane" cluster_stage
 stage compat "ansible-core 2.16 (oldest claimed) and 2.21 (newest): syntax check and role tests" compat_stage
 stage balancer "balancer: pytest (real sockets on 127.0.0.1)" balancer_stage
 for scenario_dir in extensions/molecule/*/; do

@@ -6,9 +6,16 @@ scripts/setup.sh links the repository into $EDGEWASM_COLLECTIONS (default
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+# The `system` fixture: the real balancer before stand-in backends (llama_verify's tests).
+pytest_plugins = ["balancer_system"]
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTIONS = Path(os.environ.get("EDGEWASM_COLLECTIONS", REPO / ".cache" / "collections"))
@@ -19,3 +26,21 @@ if not (COLLECTIONS / "ansible_collections" / "edgewasm" / "llamaedge").exists()
     )
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
+
+
+@pytest.fixture
+def run_module(capsys):
+    """Run an Ansible module's main() in-process with the given arguments; its result as a dict."""
+
+    def run(main, args: dict, check_mode: bool = False, diff: bool = False) -> dict:
+        if check_mode:
+            args = dict(args, _ansible_check_mode=True)
+        if diff:
+            args = dict(args, _ansible_diff=True)
+        with patch_module_args(args), pytest.raises(SystemExit) as exit_info:
+            main()
+        result = json.loads(capsys.readouterr().out)
+        result["_exit_code"] = exit_info.value.code
+        return result
+
+    return run

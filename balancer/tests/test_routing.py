@@ -285,3 +285,30 @@ async def test_http_swrr_piles_requests_onto_a_backend_beyond_its_slots(backends
         results = await asyncio.gather(*(_post(http, base_url(bal)) for _attempt in range(4)))
     assert [status for status, _headers, _body in results] == [200] * 4
     assert slow.max_active == 4
+
+
+async def test_http_a_client_that_leaves_the_queue_is_never_sent_to_a_backend(backends, balancer):
+    """A queued request whose client disconnects gives up its place: the backend never computes it."""
+    slow = await backends("a", first_byte_delay=0.6)
+    bal = await balancer([{"name": "a", "url": slow.url, "slots": 1}], routing="load-aware")
+    async with aiohttp.ClientSession() as http:
+        first = asyncio.create_task(_post(http, base_url(bal)))
+        await asyncio.sleep(0.2)
+        async with aiohttp.ClientSession() as leaving:
+            queued = asyncio.create_task(_post(leaving, base_url(bal)))
+            await asyncio.sleep(0.2)
+            assert len(bal.pool.queue) == 1
+            queued.cancel()  # the client goes away while its request waits for the slot
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+        for _tick in range(50):
+            if not bal.pool.queue:
+                break
+            await asyncio.sleep(0.02)
+        assert not bal.pool.queue
+        status, _headers, _body = await first
+        third = await _post(http, base_url(bal))  # the slot is free again, nothing else took it
+        await asyncio.sleep(0.2)
+    assert (status, third[0]) == (200, 200)
+    assert slow.hits == 2  # the first and the third: the abandoned one never reached the backend
+    assert [e.in_flight for e in bal.pool.endpoints()] == [0]

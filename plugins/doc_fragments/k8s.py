@@ -33,12 +33,16 @@ options:
     default: false
   wait:
     description:
-      - Wait until every Deployment has rolled out (all replicas updated, ready and available).
+      - Wait until every Deployment has rolled out (all replicas updated, ready and available), and until every
+        object deleted (O(state=absent), or a left-over of a previous run) is gone.
+      - Without it a deleted object may still be there, being deleted (its dependents are removed first); a
+        run that finds an object being deleted leaves it alone and reports no change for it.
     type: bool
     default: false
   wait_timeout:
     description:
-      - Seconds to wait with O(wait=true) before failing with the Deployment's status.
+      - Seconds to wait with O(wait=true) before failing with the Deployment's status or the object that is
+        still being deleted.
     type: int
     default: 600
 requirements:
@@ -47,7 +51,10 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: A server-side dry run of every apply, so the API server validates and defaults the objects.
+    details:
+      - A server-side dry run of every apply, so the API server validates and defaults the objects.
+      - Objects in a namespace that O(create_namespace=true) would create are reported as created without a dry
+        run (the server refuses one in a namespace that does not exist yet).
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full

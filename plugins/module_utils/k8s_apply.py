@@ -161,11 +161,18 @@ class Cluster:
             after = normalize(self._apply(obj, dry_run=False))
         return {"changed": True, "before": before, "after": after}
 
+    def planned(self, obj):
+        """What applying ``obj`` would do where the server cannot dry-run it (its namespace is to be created
+        by this same run, in check mode): create it, as given."""
+        return {"changed": True, "before": None, "after": normalize(obj)}
+
     def delete(self, obj, check_mode=False):
-        """Delete ``obj`` if it exists; returns {changed, before, after}."""
-        before = normalize(self.get(obj))
-        if before is None:
+        """Delete ``obj`` if it exists and is not already being deleted; returns {changed, before, after}."""
+        live = self.get(obj)
+        if live is None or (live.get("metadata") or {}).get("deletionTimestamp"):
+            # Gone, or its deletion is under way (finalizers, foreground deletion of its dependents).
             return {"changed": False, "before": None, "after": None}
+        before = normalize(live)
         if not check_mode:
             meta = obj["metadata"]
             try:
@@ -180,6 +187,22 @@ class Cluster:
             except DynamicApiError as exc:
                 raise api_error("delete", obj, exc) from exc
         return {"changed": True, "before": before, "after": None}
+
+    def wait_gone(self, obj, timeout, interval=1.0):
+        """Wait until a deleted ``obj`` is gone (its dependents and finalizers done); raises WaitTimeoutError."""
+        deadline = self.clock() + timeout
+        while True:
+            live = self.get(obj)
+            if live is None:
+                return
+            if self.clock() >= deadline:
+                finalizers = (live.get("metadata") or {}).get("finalizers") or []
+                raise WaitTimeoutError(
+                    "%s is still being deleted after %ss (finalizers: %s). The controllers that remove its "
+                    "dependents may not be running; look at the object, or raise wait_timeout."
+                    % (ref(obj), timeout, ", ".join(finalizers) or "none")
+                )
+            self.sleep(interval)
 
     def wait_ready(self, deployment, timeout, interval=2.0):
         """Wait until the Deployment's pods are all updated and ready; raises WaitTimeoutError with its status."""

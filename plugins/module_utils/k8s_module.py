@@ -19,13 +19,31 @@ COMMON_ARGS = dict(
 )
 
 
+def _outcome(cluster, obj, state, check_mode, new_namespaces):
+    if state == "absent":
+        return cluster.delete(obj, check_mode)
+    if check_mode and obj["metadata"].get("namespace") in new_namespaces:
+        # The server refuses a dry run in a namespace that does not exist yet.
+        return cluster.planned(obj)
+    outcome = cluster.apply(obj, check_mode)
+    if check_mode and obj["kind"] == "Namespace" and outcome["before"] is None:
+        new_namespaces.add(obj["metadata"]["name"])
+    return outcome
+
+
 def run_objects(cluster, objects, state, check_mode, wait, wait_timeout):
-    """Apply (or delete, in reverse order) ``objects``; the module result without ``manifests``."""
+    """Apply (or delete, in reverse order) ``objects``; the module result without ``manifests``.
+
+    With ``wait``: applied Deployments must roll out, deleted objects must be gone."""
     results = []
     diff = {"before": [], "after": []}
+    new_namespaces = set()
+    deleted = []
     ordered = objects if state == "present" else list(reversed(objects))
     for obj in ordered:
-        outcome = cluster.apply(obj, check_mode) if state == "present" else cluster.delete(obj, check_mode)
+        outcome = _outcome(cluster, obj, state, check_mode, new_namespaces)
+        if state == "absent" and outcome["changed"]:
+            deleted.append(obj)
         results.append(
             {
                 "kind": obj["kind"],
@@ -43,6 +61,9 @@ def run_objects(cluster, objects, state, check_mode, wait, wait_timeout):
             if obj["kind"] == "Deployment":
                 done = cluster.wait_ready(obj, wait_timeout)
                 rollout.append(dict(name=obj["metadata"]["name"], **done))
+    if state == "absent" and wait and not check_mode:
+        for obj in deleted:
+            cluster.wait_gone(obj, wait_timeout)
     return {
         "changed": any(r["changed"] for r in results),
         "objects": results,
@@ -115,10 +136,12 @@ def execute(module, objects, owned=(), prepare=None):
 def run(cluster, objects, stale, params, check_mode):
     """Apply or delete ``objects``, then delete ``stale`` ones; one result for the module."""
     if params["state"] == "absent":
-        return run_objects(cluster, stale + objects, "absent", check_mode, False, 0)
+        return run_objects(
+            cluster, stale + objects, "absent", check_mode, params["wait"], params["wait_timeout"]
+        )
     result = run_objects(cluster, objects, "present", check_mode, params["wait"], params["wait_timeout"])
     if stale:
-        removed = run_objects(cluster, stale, "absent", check_mode, False, 0)
+        removed = run_objects(cluster, stale, "absent", check_mode, params["wait"], params["wait_timeout"])
         result["objects"] += removed["objects"]
         result["changed"] = result["changed"] or removed["changed"]
         for side in ("before", "after"):

@@ -1,4 +1,9 @@
-"""A FAKE Kubernetes API behind the DynamicClient interface, for unit tests (no API server exists here).
+"""A FAKE Kubernetes API behind the DynamicClient interface, for unit tests.
+
+Kept only for what the real API server of tests/controlplane cannot produce on demand: injected failures
+(403, 5xx, timeouts per verb), a Deployment that rolls out (the real one has no nodes), objects stuck in
+deletion, and a log of every call (to prove that bad input makes none). Apply, dry-run, defaulting, diffs,
+RBAC, deletes and watches are tested against the real server (tests/cluster).
 
 It keeps objects in memory and behaves like an API server where the modules can notice: server-side
 apply stores the object with server-managed metadata (uid, resourceVersion, generation, managedFields),

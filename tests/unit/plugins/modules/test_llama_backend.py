@@ -1,4 +1,8 @@
-"""llama_backend against a FAKE in-memory Kubernetes API (tests/k8sfixtures/fake_k8s.py)."""
+"""llama_backend against a FAKE in-memory Kubernetes API (tests/k8sfixtures/fake_k8s.py), for what the real
+API server of tests/cluster cannot produce on demand: injected API errors, a rollout that completes (there
+are no nodes there), objects stuck in deletion, and proof that bad input makes no API call at all. Apply,
+dry-run, defaulting, diffs, deletes and left-over node groups run against the real server in
+tests/cluster/test_real_llama_backend.py."""
 
 from __future__ import annotations
 
@@ -20,73 +24,6 @@ def args(**overrides):
 
 def kinds(result):
     return [(o["kind"], o["name"], o["changed"]) for o in result["objects"]]
-
-
-def test_create_then_nothing_to_do(run_module, cluster):
-    first = run_module(module.main, args())
-    assert first["changed"] is True, first
-    assert kinds(first) == [
-        ("Deployment", "llama-low-cost-g1", True),
-        ("Deployment", "llama-low-cost-g2", True),
-        ("Service", "llama-low-cost", True),
-    ]
-    assert set(cluster.objects) == {
-        ("Deployment", "llm", "llama-low-cost-g1"),
-        ("Deployment", "llm", "llama-low-cost-g2"),
-        ("Service", "llm", "llama-low-cost"),
-    }
-    before = len(cluster.calls)
-    second = run_module(module.main, args())
-    assert second["changed"] is False, second
-    assert {call[0] for call in cluster.calls[before:]} == {"get", "apply-dry-run"}  # nothing written
-
-
-def test_update_changes_only_what_differs_and_diff_shows_it(run_module, cluster):
-    run_module(module.main, args())
-    result = run_module(module.main, dict(args(weight=5), _ansible_diff=True))
-    assert kinds(result) == [
-        ("Deployment", "llama-low-cost-g1", False),
-        ("Deployment", "llama-low-cost-g2", False),
-        ("Service", "llama-low-cost", True),
-    ]
-    (before,), (after,) = result["diff"]["before"], result["diff"]["after"]
-    assert before["metadata"]["annotations"]["llamaedge/weight"] == "3"
-    assert after["metadata"]["annotations"]["llamaedge/weight"] == "5"
-    for side in (before, after):  # server-managed fields never show up as changes
-        assert "resourceVersion" not in side["metadata"] and "managedFields" not in side["metadata"]
-    assert (
-        cluster.objects[("Service", "llm", "llama-low-cost")]["metadata"]["annotations"]["llamaedge/weight"]
-        == "5"
-    )
-
-
-def test_check_mode_on_an_empty_cluster_changes_nothing(run_module, cluster):
-    result = run_module(module.main, args(), check_mode=True)
-    assert result["changed"] is True
-    assert cluster.objects == {}
-    assert {c[0] for c in cluster.calls} == {"get", "apply-dry-run"}
-
-
-def test_node_group_that_goes_away_is_deleted(run_module, cluster):
-    run_module(module.main, args())
-    result = run_module(module.main, args(node_groups=SEED[0]["node_groups"][:1], replicas=2))
-    assert ("Deployment", "llama-low-cost", True) in kinds(result)
-    assert ("Deployment", "llama-low-cost-g1", True) in kinds(result) and (
-        "Deployment",
-        "llama-low-cost-g2",
-        True,
-    ) in kinds(result)
-    assert {k[2] for k in cluster.objects if k[0] == "Deployment"} == {"llama-low-cost"}
-
-
-def test_absent_deletes_every_deployment_of_the_backend_and_is_idempotent(run_module, cluster):
-    run_module(module.main, args())
-    run_module(module.main, args(name="other", model_name="other"))
-    result = run_module(module.main, {"name": "llama-low-cost", "namespace": "llm", "state": "absent"})
-    assert result["changed"] is True
-    assert sorted(k[2] for k in cluster.objects) == ["other", "other-g1", "other-g2"]
-    again = run_module(module.main, {"name": "llama-low-cost", "namespace": "llm", "state": "absent"})
-    assert again["changed"] is False
 
 
 def test_wait_reports_rollout_and_times_out_with_the_status(run_module, cluster, monkeypatch):
@@ -171,3 +108,48 @@ def test_create_namespace_first_and_never_deleted(run_module, cluster):
         {"name": "llama-low-cost", "namespace": "llm", "state": "absent", "create_namespace": True},
     )
     assert list(cluster.objects) == [("Namespace", None, "llm")]
+
+
+def test_an_object_already_being_deleted_is_left_alone(run_module, cluster):
+    terminating = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "llama-low-cost-g1",
+            "namespace": "llm",
+            "deletionTimestamp": "2026-11-30T10:00:00Z",
+        },
+    }
+    cluster.put(terminating)
+    result = run_module(module.main, {"name": "llama-low-cost", "namespace": "llm", "state": "absent"})
+    assert result["changed"] is False
+    assert not [c for c in cluster.calls if c[0] == "delete"]
+
+
+def test_wait_for_a_deletion_that_never_ends_names_the_object_and_its_finalizers(
+    run_module, cluster, monkeypatch
+):
+    run_module(module.main, args())
+    stuck = cluster.objects[("Deployment", "llm", "llama-low-cost-g1")]
+    real_delete = cluster.delete
+
+    def delete(resource, name=None, namespace=None, body=None, **kwargs):
+        if name == "llama-low-cost-g1":  # a finalizer nobody removes: the object stays, being deleted
+            cluster.calls.append(("delete", resource.kind, namespace, name))
+            stuck["metadata"].update(
+                deletionTimestamp="2026-11-30T10:00:00Z", finalizers=["example.com/hold"]
+            )
+            return None
+        return real_delete(resource, name=name, namespace=namespace, body=body, **kwargs)
+
+    monkeypatch.setattr(cluster, "delete", delete)
+    monkeypatch.setattr(k8s_apply.time, "sleep", lambda seconds: None)
+    result = run_module(
+        module.main,
+        {"name": "llama-low-cost", "namespace": "llm", "state": "absent", "wait": True, "wait_timeout": 0},
+    )
+    assert result["failed"] is True
+    assert (
+        "Deployment llm/llama-low-cost-g1 is still being deleted after 0s (finalizers: example.com/hold)"
+        in (result["msg"])
+    )

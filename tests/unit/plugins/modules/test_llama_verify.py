@@ -1,89 +1,21 @@
-"""llama_verify against the real balancer and stand-in backends on 127.0.0.1, and a FAKE cluster."""
+"""llama_verify against the real balancer and stand-in backends on 127.0.0.1 (the `system` fixture of
+tests/balancer_system.py), and a FAKE cluster."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from balancer_system import free_port
 
 from ansible_collections.edgewasm.llamaedge.plugins.modules import llama_verify as module
 
-REPO = Path(__file__).resolve().parents[4]
 BACKENDS = [
     {"name": "llama-low-cost", "model_name": "llama-3-1b", "weight": 3, "replicas": 2},
     {"name": "llama-high-cost", "model_name": "llama-3-3b", "weight": 1, "replicas": 1},
 ]
-
-SYSTEM = textwrap.dedent("""
-    import asyncio, json, sys
-    sys.path[:0] = [sys.argv[1] + "/balancer/src", sys.argv[1] + "/balancer/tests"]
-    from standin_backend import StandinBackend
-    from edgewasm_balancer.__main__ import main
-
-    async def start():
-        low = await StandinBackend(name="low", models=["llama-3-1b"]).start()
-        high = await StandinBackend(name="high", models=["llama-3-3b"]).start()
-        return low, high
-
-    loop = asyncio.new_event_loop()
-    low, high = loop.run_until_complete(start())
-    backends = [{"name": "llm/llama-low-cost", "url": low.url, "weight": int(sys.argv[3]), "models": ["llama-3-1b"]},
-                {"name": "llm/llama-high-cost", "url": high.url, "weight": 1, "models": ["llama-3-3b"]}]
-    open(sys.argv[2], "w").write(json.dumps(backends))
-    import threading
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    sys.exit(main(["--listen", "127.0.0.1:" + sys.argv[4], "--backends-file", sys.argv[2], "--health-interval", "0",
-                   "--log-level", "warning"]))
-""")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def system(tmp_path):
-    """The real balancer in front of two stand-in backends; the low-cost one weighted 3 (or what the test asks)."""
-    procs = []
-
-    def start(low_weight: int = 3) -> str:
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                SYSTEM,
-                str(REPO),
-                str(tmp_path / "backends.json"),
-                str(low_weight),
-                str(port),
-            ],
-            stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return f"http://127.0.0.1:{port}"
-            time.sleep(0.1)
-        raise AssertionError(
-            proc.stderr.read().decode() if proc.poll() is not None else "balancer did not start"
-        )
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def pod(name, backend, ready=True, restarts=0):
