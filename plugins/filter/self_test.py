@@ -12,33 +12,18 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import wasi_nn_probe
 
 
-def wasi_nn_probe_report(
-    result,
-    host,
-    plugin,
-    model,
-    variant=None,
-    plugin_exists=None,
-    missing=None,
-    cpu=None,
-    env_file=None,
-    timeout=None,
-):
+def wasi_nn_probe_report(result, host, **context):
+    """``context``: plugin and model (required), variant, plugin_exists, missing, cpu, env_file, timeout."""
     if not isinstance(result, dict) or "rc" not in result:
         raise AnsibleFilterError("wasi_nn_probe_report expects the registered result of the probe's command")
-    report = wasi_nn_probe.diagnose(
-        result["rc"],
-        result.get("stdout"),
-        result.get("stderr"),
-        plugin,
-        model,
-        variant=variant,
-        plugin_exists=plugin_exists,
-        missing_libraries=missing,
-        cpu=cpu,
-        env_file=env_file,
-        timeout=timeout,
-    )
+    if "missing" in context:
+        context["missing_libraries"] = context.pop("missing")
+    try:
+        report = wasi_nn_probe.diagnose(result["rc"], result.get("stdout"), result.get("stderr"), **context)
+    except TypeError as exc:
+        raise AnsibleFilterError(
+            "wasi_nn_probe_report: %s (see its documentation for the options)" % exc
+        ) from exc
     report["message"] = wasi_nn_probe.message(report, host)
     return report
 

@@ -213,32 +213,28 @@ class ControlPlane:
         self._run(
             "kube-controller-manager",
             [
-                f"--kubeconfig={self.kubeconfig}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
+                *self._client_flags(),
                 f"--service-account-private-key-file={files['sa.key']}",
                 f"--root-ca-file={files['ca.crt']}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-persistentvolume-binder",
             ],
         )
-        self._run(
-            "kube-scheduler",
-            [
-                f"--kubeconfig={self.kubeconfig}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-            ],
-        )
+        self._run("kube-scheduler", self._client_flags())
         time.sleep(0.5)
         for name in ("kube-controller-manager", "kube-scheduler"):
             self._require_alive(name)
+
+    def _client_flags(self) -> list[str]:
+        """A controller's flags: the admin kubeconfig for everything, no leader election, its own port."""
+        return [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+        ]
 
     def restart_apiserver(self) -> None:
         """Stop and start kube-apiserver on the same port (watches end; clients must relist)."""

@@ -89,18 +89,11 @@ class ScriptedNN:
         self.fail_at, self.errno, self.output = fail_at, errno, output
         self.calls: list[tuple] = []
 
-    def link(self, linker: wasmtime.Linker) -> None:
-        i32 = wasmtime.ValType.i32()
-        for name, arity in (
-            ("load_by_name", 3),
-            ("init_execution_context", 2),
-            ("set_input", 3),
-            ("compute", 1),
-            ("get_output", 5),
-        ):
-            linker.define_func(
-                "wasi_ephemeral_nn", name, wasmtime.FuncType([i32] * arity, [i32]), self._call(name), True
-            )
+    def link(self, linker: wasmtime.Linker, module: wasmtime.Module) -> None:
+        """Define each wasi_ephemeral_nn function the probe imports, with the type it imports it with."""
+        for item in module.imports:
+            if item.module == "wasi_ephemeral_nn":
+                linker.define_func(item.module, item.name, item.type, self._call(item.name), True)
 
     def _call(self, name: str):
         def call(caller, *args):
@@ -150,8 +143,8 @@ def run_probe(nn: ScriptedNN, tmp_path: Path) -> tuple[int, str, str]:
     store.set_wasi(wasi)
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
-    nn.link(linker)
     module = wasmtime.Module(engine, (ASSETS / build_assets.PROBE).read_bytes())
+    nn.link(linker, module)
     code = 0
     try:
         linker.instantiate(store, module).exports(store)["_start"](store)

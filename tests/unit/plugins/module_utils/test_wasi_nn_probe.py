@@ -163,3 +163,8 @@ def test_the_filter_adds_the_message_and_refuses_what_is_not_a_command_result():
     )
     with pytest.raises(AnsibleFilterError, match="registered result of the probe's command"):
         wasi_nn_probe_report("not a result", host="h", plugin=PLUGIN, model=MODEL)
+
+
+def test_the_filter_names_an_option_it_does_not_know():
+    with pytest.raises(AnsibleFilterError, match="unexpected keyword argument 'plugn'"):
+        wasi_nn_probe_report({"rc": 0}, host="h", plugn=PLUGIN, model=MODEL)
