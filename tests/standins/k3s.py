@@ -23,6 +23,8 @@ filled in.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -34,6 +36,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
@@ -120,11 +123,23 @@ def save_nodes(nodes: dict) -> None:
     os.replace(tmp, nodes_file())
 
 
-def register(nodes: dict, name: str, role: str) -> None:
-    node = nodes.setdefault(name, {"labels": {"kubernetes.io/hostname": name}})
-    node["role"] = role
-    node["version"] = VERSION
-    save_nodes(nodes)
+@contextlib.contextmanager
+def updating_nodes() -> Iterator[dict]:
+    """Read, change and write nodes.json under an exclusive lock: servers join at the same time (one
+    handler thread each) and `k3s kubectl label` runs in processes of its own. Without it a join is lost."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    with (STATE / "nodes.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        nodes = load_nodes()
+        yield nodes
+        save_nodes(nodes)
+
+
+def register(name: str, role: str) -> None:
+    with updating_nodes() as nodes:
+        node = nodes.setdefault(name, {"labels": {"kubernetes.io/hostname": name}})
+        node["role"] = role
+        node["version"] = VERSION
 
 
 def node_name() -> str:
@@ -155,7 +170,7 @@ def serve(token: str) -> ThreadingHTTPServer:
             if raw_token(request.get("token", "")) != token:
                 self._answer(401, "token mismatch")
                 return
-            register(load_nodes(), request["node"], request["role"])
+            register(request["node"], request["role"])
             self._answer(200, "joined")
 
     server = ThreadingHTTPServer(("0.0.0.0", 6443), Handler)  # noqa: S104 - where k3s listens
@@ -204,7 +219,7 @@ def run(mode: str) -> int:
         kubeconfig.write_text(KUBECONFIG)
         kubeconfig.chmod(0o600)
         serve(token)
-        register(load_nodes(), node_name(), "server")
+        register(node_name(), "server")
     else:
         if not server_url or not token:
             sys.exit(f"k3s ({MARKER}): an agent needs a server URL and a token")
@@ -230,17 +245,17 @@ def kubectl(args: list[str]) -> int:
         print(json.dumps(nodes[args[2]]["labels"]))
         return 0
     if args[:2] == ["label", "node"] and len(args) >= 3 and args[2] in nodes:
-        labels = nodes[args[2]]["labels"]
-        before = dict(labels)
-        for item in args[3:]:
-            if item.startswith("--"):
-                continue
-            if item.endswith("-"):
-                labels.pop(item[:-1], None)
-            else:
-                key, _sep, value = item.partition("=")
-                labels[key] = value
-        save_nodes(nodes)
+        with updating_nodes() as current:
+            labels = current[args[2]]["labels"]
+            before = dict(labels)
+            for item in args[3:]:
+                if item.startswith("--"):
+                    continue
+                if item.endswith("-"):
+                    labels.pop(item[:-1], None)
+                else:
+                    key, _sep, value = item.partition("=")
+                    labels[key] = value
         print(f"node/{args[2]} {'labeled' if labels != before else 'not labeled'}")
         return 0
     print(f"k3s kubectl ({MARKER}): unsupported: {' '.join(args)}", file=sys.stderr)
