@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, os.environ.get("EDGEWASM_COLLECTIONS", str(REPO / ".cache" / "collections")))
 
-from elffixtures import corpus  # noqa: E402
+from doubles import elf_corpus as corpus  # noqa: E402
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf  # noqa: E402
 

@@ -338,3 +338,80 @@ def objects_for(params):
 def owned_selector(params):
     """What finds every Deployment of this backend, whatever its node groups were."""
     return ("apps/v1", "Deployment", params["namespace"], label_selector(selector(params["name"], "backend")))
+
+
+# -- the llama_backends role's list ---------------------------------------------------------------------
+# What a llama_backends_list entry does not set: the role passes these (or llama_backend's defaults).
+_ROLE_FIXED = {
+    "port": 8080,
+    "startup_seconds": 300,
+    "models_dir": "/var/lib/llamaedge/models",
+    "wasinn_backend": "GGML",
+    "node_groups": [{"nodes": ["placed-by-the-role"]}],
+}
+_ROLE_INTEGERS = ("weight", "replicas", "slots", *SERVER_RANGES)
+
+
+def _as_int(value):
+    """An integer option as Ansible's argument spec would take it: digit strings become integers."""
+    if isinstance(value, str) and re.match(r"^-?[0-9]+$", value.strip()):
+        return int(value)
+    return value
+
+
+def _entry_spec(entry, image, namespace):
+    spec = dict(_ROLE_FIXED, image=image or "set-by-the-role", namespace=namespace)
+    spec.update({key: entry.get(key) for key in ("name", "model_name", "model_aliases", "prompt_template")})
+    spec.update({key: _as_int(entry.get(key)) for key in _ROLE_INTEGERS})
+    for key, default in (("weight", 1), ("replicas", 1), ("slots", 1)):
+        spec[key] = default if spec[key] is None else spec[key]
+    spec["model_file"] = entry.get("model") or ""
+    return spec
+
+
+def entry_errors(entry, model_files, image, namespace):
+    """The problems of one llama_backends_list entry: llama_backend's own rules (backend_errors), applied to
+    the parameters the role passes for it, plus the entry's model being a file of models_list."""
+    spec = _entry_spec(entry, image, namespace)
+    errors = [
+        "%s is required" % key for key in ("model", "model_name", "prompt_template") if not entry.get(key)
+    ]
+    if not isinstance(spec["replicas"], int) or isinstance(spec["replicas"], bool):
+        errors.append("replicas=%r must be an integer >= 0" % (spec["replicas"],))
+        spec["replicas"] = 0
+    errors += [
+        e
+        for e in backend_errors(spec)
+        if not e.startswith(("model_file=", "prompt_template is required", "image is required"))
+    ]
+    if entry.get("model") and entry["model"] not in model_files:
+        errors.append(
+            "model=%r must be one of the files of models_list %s" % (entry["model"], sorted(model_files))
+        )
+    return errors
+
+
+def role_errors(backends, models, image, state, namespace):
+    """Every problem with the llama_backends role's list, each naming the entry; empty when usable."""
+    if not isinstance(backends, (list, tuple)) or any(not isinstance(b, dict) for b in backends):
+        return [
+            "llama_backends_list must be a list of mappings (name, model, model_name, ...), got %r"
+            % (backends,)
+        ]
+    errors = []
+    names = [b.get("name") for b in backends]
+    twice = sorted({str(n) for n in names if names.count(n) > 1})
+    if twice:
+        errors.append("llama_backends_list names a backend twice: %s" % ", ".join(twice))
+    if state != "present":
+        return errors
+    if backends and not image:
+        errors.append("llama_backends_image must name the OCI image that holds llama-api-server.wasm")
+    model_files = {m.get("file") for m in models or [] if isinstance(m, dict)}
+    for index, backend in enumerate(backends):
+        label = backend.get("name") or "#%d" % index
+        errors += [
+            "llama_backends_list entry %s: %s" % (label, e)
+            for e in entry_errors(backend, model_files, image, namespace)
+        ]
+    return errors

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from elffixtures.builders import shared_lib
+from doubles.elf_builders import shared_lib
 from fuzzseeds import FUZZ, elf_regions, gguf_seeds
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st

@@ -9,8 +9,8 @@ import signal
 from pathlib import Path
 
 import pytest
-from elffixtures import corpus
-from elffixtures.builders import EM_AARCH64, executable, retarget, shared_lib, symlink_chain
+from doubles import elf_corpus as corpus
+from doubles.elf_builders import EM_AARCH64, executable, retarget, shared_lib, symlink_chain
 from fuzzseeds import dynamic_entry_offset, patch, phdr_offset
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf as er

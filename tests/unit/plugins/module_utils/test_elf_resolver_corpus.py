@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from elffixtures import corpus
+from doubles import elf_corpus as corpus
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf as er
 

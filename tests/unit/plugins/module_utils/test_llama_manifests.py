@@ -6,7 +6,7 @@ import re
 
 import kubernetes_validate
 import pytest
-from k8sfixtures.seed_backends import GROUPS, SEED
+from doubles.seed_backends import GROUPS, SEED
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_backend_manifests as m
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_balancer_manifests as b

@@ -8,8 +8,8 @@ import shutil
 
 import kubernetes_validate
 import pytest
-from elffixtures.builders import EM_AARCH64, retarget
-from standins import wasmedge_tree
+from doubles import wasmedge_tree
+from doubles.elf_builders import EM_AARCH64, retarget
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import plugin_deps, plugin_mounts
 from ansible_collections.edgewasm.llamaedge.plugins.modules import wasmedge_plugin_deps as module
