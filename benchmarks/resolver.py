@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, os.environ.get("EDGEWASM_COLLECTIONS", str(REPO / ".cache" / "collections")))
 
-from elffixtures import corpus  # noqa: E402
+from doubles import elf_corpus as corpus  # noqa: E402
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf_resolver  # noqa: E402
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf  # noqa: E402
 
 LDDTREE = ["/usr/bin/python3", "/usr/bin/lddtree"]
 
@@ -49,14 +49,14 @@ def time_resolver_cold(files: list[Path]) -> tuple[float, dict[Path, float]]:
     per_file = {}
     for f in files:
         start = time.perf_counter()
-        elf_resolver.Resolver().resolve(str(f))
+        elf.Resolver().resolve(str(f))
         per_file[f] = time.perf_counter() - start
     return sum(per_file.values()), per_file
 
 
 def time_resolver_warm(files: list[Path]) -> float:
     start = time.perf_counter()
-    resolver = elf_resolver.Resolver()
+    resolver = elf.Resolver()
     for f in files:
         resolver.resolve(str(f))
     return time.perf_counter() - start

@@ -39,7 +39,7 @@ create() {
       -v /sys/fs/cgroup/unified:/sys/fs/cgroup/unified:rw \
       "$IMAGE" /sbin/init >/dev/null
   done
-  python3 "$EDGEWASM_REPO/tests/standins/release_mirror.py" --mirror "$LAB_DIR/mirror" \
+  python3 "$EDGEWASM_REPO/tests/doubles/release_mirror.py" --mirror "$LAB_DIR/mirror" \
     --version 0.14.1 --k3s-version v1.31.6+k3s1 >/dev/null
   EDGEWASM_LAB_DIR=$LAB_DIR ansible-playbook -i "$EDGEWASM_REPO/inventories/lab/hosts.yml" \
     "$EDGEWASM_REPO/playbooks/site.yml"

@@ -27,6 +27,10 @@ if not (COLLECTIONS / "ansible_collections" / "edgewasm" / "llamaedge").exists()
 if str(COLLECTIONS) not in sys.path:
     sys.path.insert(0, str(COLLECTIONS))
 
+from doubles.fake_k8s import FakeDynamicClient  # noqa: E402 - after the collection path is set
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply  # noqa: E402
+
 
 @pytest.fixture
 def run_module(capsys):
@@ -44,3 +48,13 @@ def run_module(capsys):
         return result
 
     return run
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    """The Kubernetes modules connected to a FAKE in-memory API (tests/doubles/fake_k8s.py).
+
+    For what the real control plane cannot produce on demand (tests/cluster has the real one)."""
+    fake = FakeDynamicClient()
+    monkeypatch.setattr(k8s_apply, "connect", lambda kubeconfig=None, context=None: fake)
+    return fake

@@ -16,7 +16,7 @@ from kubernetes_asyncio import client
 from edgewasm_balancer import kube as kube_module
 from edgewasm_balancer.app import Balancer
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, parse_models, parse_weight, service_specs
-from edgewasm_balancer.pool import Pool
+from edgewasm_balancer.pool import BackendPool
 from edgewasm_balancer.sources import InvalidBackendError, load_backends_file, parse_backends, registration
 
 KUBE = KubeSettings(
@@ -37,7 +37,7 @@ async def eventually(check, timeout: float = 5.0) -> None:
     assert check(), getattr(check, "__doc__", None)
 
 
-def urls(pool: Pool) -> dict[str, tuple[int, list[str], list[str]]]:
+def urls(pool: BackendPool) -> dict[str, tuple[int, list[str], list[str]]]:
     return {s.name: (s.weight, sorted(s.endpoints), sorted(s.models)) for s in pool.services.values()}
 
 
@@ -56,7 +56,7 @@ async def test_kubernetes_list_then_watch(kube):
     fake.apply("services", service("llm", "low-cost", weight="3", models="llama-3-1b"))
     fake.apply("endpointslices", endpoint_slice("llm", "low-cost", ["10.42.0.5", "10.42.1.7"], ["10.42.2.9"]))
     fake.apply("services", service("other", "low-cost", weight="1", models='["m-a", "m-b"]'))
-    pool = Pool()
+    pool = BackendPool()
     discovery = KubeDiscovery(pool, KUBE, api_client)
     task = asyncio.create_task(discovery.run())
     try:
@@ -95,7 +95,7 @@ async def test_kubernetes_list_then_watch(kube):
 async def test_kubernetes_discovery_resyncs_after_the_api_goes_away(kube):
     fake, api_client = kube
     fake.apply("services", service("llm", "a"))
-    pool = Pool()
+    pool = BackendPool()
     discovery = KubeDiscovery(pool, replace(KUBE, namespaces=("llm",)), api_client)
     task = asyncio.create_task(discovery.run())
     try:
@@ -262,7 +262,7 @@ async def test_a_bug_in_discovery_is_logged_with_its_traceback_not_hidden(kube, 
         raise RuntimeError("a bug in our own code")
 
     monkeypatch.setattr(kube_module, "service_specs", broken)
-    discovery = KubeDiscovery(Pool(), KUBE, api_client)
+    discovery = KubeDiscovery(BackendPool(), KUBE, api_client)
     task = asyncio.create_task(discovery.run())
     try:
         await eventually(lambda: any(r.exc_info for r in caplog.records))

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edgewasm_balancer import bodies
+from edgewasm_balancer.contract import MAX_WEIGHT
 from edgewasm_balancer.kube import parse_models, parse_weight
-from edgewasm_balancer.pool import MAX_WEIGHT, Pool
+from edgewasm_balancer.pool import BackendPool
 from edgewasm_balancer.sources import InvalidBackendError, parse_backends, registration
 
 FUZZ = settings(
@@ -66,7 +67,7 @@ def test_fuzz_backends_file(data: object) -> None:
         assert str(exc).startswith("fuzz.yaml"), exc
         return
     assert all(1 <= spec.weight <= MAX_WEIGHT for spec in specs)
-    pool = Pool()
+    pool = BackendPool()
     pool.replace("static", specs)  # whatever validation accepts must apply cleanly
     assert len(pool.services) == len(specs)
 
@@ -90,7 +91,7 @@ def test_fuzz_registrations(data: object) -> None:
         spec = registration(data)
     except InvalidBackendError:
         return
-    Pool().upsert("admin", spec)
+    BackendPool().upsert("admin", spec)
 
 
 @FUZZ

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from edgewasm_balancer.pool import HealthPolicy, NoBackendError, Pool, ServiceSpec
+from edgewasm_balancer.pool import BackendPool, HealthPolicy, NoBackendError, ServiceSpec
 
 
 class Clock:
@@ -17,8 +17,8 @@ class Clock:
         return self.now
 
 
-def pool_of(*specs: ServiceSpec, clock: Clock | None = None, **kwargs) -> Pool:
-    pool = Pool(clock=clock or Clock(), **kwargs)
+def pool_of(*specs: ServiceSpec, clock: Clock | None = None, **kwargs) -> BackendPool:
+    pool = BackendPool(clock=clock or Clock(), **kwargs)
     pool.replace("static", specs)
     return pool
 
@@ -103,7 +103,7 @@ def test_all_ejected_is_503_with_retry_after():
 
 def test_no_backends_is_503_and_exclusion_is_respected():
     with pytest.raises(NoBackendError) as err:
-        Pool().pick("m")
+        BackendPool().pick("m")
     assert err.value.status == 503
     pool = pool_of(spec("a", 1, n=2))
     assert pool.pick(None, exclude={"http://a-0:80"}).url == "http://a-1:80"
@@ -133,7 +133,7 @@ def test_replace_keeps_health_of_surviving_endpoints_and_drops_gone_services():
 
 
 def test_sources_do_not_overwrite_each_other():
-    pool = Pool()
+    pool = BackendPool()
     pool.replace("kubernetes/ns1", [spec("ns1/llama", 1)])
     pool.replace("kubernetes/ns2", [spec("ns2/llama", 1)])
     pool.replace("kubernetes/ns1", [])

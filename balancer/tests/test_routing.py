@@ -1,6 +1,6 @@
 """Routing policies: swrr, weighted-random and load-aware (slots, the central queue, admission).
 
-Pool-level tests drive `take`/`release` directly (no sockets); the HTTP tests go through the balancer
+BackendPool-level tests drive `take`/`release` directly (no sockets); the HTTP tests go through the balancer
 to stand-in backends that hold each request for a while.
 """
 
@@ -16,15 +16,17 @@ import pytest
 from conftest import base_url
 
 from edgewasm_balancer.config import parse_settings
-from edgewasm_balancer.pool import Admission, NoBackendError, Pool, ServiceSpec
+from edgewasm_balancer.pool import Admission, BackendPool, NoBackendError, ServiceSpec
 from edgewasm_balancer.sources import InvalidBackendError, parse_backends, registration
 
 WEIGHTS = {"a": 3, "b": 1, "c": 2}
 SLOTS = {"a": 2, "b": 1, "c": 2}
 
 
-def seed_pool(routing: str, *, queue_size: int = 128, queue_timeout: float = 30.0, seed: int = 7) -> Pool:
-    pool = Pool(
+def seed_pool(
+    routing: str, *, queue_size: int = 128, queue_timeout: float = 30.0, seed: int = 7
+) -> BackendPool:
+    pool = BackendPool(
         routing=routing,
         admission=Admission(queue_size=queue_size, queue_timeout=queue_timeout),
         rng=random.Random(seed),  # noqa: S311 - a reproducible test, not cryptography
@@ -39,7 +41,7 @@ def seed_pool(routing: str, *, queue_size: int = 128, queue_timeout: float = 30.
     return pool
 
 
-async def one_at_a_time(pool: Pool, requests: int) -> Counter[str]:
+async def one_at_a_time(pool: BackendPool, requests: int) -> Counter[str]:
     """`requests` requests for model m, each released before the next: the split at low load."""
     counts: Counter[str] = Counter()
     for _attempt in range(requests):
@@ -217,7 +219,7 @@ async def test_unknown_model_and_no_backend_are_answered_at_once_even_with_a_que
 
 
 async def test_slots_default_when_undeclared_and_come_from_every_source():
-    pool = Pool(routing="load-aware", admission=Admission(default_slots=3))
+    pool = BackendPool(routing="load-aware", admission=Admission(default_slots=3))
     pool.replace("file", parse_backends([{"name": "x", "url": "http://10.0.0.9:8080"}], "file"))
     assert pool.slots(next(iter(pool.services.values()))) == 3
     (spec,) = parse_backends([{"name": "y", "url": "http://10.0.0.9:8080", "slots": 4}], "file")
@@ -243,7 +245,7 @@ def test_routing_settings_and_their_environment_variables(monkeypatch):
     with pytest.raises(SystemExit):
         parse_settings(["--backends-file", "x.yaml", "--routing", "fastest"])
     with pytest.raises(ValueError, match="unknown routing policy"):
-        Pool(routing="fastest")
+        BackendPool(routing="fastest")
 
 
 async def _post(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, str], dict]:

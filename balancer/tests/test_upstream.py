@@ -59,10 +59,12 @@ async def test_keep_alive_reuse_and_a_connection_closed_while_idle(raw_server):
         writer.close()  # ...then the backend drops it while it sits idle in our pool
 
     port = await raw_server(once_per_connection)
-    pool = upstream.Pool(connect_timeout=1)
+    pool = upstream.ConnectionPool(connect_timeout=1)
     answers = []
     for _attempt in range(3):
-        response = await upstream.request(pool, "127.0.0.1", port, "GET", "/v1/x", [], None)
+        response = await upstream.request(
+            pool, upstream.UpstreamRequest("127.0.0.1", port, "GET", "/v1/x", [], None)
+        )
         answers.append(await body_of(response))
         response.release()
         await asyncio.sleep(0.05)
@@ -85,14 +87,20 @@ async def test_body_until_eof_head_and_204(raw_server):
         await writer.drain()
 
     port = await raw_server(handler)
-    pool = upstream.Pool(connect_timeout=1)
-    response = await upstream.request(pool, "127.0.0.1", port, "GET", "/eof", [], None)
+    pool = upstream.ConnectionPool(connect_timeout=1)
+    response = await upstream.request(
+        pool, upstream.UpstreamRequest("127.0.0.1", port, "GET", "/eof", [], None)
+    )
     assert await body_of(response) == b"until the end"
     response.release()
-    response = await upstream.request(pool, "127.0.0.1", port, "HEAD", "/h", [], None)
+    response = await upstream.request(
+        pool, upstream.UpstreamRequest("127.0.0.1", port, "HEAD", "/h", [], None)
+    )
     assert (response.status, await body_of(response)) == (200, b"")
     response.release()
-    response = await upstream.request(pool, "127.0.0.1", port, "GET", "/empty", [], None)
+    response = await upstream.request(
+        pool, upstream.UpstreamRequest("127.0.0.1", port, "GET", "/empty", [], None)
+    )
     assert (response.status, await body_of(response)) == (204, b"")
     response.release()
 
@@ -109,14 +117,18 @@ async def test_garbage_and_early_close_are_errors(raw_server):
         await writer.drain()
         writer.close()
 
-    pool = upstream.Pool(connect_timeout=1)
+    pool = upstream.ConnectionPool(connect_timeout=1)
     with pytest.raises(upstream.UpstreamError, match="invalid HTTP response"):
-        await upstream.request(pool, "127.0.0.1", await raw_server(garbage), "GET", "/", [], None)
-    response = await upstream.request(pool, "127.0.0.1", await raw_server(truncated), "GET", "/", [], None)
+        await upstream.request(
+            pool, upstream.UpstreamRequest("127.0.0.1", await raw_server(garbage), "GET", "/", [], None)
+        )
+    response = await upstream.request(
+        pool, upstream.UpstreamRequest("127.0.0.1", await raw_server(truncated), "GET", "/", [], None)
+    )
     with pytest.raises(upstream.UpstreamError, match="closed the connection"):
         await body_of(response)
     with pytest.raises(upstream.UpstreamError, match="cannot connect") as err:
-        await upstream.request(pool, "127.0.0.1", 9, "GET", "/", [], None)
+        await upstream.request(pool, upstream.UpstreamRequest("127.0.0.1", 9, "GET", "/", [], None))
     assert err.value.connect
 
 
@@ -131,13 +143,17 @@ async def test_first_byte_and_idle_timeouts(raw_server):
         await writer.drain()
         await asyncio.sleep(5)
 
-    pool = upstream.Pool(connect_timeout=1)
+    pool = upstream.ConnectionPool(connect_timeout=1)
     with pytest.raises(upstream.UpstreamError, match="first-byte timeout") as err:
         await upstream.request(
-            pool, "127.0.0.1", await raw_server(silent), "GET", "/", [], None, first_byte_timeout=0.2
+            pool,
+            upstream.UpstreamRequest("127.0.0.1", await raw_server(silent), "GET", "/", [], None),
+            first_byte_timeout=0.2,
         )
     assert err.value.timeout
-    response = await upstream.request(pool, "127.0.0.1", await raw_server(stalls), "GET", "/", [], None)
+    response = await upstream.request(
+        pool, upstream.UpstreamRequest("127.0.0.1", await raw_server(stalls), "GET", "/", [], None)
+    )
     assert await response.read_chunk(0.2) == b"abc"
     with pytest.raises(upstream.UpstreamError, match="no data from the backend") as err:
         await response.read_chunk(0.2)
@@ -200,11 +216,13 @@ async def test_a_written_request_is_never_resent_by_the_client(raw_server):
         writer.close()
 
     port = await raw_server(one_answer_per_connection)
-    pool = upstream.Pool(connect_timeout=1)
-    response = await upstream.request(pool, "127.0.0.1", port, "POST", "/v1/x", [], b"{}")
+    pool = upstream.ConnectionPool(connect_timeout=1)
+    response = await upstream.request(
+        pool, upstream.UpstreamRequest("127.0.0.1", port, "POST", "/v1/x", [], b"{}")
+    )
     assert await body_of(response) == b"ok"
     response.release()
     with pytest.raises(upstream.UpstreamError) as failure:
-        await upstream.request(pool, "127.0.0.1", port, "POST", "/v1/x", [], b"{}")
+        await upstream.request(pool, upstream.UpstreamRequest("127.0.0.1", port, "POST", "/v1/x", [], b"{}"))
     assert failure.value.delivered and failure.value.fresh
     assert connections == 1

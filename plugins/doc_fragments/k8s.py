@@ -8,7 +8,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # Options and attributes shared by the modules that manage Kubernetes objects.
+    # Options and attributes shared by the modules that manage Kubernetes objects (use with the auth fragment).
     DOCUMENTATION = r"""
 options:
   state:
@@ -17,15 +17,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  kubeconfig:
-    description:
-      - Path to a kubeconfig file. Without it, C(KUBECONFIG) or C(~/.kube/config), or the pod's service
-        account when the module runs inside the cluster.
-    type: path
-  context:
-    description:
-      - Context of the kubeconfig to use; its current context when not set.
-    type: str
   create_namespace:
     description:
       - Create O(namespace) first when it does not exist (never deleted with O(state=absent)).
@@ -45,8 +36,6 @@ options:
         still being deleted.
     type: int
     default: 600
-requirements:
-  - kubernetes (Python client) >= 24.2 on the host that runs the module (usually the controller)
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -58,4 +47,20 @@ attributes:
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
+"""
+
+    # How a module reaches the cluster: every module that talks to the API server (k8s_module.AUTH_ARGS).
+    AUTH = r"""
+options:
+  kubeconfig:
+    description:
+      - Path to a kubeconfig file. Without it, C(KUBECONFIG) or C(~/.kube/config), or the pod's service
+        account when the module runs inside the cluster.
+    type: path
+  context:
+    description:
+      - Context of the kubeconfig to use; its current context when not set.
+    type: str
+requirements:
+  - kubernetes (Python client) >= 24.2 on the host that runs the module (usually the controller)
 """

@@ -37,6 +37,14 @@ def wasmedge_archive_root(listing, version):
     return catalog.archive_root(list(listing), version)
 
 
+def archive_root(listing, anchor, roots):
+    if isinstance(listing, str):
+        listing = listing.splitlines()
+    if isinstance(roots, str):
+        roots = [roots]
+    return catalog.member_root(list(listing), anchor, list(roots))
+
+
 def sha256_from_list(text, asset):
     return catalog.parse_checksums(text, asset)
 
@@ -69,6 +77,7 @@ class FilterModule(object):
             "wasmedge_core": wasmedge_core,
             "ggml_plugin": ggml_plugin,
             "wasmedge_archive_root": wasmedge_archive_root,
+            "archive_root": archive_root,
             "sha256_from_list": sha256_from_list,
             "k3s_containerd": k3s_containerd,
             "k3s_binary": k3s_binary,

@@ -151,7 +151,7 @@ class Cluster:
             raise api_error("apply", obj, exc) from exc
         return result.to_dict()
 
-    def apply(self, obj, check_mode=False):
+    def apply(self, obj, *, check_mode=False):
         """Make ``obj`` so; returns {changed, before, after} (normalized) for reports and --diff."""
         before = normalize(self.get(obj))
         after = normalize(self._apply(obj, dry_run=True))
@@ -166,7 +166,7 @@ class Cluster:
         by this same run, in check mode): create it, as given."""
         return {"changed": True, "before": None, "after": normalize(obj)}
 
-    def delete(self, obj, check_mode=False):
+    def delete(self, obj, *, check_mode=False):
         """Delete ``obj`` if it exists and is not already being deleted; returns {changed, before, after}."""
         live = self.get(obj)
         if live is None or (live.get("metadata") or {}).get("deletionTimestamp"):

@@ -9,29 +9,34 @@ __metaclass__ = type
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
 
-COMMON_ARGS = dict(
-    state=dict(type="str", choices=["present", "absent"], default="present"),
+# How a module reaches the cluster (doc fragment edgewasm.llamaedge.k8s.auth).
+AUTH_ARGS = dict(
     kubeconfig=dict(type="path"),
     context=dict(type="str"),
+)
+# The options of the modules that manage objects (doc fragments edgewasm.llamaedge.k8s and .auth).
+COMMON_ARGS = dict(
+    AUTH_ARGS,
+    state=dict(type="str", choices=["present", "absent"], default="present"),
     wait=dict(type="bool", default=False),
     wait_timeout=dict(type="int", default=600),
     create_namespace=dict(type="bool", default=False),
 )
 
 
-def _outcome(cluster, obj, state, check_mode, new_namespaces):
+def _outcome(cluster, obj, state, new_namespaces, *, check_mode):
     if state == "absent":
-        return cluster.delete(obj, check_mode)
+        return cluster.delete(obj, check_mode=check_mode)
     if check_mode and obj["metadata"].get("namespace") in new_namespaces:
         # The server refuses a dry run in a namespace that does not exist yet.
         return cluster.planned(obj)
-    outcome = cluster.apply(obj, check_mode)
+    outcome = cluster.apply(obj, check_mode=check_mode)
     if check_mode and obj["kind"] == "Namespace" and outcome["before"] is None:
         new_namespaces.add(obj["metadata"]["name"])
     return outcome
 
 
-def run_objects(cluster, objects, state, check_mode, wait, wait_timeout):
+def run_objects(cluster, objects, state, *, check_mode, wait, wait_timeout):
     """Apply (or delete, in reverse order) ``objects``; the module result without ``manifests``.
 
     With ``wait``: applied Deployments must roll out, deleted objects must be gone."""
@@ -41,7 +46,7 @@ def run_objects(cluster, objects, state, check_mode, wait, wait_timeout):
     deleted = []
     ordered = objects if state == "present" else list(reversed(objects))
     for obj in ordered:
-        outcome = _outcome(cluster, obj, state, check_mode, new_namespaces)
+        outcome = _outcome(cluster, obj, state, new_namespaces, check_mode=check_mode)
         if state == "absent" and outcome["changed"]:
             deleted.append(obj)
         results.append(
@@ -72,7 +77,7 @@ def run_objects(cluster, objects, state, check_mode, wait, wait_timeout):
     }
 
 
-def with_owned(cluster, objects, owned):
+def stale_objects(cluster, objects, owned):
     """Live objects the ``owned`` selectors find that are not in ``objects``: to delete.
 
     With state=absent they are deleted with ``objects``; with state=present they are left-overs (a node
@@ -123,7 +128,9 @@ def execute(module, objects, owned=(), prepare=None):
         if params["create_namespace"] and params["state"] == "present":
             namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": params["namespace"]}}
             objects = [namespace, *objects]
-        result = run(cluster, objects, with_owned(cluster, objects, owned), params, module.check_mode)
+        result = run(
+            cluster, objects, stale_objects(cluster, objects, owned), params, check_mode=module.check_mode
+        )
     except k8s_apply.KubernetesError as exc:
         module.fail_json(msg=str(exc), manifests=[redact(o) for o in objects])
     if module._diff:
@@ -133,15 +140,14 @@ def execute(module, objects, owned=(), prepare=None):
     module.exit_json(manifests=[redact(o) for o in objects], **result)
 
 
-def run(cluster, objects, stale, params, check_mode):
+def run(cluster, objects, stale, params, *, check_mode):
     """Apply or delete ``objects``, then delete ``stale`` ones; one result for the module."""
+    waiting = dict(check_mode=check_mode, wait=params["wait"], wait_timeout=params["wait_timeout"])
     if params["state"] == "absent":
-        return run_objects(
-            cluster, stale + objects, "absent", check_mode, params["wait"], params["wait_timeout"]
-        )
-    result = run_objects(cluster, objects, "present", check_mode, params["wait"], params["wait_timeout"])
+        return run_objects(cluster, stale + objects, "absent", **waiting)
+    result = run_objects(cluster, objects, "present", **waiting)
     if stale:
-        removed = run_objects(cluster, stale, "absent", check_mode, params["wait"], params["wait_timeout"])
+        removed = run_objects(cluster, stale, "absent", **waiting)
         result["objects"] += removed["objects"]
         result["changed"] = result["changed"] or removed["changed"]
         for side in ("before", "after"):

@@ -13,10 +13,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-BACKEND_HEADER = "X-Edgewasm-Backend"
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils.llama_contract import BACKEND_HEADER
 
 
 def _items(client, api_version, kind, namespace, label_selector=None, field_selector=None):
@@ -284,3 +285,86 @@ def markdown(report):
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def _answer_checks(http, url, backends, label, ask):
+    """One request per backend, routed by its model: it must answer, and the balancer must name it."""
+    per_backend = []
+    for backend in backends:
+        result = chat(http, url, backend["model_name"], *ask)
+        result["backend"] = backend["name"]
+        expected = label[backend["name"]]
+        if result["ok"] and result.get("answered_by") != expected:
+            result["ok"] = False
+            result["error"] = "answered by %s, expected %s" % (result.get("answered_by"), expected)
+        per_backend.append(result)
+    return per_backend
+
+
+def split_problems(name, split, tolerance):
+    """The problems of one batch's traffic split (from distribution), as report lines."""
+    problems = [
+        "%s batch: %s got %.1f%% of the answers, its weight asks for %.1f%% (tolerance %.1f points)"
+        % (name, row["backend"], row["observed"] * 100, row["expected"] * 100, tolerance * 100)
+        for row in split["rows"]
+        if not row["ok"]
+    ]
+    if split["failed"]:
+        problems.append("%s batch: %d of %d requests failed" % (name, split["failed"], split["requests"]))
+    if split["unknown_backend"]:
+        problems.append(
+            "%s batch: %d answers came from backends not listed" % (name, split["unknown_backend"])
+        )
+    return problems
+
+
+def run_checks(client, params, http):
+    """Every check of llama_verify for its ``params``; ``http`` is the opener (see chat)."""
+    ns = params["namespace"]
+    backends = params["backends"]
+    label = {b["name"]: params["backend_label"].format(namespace=ns, name=b["name"]) for b in backends}
+    ask = (params["prompt"], params["max_tokens"], params["timeout"])
+    url = params["balancer_url"]
+    before = [pod_report(client, ns, b["name"]) for b in backends]
+    per_backend = _answer_checks(http, url, backends, label, ask)
+    weights = {label[b["name"]]: int(b.get("weight", 1)) for b in backends}
+    requests = {
+        "sequential": batch(http, url, params["sequential"], 1, *ask),
+        "concurrent": batch(http, url, params["concurrent"], params["concurrency"], *ask),
+    }
+    after = [pod_report(client, ns, b["name"]) for b in backends]
+    problems = []
+    for backend, report_before, report_after in zip(backends, before, after):  # noqa: B905 - py3.8 targets
+        problems += pod_problems(report_after, int(backend.get("replicas", 1)))
+        problems += restarted(report_before, report_after)
+    problems += [
+        "backend %s (model %s): %s" % (r["backend"], r["model"], r["error"])
+        for r in per_backend
+        if not r["ok"]
+    ]
+    split = {}
+    for name in ("sequential", "concurrent"):
+        split[name] = distribution(requests[name], weights, params["tolerance"])
+        problems += split_problems(name, split[name], params["tolerance"])
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "pods_before": before,
+        "pods_after": after,
+        "per_backend": per_backend,
+        "distribution": split,
+        "requests": requests,
+    }
+
+
+def write_reports(report, directory):
+    """verify.json and verify.md under ``directory`` (created); their paths."""
+    if not os.path.isdir(directory):
+        os.makedirs(directory, 0o755)
+    json_path = os.path.join(directory, "verify.json")
+    markdown_path = os.path.join(directory, "verify.md")
+    with open(json_path, "w") as handle:
+        json.dump(report, handle, indent=2, sort_keys=True)
+    with open(markdown_path, "w") as handle:
+        handle.write(markdown(report) + "\n")
+    return json_path, markdown_path

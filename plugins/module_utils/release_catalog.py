@@ -383,7 +383,33 @@ def wasmedge_core(version, dist, arch):
         "path": release_path(version, asset),
         "checksum_file": checksum_file(version),
         "layout": release["layout"],
+        "roots": wasmedge_roots(version),
     }
+
+
+def member_root(listing, anchor, roots):
+    """Where ``anchor`` (a member such as bin/wasmedge) sits in an archive, from its member list (tar -t).
+
+    Only the directories of ``roots`` are accepted ("" for the archive's top), so a member of the same
+    name deeper in the archive is never taken for it. Returns {"root", "strip", "error"}.
+    """
+    names = [n[2:] if n.startswith("./") else n for n in listing if n and n not in (".", "./")]
+    for root in roots:
+        prefix = (root.strip("/") + "/") if root.strip("/") else ""
+        if any(n == prefix + anchor or n.startswith(prefix + anchor + "/") for n in names):
+            strip = len([part for part in root.split("/") if part])
+            return {"root": root.strip("/"), "strip": strip, "error": ""}
+    wanted = [(root.strip("/") + "/" if root.strip("/") else "") + anchor for root in roots]
+    if len(wanted) == 1:
+        error = "the archive has no %s" % wanted[0]
+    else:
+        error = "the archive has neither %s" % " nor ".join(wanted)
+    return {"root": "", "strip": 0, "error": error}
+
+
+def wasmedge_roots(version):
+    """The directories a WasmEdge archive may hold bin/ in: its top (0.15.0+) or WasmEdge-<V>-Linux (older)."""
+    return ["", "WasmEdge-%s-Linux" % version]
 
 
 def archive_root(listing, version):
@@ -392,19 +418,13 @@ def archive_root(listing, version):
     Returns {"root": "" (flat) or "WasmEdge-<V>-Linux", "strip": 0 or 1, "layout", "error"}.
     The listing decides, not the version: a mirror may repackage.
     """
-    names = [n[2:] if n.startswith("./") else n for n in listing if n and n not in (".", "./")]
-    top = "WasmEdge-%s-Linux" % version
-    if any(n.startswith("bin/wasmedge") for n in names):
-        return {"root": "", "strip": 0, "layout": FLAT, "error": ""}
-    if any(n.startswith(top + "/bin/wasmedge") for n in names):
-        return {"root": top, "strip": 1, "layout": TOPDIR, "error": ""}
-    return {
-        "root": "",
-        "strip": 0,
-        "layout": "",
-        "error": "the archive has neither bin/wasmedge (0.15.0+ layout) nor %s/bin/wasmedge (older layout)"
-        % top,
-    }
+    found = member_root(listing, "bin/wasmedge", wasmedge_roots(version))
+    if found["error"]:
+        found["error"] += " (0.15.0+ and older layouts)"
+        found["layout"] = ""
+    else:
+        found["layout"] = TOPDIR if found["strip"] else FLAT
+    return found
 
 
 def parse_checksums(text, asset):

@@ -25,6 +25,7 @@ description:
   - Bad parameters fail before any API call, with a message naming each bad option.
 extends_documentation_fragment:
   - edgewasm.llamaedge.k8s
+  - edgewasm.llamaedge.k8s.auth
 options:
   name:
     description:
@@ -240,9 +241,11 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply, k8s_module, llama_manifests
-
-REQUIRED_PRESENT = ("image", "model_file", "model_name", "prompt_template")
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import (
+    k8s_apply,
+    k8s_module,
+    llama_backend_manifests,
+)
 
 
 def argument_spec():
@@ -291,38 +294,6 @@ def argument_spec():
     return spec
 
 
-def objects_for(params):
-    """The backend's objects, or the list of errors that stop the module before any API call."""
-    name, namespace = params["name"], params["namespace"]
-    if params["state"] == "absent":
-        error = llama_manifests.dns_label_error("name", name, 52) or llama_manifests.dns_label_error(
-            "namespace", namespace
-        )
-        if error:
-            return None, [error]
-        # Its Deployments are found by label at run time: how many node groups it had is not known here.
-        return [
-            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}}
-        ], []
-    missing = [key for key in REQUIRED_PRESENT if not params.get(key)]
-    errors = ["%s is required with state=present" % key for key in missing]
-    errors += [e for e in llama_manifests.backend_errors(params) if not any(e.startswith(k) for k in missing)]
-    if errors:
-        return None, errors
-    return llama_manifests.backend_manifests(params), []
-
-
-def deployments_selector(params):
-    """What finds every Deployment of this backend, whatever its node groups were."""
-    labels = llama_manifests.selector(params["name"], "backend")
-    return (
-        "apps/v1",
-        "Deployment",
-        params["namespace"],
-        ",".join("%s=%s" % kv for kv in sorted(labels.items())),
-    )
-
-
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
@@ -330,13 +301,13 @@ def main():
         mutually_exclusive=[("node_groups", "node_mounts")],
     )
     if module.params["node_mounts"]:
-        module.params["node_groups"] = llama_manifests.group_node_mounts(module.params["node_mounts"])
+        module.params["node_groups"] = llama_backend_manifests.group_node_mounts(module.params["node_mounts"])
     if not k8s_apply.HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"))
-    objects, errors = objects_for(module.params)
+    objects, errors = llama_backend_manifests.objects_for(module.params)
     if errors:
         module.fail_json(msg="llama_backend %s: %s" % (module.params["name"], "; ".join(errors)))
-    k8s_module.execute(module, objects, owned=[deployments_selector(module.params)])
+    k8s_module.execute(module, objects, owned=[llama_backend_manifests.owned_selector(module.params)])
 
 
 if __name__ == "__main__":

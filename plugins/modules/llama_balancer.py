@@ -24,6 +24,7 @@ description:
   - Bad parameters fail before any API call, with a message naming each bad option.
 extends_documentation_fragment:
   - edgewasm.llamaedge.k8s
+  - edgewasm.llamaedge.k8s.auth
 options:
   name:
     description: Name of every object of the balancer (a DNS-1123 label).
@@ -152,12 +153,13 @@ diff:
   type: dict
 """
 
-import base64
-import secrets
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply, k8s_module, llama_manifests
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import (
+    k8s_apply,
+    k8s_module,
+    llama_balancer_manifests,
+)
 
 
 def argument_spec():
@@ -185,78 +187,18 @@ def argument_spec():
     return spec
 
 
-def spec_from(params):
-    spec = dict(params)
-    spec["watch_namespaces"] = list(params["watch_namespaces"]) or [params["namespace"]]
-    admin = params["admin_api"] or params.get("admin_token") or params.get("admin_token_secret")
-    if admin and not params.get("admin_token_secret"):
-        spec["admin_token_secret"] = "%s-admin" % params["name"]
-    # A token of our own making: kept in the Secret across runs (see generated_token).
-    spec["generate_token"] = bool(
-        admin and not params.get("admin_token") and not params.get("admin_token_secret")
-    )
-    if spec["generate_token"]:
-        spec["admin_token_data"] = None  # read from the cluster (or made) before anything is applied
-    return spec
-
-
-def objects_for(params):
-    """The balancer's objects, or the errors that stop the module before any API call."""
-    spec = spec_from(params)
-    if params["state"] == "absent":
-        spec["image"] = spec["image"] or "absent"  # names are all that deletion needs
-    errors = llama_manifests.balancer_errors(spec)
-    if errors:
-        return None, errors
-    return llama_manifests.balancer_manifests(spec), []
-
-
-def generated_token(params):
-    """For admin_api without a given token: a ``prepare`` hook that keeps the token already in the
-    cluster's Secret, or makes a new random one the first time."""
-    spec = spec_from(params)
-    if not spec["generate_token"] or params["state"] == "absent":
-        return None
-
-    def prepare(cluster):
-        probe = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": spec["admin_token_secret"], "namespace": spec["namespace"]},
-        }
-        live = cluster.get(probe) or {}
-        existing = (live.get("data") or {}).get(spec["admin_token_key"])
-        fresh = base64.b64encode(secrets.token_urlsafe(32).encode("ascii")).decode("ascii")
-        spec["admin_token_data"] = existing or fresh
-        return llama_manifests.balancer_manifests(spec)
-
-    return prepare
-
-
-def owned_selectors(params):
-    """What finds the objects this balancer made earlier: a token Secret and an admin Service it no
-    longer needs, Roles and RoleBindings in namespaces it no longer watches (among those named now)."""
-    labels = llama_manifests.selector(params["name"], "balancer")
-    selector = ",".join("%s=%s" % kv for kv in sorted(labels.items()))
-    found = [
-        ("v1", "Secret", params["namespace"], selector),
-        ("v1", "Service", params["namespace"], selector),
-    ]
-    for ns in sorted(set(spec_from(params)["watch_namespaces"]) | {params["namespace"]}):
-        found.append(("rbac.authorization.k8s.io/v1", "RoleBinding", ns, selector))
-        found.append(("rbac.authorization.k8s.io/v1", "Role", ns, selector))
-    return found
-
-
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     if not k8s_apply.HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"))
-    objects, errors = objects_for(module.params)
+    objects, errors = llama_balancer_manifests.objects_for(module.params)
     if errors:
         module.fail_json(msg="llama_balancer %s: %s" % (module.params["name"], "; ".join(errors)))
     k8s_module.execute(
-        module, objects, owned=owned_selectors(module.params), prepare=generated_token(module.params)
+        module,
+        objects,
+        owned=llama_balancer_manifests.owned_selectors(module.params),
+        prepare=llama_balancer_manifests.generated_token(module.params),
     )
 
 

@@ -23,6 +23,8 @@ description:
     fails (a pod not ready or restarted, missing endpoints, a failed answer, a share outside the tolerance).
   - Changes nothing in the cluster; the report files are outputs, so the module reports C(changed=false). In
     check mode no request is sent.
+extends_documentation_fragment:
+  - edgewasm.llamaedge.k8s.auth
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -83,14 +85,6 @@ options:
     description: Directory for C(verify.json) and C(verify.md) (created when missing).
     type: path
     required: true
-  kubeconfig:
-    description: Path to a kubeconfig file (default C(KUBECONFIG), C(~/.kube/config) or in-cluster).
-    type: path
-  context:
-    description: Context of the kubeconfig.
-    type: str
-requirements:
-  - kubernetes (Python client) on the host that runs the module
 author:
   - edgewasm.llamaedge maintainers (@edgewasm)
 """
@@ -132,96 +126,16 @@ markdown_path:
   type: str
 """
 
-import json
-import os
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply, llama_verify
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply, k8s_module, llama_verify
 
 
 def opener(url, data, timeout):
     return open_url(
         url, data=data, method="POST", timeout=timeout, headers={"Content-Type": "application/json"}
     )
-
-
-def run_checks(client, params, http=opener):
-    ns = params["namespace"]
-    backends = params["backends"]
-    label = {b["name"]: params["backend_label"].format(namespace=ns, name=b["name"]) for b in backends}
-    ask = (params["prompt"], params["max_tokens"], params["timeout"])
-    url = params["balancer_url"]
-    before = [llama_verify.pod_report(client, ns, b["name"]) for b in backends]
-    per_backend = []
-    for backend in backends:
-        result = llama_verify.chat(http, url, backend["model_name"], *ask)
-        result["backend"] = backend["name"]
-        if result["ok"] and result.get("answered_by") != label[backend["name"]]:
-            result["ok"] = False
-            result["error"] = "answered by %s, expected %s" % (
-                result.get("answered_by"),
-                label[backend["name"]],
-            )
-        per_backend.append(result)
-    weights = {label[b["name"]]: int(b.get("weight", 1)) for b in backends}
-    sequential = llama_verify.batch(http, url, params["sequential"], 1, *ask)
-    concurrent = llama_verify.batch(http, url, params["concurrent"], params["concurrency"], *ask)
-    after = [llama_verify.pod_report(client, ns, b["name"]) for b in backends]
-    problems = []
-    for backend, report_before, report_after in zip(backends, before, after):  # noqa: B905 - py3.8 targets
-        problems += llama_verify.pod_problems(report_after, int(backend.get("replicas", 1)))
-        problems += llama_verify.restarted(report_before, report_after)
-    problems += [
-        "backend %s (model %s): %s" % (r["backend"], r["model"], r["error"])
-        for r in per_backend
-        if not r["ok"]
-    ]
-    split = {}
-    for name, results in (("sequential", sequential), ("concurrent", concurrent)):
-        split[name] = llama_verify.distribution(results, weights, params["tolerance"])
-        for row in split[name]["rows"]:
-            if not row["ok"]:
-                problems.append(
-                    "%s batch: %s got %.1f%% of the answers, its weight asks for %.1f%% (tolerance %.1f points)"
-                    % (
-                        name,
-                        row["backend"],
-                        row["observed"] * 100,
-                        row["expected"] * 100,
-                        params["tolerance"] * 100,
-                    )
-                )
-        if split[name]["failed"]:
-            problems.append(
-                "%s batch: %d of %d requests failed" % (name, split[name]["failed"], split[name]["requests"])
-            )
-        if split[name]["unknown_backend"]:
-            problems.append(
-                "%s batch: %d answers came from backends not listed" % (name, split[name]["unknown_backend"])
-            )
-    return {
-        "ok": not problems,
-        "problems": problems,
-        "pods_before": before,
-        "pods_after": after,
-        "per_backend": per_backend,
-        "distribution": split,
-        "requests": {"sequential": sequential, "concurrent": concurrent},
-    }
-
-
-def write_reports(report, directory):
-    if not os.path.isdir(directory):
-        os.makedirs(directory, 0o755)
-    json_path = os.path.join(directory, "verify.json")
-    markdown_path = os.path.join(directory, "verify.md")
-    with open(json_path, "w") as handle:
-        json.dump(report, handle, indent=2, sort_keys=True)
-    with open(markdown_path, "w") as handle:
-        handle.write(llama_verify.markdown(report) + "\n")
-    return json_path, markdown_path
 
 
 def main():
@@ -239,8 +153,7 @@ def main():
             max_tokens=dict(type="int", default=16, no_log=False),
             timeout=dict(type="int", default=300),
             report_dir=dict(type="path", required=True),
-            kubeconfig=dict(type="path"),
-            context=dict(type="str"),
+            **k8s_module.AUTH_ARGS,
         ),
         supports_check_mode=True,
     )
@@ -255,12 +168,12 @@ def main():
         module.exit_json(changed=False, ok=True, problems=[], msg="verification is not run in check mode")
     try:
         client = k8s_apply.connect(module.params["kubeconfig"], module.params["context"])
-        report = run_checks(client, module.params)
+        report = llama_verify.run_checks(client, module.params, opener)
     except (k8s_apply.KubernetesError, k8s_apply.DynamicApiError) as exc:
         module.fail_json(
             msg="verification could not read the cluster: %s" % exc, ok=False, problems=[str(exc)]
         )
-    json_path, markdown_path = write_reports(report, module.params["report_dir"])
+    json_path, markdown_path = llama_verify.write_reports(report, module.params["report_dir"])
     result = dict(
         changed=False,
         ok=report["ok"],

@@ -16,7 +16,7 @@ from kubernetes_asyncio import config as aconfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "balancer" / "src"))
 
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings
-from edgewasm_balancer.pool import Pool
+from edgewasm_balancer.pool import BackendPool
 
 
 def service(name: str, weight: str, models: str) -> dict:
@@ -45,7 +45,7 @@ def endpoint_slice(service_name: str, suffix: str, ready: list[str], not_ready: 
     }
 
 
-def state(pool: Pool) -> dict[str, tuple[int, list[str], list[str]]]:
+def state(pool: BackendPool) -> dict[str, tuple[int, list[str], list[str]]]:
     return {s.name: (s.weight, sorted(s.endpoints), sorted(s.models)) for s in pool.services.values()}
 
 
@@ -76,7 +76,7 @@ async def test_discovery_follows_the_cluster_across_an_api_server_restart(contro
     await discovery.create_namespaced_endpoint_slice(
         namespace, endpoint_slice("high-cost", "a", ["10.42.3.1"])
     )
-    pool = Pool()
+    pool = BackendPool()
     settings = KubeSettings(
         namespaces=(namespace,),
         label_selector="llamaedge/target=true",

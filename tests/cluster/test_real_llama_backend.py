@@ -6,7 +6,7 @@ import copy
 import time
 
 import pytest
-from k8sfixtures.seed_backends import SEED
+from doubles.seed_backends import SEED
 
 from ansible_collections.edgewasm.llamaedge.plugins.modules import llama_backend as module
 

@@ -3,7 +3,7 @@
 The role declares its runtimes for a plain containerd (mode containerd) in a temporary containerd
 configuration; a private containerd (own root, state and sockets under tmp_path) is started with it
 and driven through CRI, as a kubelet would. The runtimes behind the handlers are stand-ins
-(tests/standins/cri_runtime.py): a crun that logs and runs runc, and runc's v2 shim installed under
+(tests/doubles/cri_runtime.py): a crun that logs and runs runc, and runc's v2 shim installed under
 the WasmEdge shim's name. This proves the handler names, BinaryName and the pod annotations reach
 the runtime; it does not run WebAssembly.
 """
@@ -22,8 +22,8 @@ import grpc
 import pytest
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1.api_pb2_grpc import RuntimeServiceStub
+from doubles import cri_runtime
 from site_runner import local_inventory
-from standins import cri_runtime
 
 pytestmark = pytest.mark.slow
 PLAYBOOK = "tests/functional/playbooks/containerd_wasm.yml"

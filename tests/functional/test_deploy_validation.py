@@ -9,8 +9,8 @@ from __future__ import annotations
 import gguf
 import numpy as np
 import pytest
+from doubles import wasmedge_tree
 from site_runner import local_inventory
-from standins import wasmedge_tree
 
 pytestmark = pytest.mark.slow
 
@@ -58,10 +58,12 @@ def run(run_site, tmp_path, backends, image="registry.example.com/llama-api-serv
 @pytest.mark.parametrize(
     ("backends", "message"),
     [
-        ([dict(GOOD, weight=0)], "weight an integer >= 1 (got 0)"),
-        ([GOOD, dict(GOOD, model_name="other")], "must be a list of backends with unique names"),
-        ([dict(GOOD, model="Unknown-7B.gguf")], "got Unknown-7B.gguf"),
-        ([dict(GOOD, name="Llama_1B")], "llama_backends_list entry Llama_1B: name must be a DNS-1123 label"),
+        ([dict(GOOD, weight=0)], "entry llama-low-cost: weight=0 must be an integer from 1 to 10000"),
+        ([GOOD, dict(GOOD, model_name="other")], "llama_backends_list names a backend twice: llama-low-cost"),
+        ([dict(GOOD, model="Unknown-7B.gguf")], "model='Unknown-7B.gguf' must be one of the files of models_list"),
+        ([dict(GOOD, name="Llama_1B")], "llama_backends_list entry Llama_1B: name='Llama_1B' must be a DNS-1123 label"),
+        ([dict(GOOD, slots="many")], "entry llama-low-cost: slots='many' must be an integer from 1 to 1024"),
+        ([dict(GOOD, ctx_size=0)], "entry llama-low-cost: ctx_size=0 must be an integer from 1 to 16777216"),
     ],
 )
 def test_bad_backends_fail_before_the_cluster(run_site, tmp_path, backends, message):

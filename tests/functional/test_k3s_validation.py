@@ -6,8 +6,8 @@ import platform
 from pathlib import Path
 
 import pytest
+from doubles import release_mirror
 from site_runner import local_inventory
-from standins import release_mirror
 
 pytestmark = pytest.mark.slow
 PLAYBOOK = "tests/functional/playbooks/k3s.yml"

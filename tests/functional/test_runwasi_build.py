@@ -1,6 +1,6 @@
 """runwasi_source=build on this machine: one builder per architecture, the binary cached on the
 controller and copied to the other nodes. Two inventory hosts are this machine with their own
-install directories; the runwasi source and cargo are STAND-INS (tests/standins/runwasi_source.py):
+install directories; the runwasi source and cargo are STAND-INS (tests/doubles/runwasi_source.py):
 no runwasi source and no Rust toolchain recent enough for it can be obtained here."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from standins import release_mirror, runwasi_source
+from doubles import release_mirror, runwasi_source
 
 pytestmark = pytest.mark.slow
 PLAYBOOK = "tests/functional/playbooks/runwasi.yml"

@@ -1,6 +1,6 @@
 """The wasi_nn_ggml self-test, run for real against this machine with the STAND-IN WasmEdge tree.
 
-The stand-in wasmedge (tests/standins/wasmedge_runner.py) executes the probe with wasmtime and a stand-in
+The stand-in wasmedge (tests/doubles/wasmedge_runner.py) executes the probe with wasmtime and a stand-in
 wasi_ephemeral_nn that fails the ways the real plugin does; every failure message of the self-test is
 checked here, and that it changes nothing.
 """
@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from doubles import wasmedge_tree
 from site_runner import local_inventory
-from standins import wasmedge_tree
 
 pytestmark = pytest.mark.slow
 PLAYBOOK = "tests/functional/playbooks/wasi_nn_ggml_self_test.yml"

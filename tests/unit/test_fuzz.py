@@ -13,15 +13,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from elffixtures.builders import shared_lib
+from doubles.elf_builders import shared_lib
 from fuzzseeds import FUZZ, elf_regions, gguf_seeds
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import (
-    elf_resolver,
+    elf,
     gguf_header,
-    llama_manifests,
+    llama_backend_manifests,
 )
 
 WORK = Path(tempfile.mkdtemp(prefix="edgewasm-fuzz-"))
@@ -91,8 +91,8 @@ def test_fuzz_elf_headers_dynamic_section_and_strings(elf_base, data: st.DataObj
     path = WORK / "base" / "libfuzz.so"  # beside libleaf.so, which $ORIGIN finds
     path.write_bytes(bytes(mutated))
     try:
-        elf_resolver.Resolver().resolve(str(path))
-    except elf_resolver.ResolverError as exc:
+        elf.Resolver().resolve(str(path))
+    except elf.ResolverError as exc:
         assert "libfuzz.so" in str(exc), exc
 
 
@@ -146,13 +146,13 @@ def backend_spec(draw: st.DrawFn) -> dict:
     }
 )  # fmt: skip
 def test_fuzz_backend_validation(spec: dict) -> None:
-    errors = llama_manifests.backend_errors(spec)
+    errors = llama_backend_manifests.backend_errors(spec)
     assert all(isinstance(e, str) and e for e in errors)
     if errors:
         return
-    objects = llama_manifests.backend_manifests(spec)
+    objects = llama_backend_manifests.backend_manifests(spec)
     service = objects[-1]
-    models = service["metadata"]["annotations"][llama_manifests.MODELS_ANNOTATION].split(",")
+    models = service["metadata"]["annotations"][llama_backend_manifests.MODELS_ANNOTATION].split(",")
     assert models == [spec["model_name"]]  # the API model id only: aliases name WASI-NN graphs
     env = objects[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     preload = next(e["value"] for e in env if e["name"] == "WASMEDGE_WASINN_PRELOAD")

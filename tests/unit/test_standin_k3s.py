@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from standins import k3s
+from doubles import k3s
 
 
 def test_concurrent_joins_are_all_registered(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from standins import release_mirror
+from doubles import release_mirror
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import release_catalog as catalog
 

@@ -16,12 +16,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgewasm_balancer import upstream
 from edgewasm_balancer.config import ConfigError, Settings
+from edgewasm_balancer.contract import ADMIN_TOKEN_ENV, BACKEND_HEADER
 from edgewasm_balancer.health import HealthChecker, merged_models
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
 from edgewasm_balancer.listener import Limits, handler_factory, listen
 from edgewasm_balancer.metrics import Metrics
-from edgewasm_balancer.pool import Admission, HealthPolicy, Pool
-from edgewasm_balancer.proxy import BACKEND_HEADER, STARTED, Proxy, openai_error
+from edgewasm_balancer.pool import Admission, BackendPool, HealthPolicy
+from edgewasm_balancer.proxy import STARTED, Proxy, openai_error
 from edgewasm_balancer.sources import AdminApi, BackendsFile
 
 log = logging.getLogger("edgewasm_balancer")
@@ -59,9 +60,9 @@ class AccessLogger(AbstractAccessLogger):
 
 
 class Balancer:
-    def __init__(self, settings: Settings, pool: Pool | None = None, kube_api: Any = None) -> None:
+    def __init__(self, settings: Settings, pool: BackendPool | None = None, kube_api: Any = None) -> None:
         self.settings = settings
-        self.pool = pool or Pool(
+        self.pool = pool or BackendPool(
             HealthPolicy(
                 max_fails=settings.max_fails,
                 fail_window=settings.fail_window,
@@ -87,7 +88,7 @@ class Balancer:
         self.admin_runner: web.AppRunner | None = None
         self.servers: list[asyncio.Server] = []
         self.proxy: Proxy | None = None
-        self.connections: upstream.Pool | None = None
+        self.connections: upstream.ConnectionPool | None = None
         self.address: tuple[str, int] | None = None
         self.admin_address: tuple[str, int] | None = None
 
@@ -142,9 +143,7 @@ class Balancer:
         """Load the sources, start listening and the background tasks; returns the bound address."""
         s = self.settings
         if s.admin_api and s.admin_token is None:
-            raise ConfigError(
-                "the admin API needs a token: --admin-token-file or EDGEWASM_BALANCER_ADMIN_TOKEN"
-            )
+            raise ConfigError(f"the admin API needs a token: --admin-token-file or {ADMIN_TOKEN_ENV}")
         backends_file = None
         if s.backends_file is not None:
             backends_file = BackendsFile(s.backends_file, self.pool, s.reload_interval)
@@ -154,7 +153,7 @@ class Balancer:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout),
             skip_auto_headers=("User-Agent",),
         )
-        self.connections = upstream.Pool(s.connect_timeout, s.upstream_keepalive)
+        self.connections = upstream.ConnectionPool(s.connect_timeout, s.upstream_keepalive)
         self.proxy = Proxy(
             self.pool,
             self.metrics,

@@ -6,68 +6,30 @@ import argparse
 import ipaddress
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from edgewasm_balancer import __version__
-from edgewasm_balancer.pool import MAX_SLOTS, MIN_SLOTS, ROUTING_POLICIES
+from edgewasm_balancer.contract import (
+    ADMIN_TOKEN_ENV,
+    ENV_PREFIX,
+    MAX_SLOTS,
+    MIN_SLOTS,
+    MODELS_ANNOTATION,
+    ROUTING_POLICIES,
+    SHUTDOWN_DELAY,
+    SHUTDOWN_TIMEOUT,
+    SLOTS_ANNOTATION,
+    TARGET_LABEL,
+    WEIGHT_ANNOTATION,
+)
 
-ENV_PREFIX = "EDGEWASM_BALANCER_"
 MIB = 1024 * 1024
 
 
 class ConfigError(ValueError):
     """Settings that cannot work together: the balancer refuses to start (exit 2)."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    host: str = "0.0.0.0"  # noqa: S104 - a gateway listens on every address by default
-    port: int = 8080
-    backends_file: Path | None = None
-    reload_interval: float = 2.0
-    kubernetes: bool = False
-    namespaces: tuple[str, ...] = ("default",)
-    label_selector: str = "llamaedge/target=true"
-    weight_annotation: str = "llamaedge/weight"
-    models_annotation: str = "llamaedge/models"
-    slots_annotation: str = "llamaedge/slots"
-    port_name: str = ""
-    kubeconfig: Path | None = None
-    admin_api: bool = False
-    admin_token: str | None = None
-    admin_listen: tuple[str, int] = ("127.0.0.1", 8081)
-    admin_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    connect_timeout: float = 5.0
-    first_byte_timeout: float = 300.0
-    idle_timeout: float = 120.0
-    backend_write_timeout: float = 60.0
-    upstream_keepalive: bool = True
-    retries: int = 2
-    retry_non_idempotent: bool = False
-    max_fails: int = 1
-    fail_window: float = 10.0
-    ejection: float = 10.0
-    max_ejection: float = 300.0
-    max_ejection_percent: float = 50.0
-    health_interval: float = 5.0
-    health_path: str = "/v1/models"
-    health_timeout: float = 3.0
-    least_busy: bool = False
-    routing: str = "swrr"
-    queue_size: int = 128
-    queue_timeout: float = 30.0
-    default_slots: int = 1
-    buffer_limit: int = 16 * MIB
-    buffer_total: int = 64 * MIB
-    client_header_timeout: float = 30.0
-    client_body_timeout: float = 30.0
-    client_keepalive_timeout: float = 60.0
-    max_connections: int = 4096
-    shutdown_delay: float = 0.0
-    shutdown_timeout: float = 30.0
-    log_level: str = "info"
-    log_format: str = "json"
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -132,6 +94,254 @@ def _flag(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def _opt(value: object, flag: str, help_text: str, **argparse_kwargs: object) -> Any:
+    """A setting with its command-line flag (and so its EDGEWASM_BALANCER_* variable): declared once."""
+    return field(default=value, metadata={"flag": flag, "help": help_text, "argparse": argparse_kwargs})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, its flag, help and parsing. --listen sets host and port; --admin-token-file the token."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a gateway listens on every address by default
+    port: int = 8080
+    backends_file: Path | None = _opt(
+        None,
+        "--backends-file",
+        "YAML or JSON list of {name, url|urls, weight, models}; reloaded when it changes",
+        type=Path,
+    )
+    reload_interval: float = _opt(
+        2.0, "--reload-interval", "seconds between checks of the backends file", type=_positive(float)
+    )
+    kubernetes: bool = _opt(
+        False,
+        "--kubernetes",
+        "discover backends from Kubernetes Services and EndpointSlices",
+        action="store_true",
+    )
+    namespaces: tuple[str, ...] = _opt(
+        ("default",), "--namespace", "namespace to watch (repeat for several)", action="append", default=None
+    )
+    label_selector: str = _opt(
+        f"{TARGET_LABEL}=true", "--label-selector", "label selector of backend Services"
+    )
+    weight_annotation: str = _opt(
+        WEIGHT_ANNOTATION,
+        "--weight-annotation",
+        "Service annotation holding the weight (integer >= 1; default 1)",
+    )
+    models_annotation: str = _opt(
+        MODELS_ANNOTATION,
+        "--models-annotation",
+        "Service annotation listing its models (comma-separated or JSON list)",
+    )
+    slots_annotation: str = _opt(
+        SLOTS_ANNOTATION,
+        "--slots-annotation",
+        "Service annotation holding the parallel slots of each of its endpoints (load-aware routing)",
+    )
+    port_name: str = _opt("", "--port-name", "name of the Service port to use (default: the first port)")
+    kubeconfig: Path | None = _opt(
+        None,
+        "--kubeconfig",
+        "kubeconfig file (default: in-cluster service account, then ~/.kube/config)",
+        type=Path,
+    )
+    admin_api: bool = _opt(
+        False,
+        "--admin-api",
+        "serve /api/register, /api/unregister/NAME, /api/services on --admin-listen; "
+        "on by default when a token is set, and never without one",
+        type=_flag,
+        default=None,
+        metavar="BOOL",
+    )
+    admin_token: str | None = _opt(
+        None,
+        "--admin-token-file",
+        f"file holding the bearer token the admin API requires (or set the token itself in {ADMIN_TOKEN_ENV})",
+        type=Path,
+        dest="admin_token_file",
+    )
+    admin_listen: tuple[str, int] = _opt(
+        ("127.0.0.1", 8081),
+        "--admin-listen",
+        "address of the admin API's own listener, HOST:PORT (never the public port)",
+        type=_listen,
+        default="127.0.0.1:8081",
+    )
+    admin_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _opt(
+        (),
+        "--admin-allow-network",
+        "network (CIDR) registrations may point into; repeat for several. Default: any address "
+        "but loopback, link-local, multicast and unspecified ones",
+        type=_network,
+        action="append",
+        default=None,
+    )
+    connect_timeout: float = _opt(
+        5.0, "--connect-timeout", "seconds to connect to a backend", type=_positive(float)
+    )
+    first_byte_timeout: float = _opt(
+        300.0,
+        "--first-byte-timeout",
+        "seconds from sending a request to the backend's response headers",
+        type=_positive(float),
+    )
+    idle_timeout: float = _opt(
+        120.0,
+        "--idle-timeout",
+        "seconds without a byte from a backend while a response streams",
+        type=_positive(float),
+    )
+    backend_write_timeout: float = _opt(
+        60.0,
+        "--backend-write-timeout",
+        "seconds a backend may go without reading a streamed request body",
+        type=_positive(float),
+    )
+    upstream_keepalive: bool = _opt(
+        True,
+        "--upstream-keepalive",
+        "reuse connections to backends; false gives every request a connection of its own, which "
+        "no backend misbehaviour can desynchronise (LLM answers take seconds: the cost is small)",
+        type=_flag,
+        metavar="BOOL",
+    )
+    retries: int = _opt(
+        2, "--retries", "other backends to try when one fails before answering", type=_non_negative_int
+    )
+    retry_non_idempotent: bool = _opt(
+        False,
+        "--retry-non-idempotent",
+        "also send a POST without Idempotency-Key to another backend after a reset or timeout once it "
+        "was written (it may then be processed twice); by default only idempotent requests are",
+        type=_flag,
+        metavar="BOOL",
+    )
+    max_fails: int = _opt(
+        1, "--max-fails", "failures within --fail-window that eject a backend", type=_positive(int)
+    )
+    fail_window: float = _opt(
+        10.0, "--fail-window", "seconds over which failures are counted", type=_positive(float)
+    )
+    ejection: float = _opt(
+        10.0,
+        "--ejection",
+        "seconds of the first ejection; doubles with each consecutive one",
+        type=_positive(float),
+    )
+    max_ejection: float = _opt(300.0, "--max-ejection", "longest ejection in seconds", type=_positive(float))
+    max_ejection_percent: float = _opt(
+        50.0,
+        "--max-ejection-percent",
+        "most endpoints (percent of all) that failures possibly caused by the request itself may eject; "
+        "connect errors and failed health checks always eject",
+        type=_percent,
+    )
+    health_interval: float = _opt(
+        5.0,
+        "--health-interval",
+        "seconds between active health checks (0 disables them)",
+        type=_non_negative_float,
+    )
+    health_path: str = _opt(
+        "/v1/models", "--health-path", "path the active health check GETs (/v1/models or /echo)"
+    )
+    health_timeout: float = _opt(
+        3.0, "--health-timeout", "seconds an active health check may take", type=_positive(float)
+    )
+    least_busy: bool = _opt(
+        False,
+        "--least-busy",
+        "inside a service, prefer the endpoint with the fewest requests in flight",
+        action="store_true",
+    )
+    routing: str = _opt(
+        "swrr",
+        "--routing",
+        "how requests are split: swrr (smooth weighted round-robin, exact, load-blind), weighted-random "
+        "(the seed's), load-aware (weights among backends with a free slot, a bounded queue when all "
+        "are full: for LLM backends that serve a few requests at a time)",
+        choices=list(ROUTING_POLICIES),
+    )
+    queue_size: int = _opt(
+        128,
+        "--queue-size",
+        "load-aware: most requests waiting for a free slot; more are refused with 429 + Retry-After",
+        type=_positive(int),
+    )
+    queue_timeout: float = _opt(
+        30.0,
+        "--queue-timeout",
+        "load-aware: seconds a request may wait for a free slot (503 + Retry-After after that)",
+        type=_positive(float),
+    )
+    default_slots: int = _opt(
+        1,
+        "--default-slots",
+        "load-aware: parallel slots of an endpoint whose backend declares none (llama-api-server "
+        "serves one request at a time)",
+        type=_slots,
+    )
+    buffer_limit: int = _opt(
+        16 * MIB,
+        "--buffer-limit",
+        "request bodies up to this many bytes are buffered (model routing, retries); "
+        "larger ones are streamed to one backend",
+        type=_positive(int),
+    )
+    buffer_total: int = _opt(
+        64 * MIB,
+        "--buffer-total",
+        "most request bytes buffered at once over all requests; a body that does not fit is "
+        "answered 503 with Retry-After",
+        type=_positive(int),
+    )
+    client_header_timeout: float = _opt(
+        30.0,
+        "--client-header-timeout",
+        "seconds a new client connection has to send its first request's headers",
+        type=_positive(float),
+    )
+    client_body_timeout: float = _opt(
+        30.0,
+        "--client-body-timeout",
+        "seconds a client may go without sending any of its request body (408 then)",
+        type=_positive(float),
+    )
+    client_keepalive_timeout: float = _opt(
+        60.0,
+        "--client-keepalive-timeout",
+        "seconds an idle client connection waits for its next request's headers",
+        type=_positive(float),
+    )
+    max_connections: int = _opt(
+        4096,
+        "--max-connections",
+        "most client connections at once; more are answered 503 and closed",
+        type=_positive(int),
+    )
+    shutdown_delay: float = _opt(
+        SHUTDOWN_DELAY,
+        "--shutdown-delay",
+        "seconds /readyz fails before the listener closes on SIGTERM",
+        type=_non_negative_float,
+    )
+    shutdown_timeout: float = _opt(
+        SHUTDOWN_TIMEOUT,
+        "--shutdown-timeout",
+        "seconds in-flight requests get to finish on SIGTERM, after the delay (one deadline: the pod's "
+        "grace period must exceed delay + timeout)",
+        type=_non_negative_float,
+    )
+    log_level: str = _opt(
+        "info", "--log-level", "debug, info, warning or error", choices=["debug", "info", "warning", "error"]
+    )
+    log_format: str = _opt("json", "--log-format", "json or text", choices=["json", "text"])
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose options default to EDGEWASM_BALANCER_<OPTION> from the environment."""
 
@@ -180,335 +390,46 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "A weighted, model-aware gateway for OpenAI-compatible LLM backends (llama-api-server). "
             "Backends come from a backends file (static mode), from Kubernetes Services labelled "
-            "llamaedge/target=true (--kubernetes), and from the admin API."
+            f"{TARGET_LABEL}=true (--kubernetes), and from the admin API."
         ),
     )
     p.option("--listen", "address to serve on, HOST:PORT", type=_listen, default=f"{d.host}:{d.port}")
-    p.option(
-        "--backends-file",
-        "YAML or JSON list of {name, url|urls, weight, models}; reloaded when it changes",
-        type=Path,
-        default=None,
-    )
-    p.option(
-        "--reload-interval",
-        "seconds between checks of the backends file",
-        type=_positive(float),
-        default=d.reload_interval,
-    )
-    p.option(
-        "--kubernetes",
-        "discover backends from Kubernetes Services and EndpointSlices",
-        action="store_true",
-        default=False,
-    )
-    p.option(
-        "--namespace",
-        "namespace to watch (repeat for several)",
-        action="append",
-        dest="namespaces",
-        default=None,
-    )
-    p.option("--label-selector", "label selector of backend Services", default=d.label_selector)
-    p.option(
-        "--weight-annotation",
-        "Service annotation holding the weight (integer >= 1; default 1)",
-        default=d.weight_annotation,
-    )
-    p.option(
-        "--models-annotation",
-        "Service annotation listing its models (comma-separated or JSON list)",
-        default=d.models_annotation,
-    )
-    p.option(
-        "--slots-annotation",
-        "Service annotation holding the parallel slots of each of its endpoints (load-aware routing)",
-        default=d.slots_annotation,
-    )
-    p.option("--port-name", "name of the Service port to use (default: the first port)", default=d.port_name)
-    p.option(
-        "--kubeconfig",
-        "kubeconfig file (default: in-cluster service account, then ~/.kube/config)",
-        type=Path,
-        default=None,
-    )
-    p.option(
-        "--admin-api",
-        "serve /api/register, /api/unregister/NAME, /api/services on --admin-listen; "
-        "on by default when a token is set, and never without one",
-        type=_flag,
-        default=None,
-        metavar="BOOL",
-    )
-    p.option(
-        "--admin-token-file",
-        "file holding the bearer token the admin API requires (or set the token "
-        f"itself in {ENV_PREFIX}ADMIN_TOKEN)",
-        type=Path,
-        default=None,
-    )
-    p.option(
-        "--admin-listen",
-        "address of the admin API's own listener, HOST:PORT (never the public port)",
-        type=_listen,
-        default=f"{d.admin_listen[0]}:{d.admin_listen[1]}",
-    )
-    p.option(
-        "--admin-allow-network",
-        "network (CIDR) registrations may point into; repeat for several. Default: any address "
-        "but loopback, link-local, multicast and unspecified ones",
-        type=_network,
-        action="append",
-        dest="admin_allow_networks",
-        default=None,
-    )
-    p.option(
-        "--connect-timeout",
-        "seconds to connect to a backend",
-        type=_positive(float),
-        default=d.connect_timeout,
-    )
-    p.option(
-        "--first-byte-timeout",
-        "seconds from sending a request to the backend's response headers",
-        type=_positive(float),
-        default=d.first_byte_timeout,
-    )
-    p.option(
-        "--idle-timeout",
-        "seconds without a byte from a backend while a response streams",
-        type=_positive(float),
-        default=d.idle_timeout,
-    )
-    p.option(
-        "--backend-write-timeout",
-        "seconds a backend may go without reading a streamed request body",
-        type=_positive(float),
-        default=d.backend_write_timeout,
-    )
-    p.option(
-        "--upstream-keepalive",
-        "reuse connections to backends; false gives every request a connection of its own, which "
-        "no backend misbehaviour can desynchronise (LLM answers take seconds: the cost is small)",
-        type=_flag,
-        default=d.upstream_keepalive,
-        metavar="BOOL",
-    )
-    p.option(
-        "--retries",
-        "other backends to try when one fails before answering",
-        type=_non_negative_int,
-        default=d.retries,
-    )
-    p.option(
-        "--retry-non-idempotent",
-        "also send a POST without Idempotency-Key to another backend after a reset or timeout once it "
-        "was written (it may then be processed twice); by default only idempotent requests are",
-        type=_flag,
-        default=d.retry_non_idempotent,
-        metavar="BOOL",
-    )
-    p.option(
-        "--max-fails",
-        "failures within --fail-window that eject a backend",
-        type=_positive(int),
-        default=d.max_fails,
-    )
-    p.option(
-        "--fail-window",
-        "seconds over which failures are counted",
-        type=_positive(float),
-        default=d.fail_window,
-    )
-    p.option(
-        "--ejection",
-        "seconds of the first ejection; doubles with each consecutive one",
-        type=_positive(float),
-        default=d.ejection,
-    )
-    p.option("--max-ejection", "longest ejection in seconds", type=_positive(float), default=d.max_ejection)
-    p.option(
-        "--max-ejection-percent",
-        "most endpoints (percent of all) that failures possibly caused by the request itself may eject; "
-        "connect errors and failed health checks always eject",
-        type=_percent,
-        default=d.max_ejection_percent,
-    )
-    p.option(
-        "--health-interval",
-        "seconds between active health checks (0 disables them)",
-        type=_non_negative_float,
-        default=d.health_interval,
-    )
-    p.option(
-        "--health-path", "path the active health check GETs (/v1/models or /echo)", default=d.health_path
-    )
-    p.option(
-        "--health-timeout",
-        "seconds an active health check may take",
-        type=_positive(float),
-        default=d.health_timeout,
-    )
-    p.option(
-        "--least-busy",
-        "inside a service, prefer the endpoint with the fewest requests in flight",
-        action="store_true",
-        default=False,
-    )
-    p.option(
-        "--routing",
-        "how requests are split: swrr (smooth weighted round-robin, exact, load-blind), weighted-random "
-        "(the seed's), load-aware (weights among backends with a free slot, a bounded queue when all "
-        "are full: for LLM backends that serve a few requests at a time)",
-        choices=list(ROUTING_POLICIES),
-        default=d.routing,
-    )
-    p.option(
-        "--queue-size",
-        "load-aware: most requests waiting for a free slot; more are refused with 429 + Retry-After",
-        type=_positive(int),
-        default=d.queue_size,
-    )
-    p.option(
-        "--queue-timeout",
-        "load-aware: seconds a request may wait for a free slot (503 + Retry-After after that)",
-        type=_positive(float),
-        default=d.queue_timeout,
-    )
-    p.option(
-        "--default-slots",
-        "load-aware: parallel slots of an endpoint whose backend declares none (llama-api-server "
-        "serves one request at a time)",
-        type=_slots,
-        default=d.default_slots,
-    )
-    p.option(
-        "--buffer-limit",
-        "request bodies up to this many bytes are buffered (model routing, retries); "
-        "larger ones are streamed to one backend",
-        type=_positive(int),
-        default=d.buffer_limit,
-    )
-    p.option(
-        "--buffer-total",
-        "most request bytes buffered at once over all requests; a body that does not fit is "
-        "answered 503 with Retry-After",
-        type=_positive(int),
-        default=d.buffer_total,
-    )
-    p.option(
-        "--client-header-timeout",
-        "seconds a new client connection has to send its first request's headers",
-        type=_positive(float),
-        default=d.client_header_timeout,
-    )
-    p.option(
-        "--client-body-timeout",
-        "seconds a client may go without sending any of its request body (408 then)",
-        type=_positive(float),
-        default=d.client_body_timeout,
-    )
-    p.option(
-        "--client-keepalive-timeout",
-        "seconds an idle client connection waits for its next request's headers",
-        type=_positive(float),
-        default=d.client_keepalive_timeout,
-    )
-    p.option(
-        "--max-connections",
-        "most client connections at once; more are answered 503 and closed",
-        type=_positive(int),
-        default=d.max_connections,
-    )
-    p.option(
-        "--shutdown-delay",
-        "seconds /readyz fails before the listener closes on SIGTERM",
-        type=_non_negative_float,
-        default=d.shutdown_delay,
-    )
-    p.option(
-        "--shutdown-timeout",
-        "seconds in-flight requests get to finish on SIGTERM, after the delay (one deadline: the pod's "
-        "grace period must exceed delay + timeout)",
-        type=_non_negative_float,
-        default=d.shutdown_timeout,
-    )
-    p.option(
-        "--log-level",
-        "debug, info, warning or error",
-        default=d.log_level,
-        choices=["debug", "info", "warning", "error"],
-    )
-    p.option("--log-format", "json or text", default=d.log_format, choices=["json", "text"])
+    for setting in fields(Settings):
+        if "flag" in setting.metadata:
+            kwargs = {"dest": setting.name, "default": setting.default, **setting.metadata["argparse"]}
+            p.option(setting.metadata["flag"], setting.metadata["help"], **kwargs)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
+
+
+def _admin_token(parser: argparse.ArgumentParser, token_file: Path | None) -> str | None:
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            parser.error(f"--admin-token-file {token_file}: {exc.strerror}")
+        if not token:
+            parser.error(f"--admin-token-file {token_file} is empty")
+        return token
+    if os.environ.get(ADMIN_TOKEN_ENV):
+        return os.environ[ADMIN_TOKEN_ENV].strip()
+    return None
 
 
 def parse_settings(argv: list[str] | None = None) -> Settings:
     parser = build_parser()
     args = parser.parse_args(argv)
-    host, port = args.listen if isinstance(args.listen, tuple) else _listen(args.listen)
-    token = None
-    if args.admin_token_file is not None:
-        try:
-            token = args.admin_token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            parser.error(f"--admin-token-file {args.admin_token_file}: {exc.strerror}")
-        if not token:
-            parser.error(f"--admin-token-file {args.admin_token_file} is empty")
-    elif os.environ.get(ENV_PREFIX + "ADMIN_TOKEN"):
-        token = os.environ[ENV_PREFIX + "ADMIN_TOKEN"].strip()
+    values = {s.name: getattr(args, s.name) for s in fields(Settings) if hasattr(args, s.name)}
+    values["host"], values["port"] = args.listen if isinstance(args.listen, tuple) else _listen(args.listen)
+    if not isinstance(args.admin_listen, tuple):
+        values["admin_listen"] = _listen(args.admin_listen)
+    values["namespaces"] = tuple(args.namespaces or Settings.namespaces)
+    values["admin_allow_networks"] = tuple(args.admin_allow_networks or ())
+    token = _admin_token(parser, args.admin_token_file)
     admin_api = token is not None if args.admin_api is None else args.admin_api
     if admin_api and token is None:
-        parser.error(f"--admin-api needs a token: --admin-token-file or {ENV_PREFIX}ADMIN_TOKEN")
+        parser.error(f"--admin-api needs a token: --admin-token-file or {ADMIN_TOKEN_ENV}")
     if args.backends_file is None and not args.kubernetes and not admin_api:
         parser.error("no backend source: give --backends-file, --kubernetes or an admin token")
-    admin_listen = args.admin_listen if isinstance(args.admin_listen, tuple) else _listen(args.admin_listen)
-    return Settings(
-        host=host,
-        port=port,
-        backends_file=args.backends_file,
-        reload_interval=args.reload_interval,
-        kubernetes=args.kubernetes,
-        namespaces=tuple(args.namespaces or ("default",)),
-        label_selector=args.label_selector,
-        weight_annotation=args.weight_annotation,
-        models_annotation=args.models_annotation,
-        slots_annotation=args.slots_annotation,
-        port_name=args.port_name,
-        kubeconfig=args.kubeconfig,
-        admin_api=admin_api,
-        admin_token=token,
-        admin_listen=admin_listen,
-        admin_allow_networks=tuple(args.admin_allow_networks or ()),
-        connect_timeout=args.connect_timeout,
-        first_byte_timeout=args.first_byte_timeout,
-        idle_timeout=args.idle_timeout,
-        backend_write_timeout=args.backend_write_timeout,
-        upstream_keepalive=args.upstream_keepalive,
-        retries=args.retries,
-        retry_non_idempotent=args.retry_non_idempotent,
-        max_fails=args.max_fails,
-        fail_window=args.fail_window,
-        ejection=args.ejection,
-        max_ejection=args.max_ejection,
-        max_ejection_percent=args.max_ejection_percent,
-        health_interval=args.health_interval,
-        health_path=args.health_path,
-        health_timeout=args.health_timeout,
-        least_busy=args.least_busy,
-        routing=args.routing,
-        queue_size=args.queue_size,
-        queue_timeout=args.queue_timeout,
-        default_slots=args.default_slots,
-        buffer_limit=args.buffer_limit,
-        buffer_total=args.buffer_total,
-        client_header_timeout=args.client_header_timeout,
-        client_body_timeout=args.client_body_timeout,
-        client_keepalive_timeout=args.client_keepalive_timeout,
-        max_connections=args.max_connections,
-        shutdown_delay=args.shutdown_delay,
-        shutdown_timeout=args.shutdown_timeout,
-        log_level=args.log_level,
-        log_format=args.log_format,
-    )
+    values.update(admin_api=admin_api, admin_token=token)
+    return Settings(**values)

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from edgewasm_balancer.metrics import Metrics
-from edgewasm_balancer.pool import Endpoint, Pool, Service
+from edgewasm_balancer.pool import BackendPool, Endpoint, Service
 
 log = logging.getLogger("edgewasm_balancer.health")
 
@@ -29,7 +29,7 @@ def model_ids(payload: Any) -> list[str]:
 class HealthChecker:
     def __init__(
         self,
-        pool: Pool,
+        pool: BackendPool,
         metrics: Metrics,
         session: aiohttp.ClientSession,
         *,
@@ -91,7 +91,7 @@ class HealthChecker:
         return models
 
 
-async def merged_models(pool: Pool, session: aiohttp.ClientSession, timeout: float) -> dict[str, Any]:
+async def merged_models(pool: BackendPool, session: aiohttp.ClientSession, timeout: float) -> dict[str, Any]:
     """`GET /v1/models` of the balancer: the union of what healthy services serve, asked live.
 
     One available endpoint per service is asked; a service that does not answer in time contributes

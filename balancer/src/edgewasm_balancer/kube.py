@@ -21,7 +21,8 @@ import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from edgewasm_balancer.pool import MAX_SLOTS, MAX_WEIGHT, MIN_SLOTS, MIN_WEIGHT, Pool, ServiceSpec
+from edgewasm_balancer.contract import MAX_SLOTS, MAX_WEIGHT, MIN_SLOTS, MIN_WEIGHT, SLOTS_ANNOTATION
+from edgewasm_balancer.pool import BackendPool, ServiceSpec
 
 log = logging.getLogger("edgewasm_balancer.kube")
 
@@ -35,7 +36,7 @@ class KubeSettings:
     weight_annotation: str
     models_annotation: str
     port_name: str = ""
-    slots_annotation: str = "llamaedge/slots"
+    slots_annotation: str = SLOTS_ANNOTATION
     watch_timeout: int = 300
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
@@ -251,7 +252,7 @@ class Informer:
 class KubeDiscovery:
     """Keeps the pool's `kubernetes/<namespace>` services equal to the cluster's."""
 
-    def __init__(self, pool: Pool, settings: KubeSettings, api: client.ApiClient) -> None:
+    def __init__(self, pool: BackendPool, settings: KubeSettings, api: client.ApiClient) -> None:
         self.pool = pool
         self.settings = settings
         core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)

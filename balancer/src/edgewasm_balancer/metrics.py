@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from edgewasm_balancer.pool import MAX_SLOTS, MAX_WEIGHT, Pool
+from edgewasm_balancer.contract import MAX_SLOTS, MAX_WEIGHT
+from edgewasm_balancer.pool import BackendPool
 
 # Latency buckets for LLM traffic: from sub-millisecond proxying to minutes-long generations.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -39,7 +40,7 @@ class BackendMetrics:
 
 
 class Metrics:
-    def __init__(self, pool: Pool | None = None) -> None:
+    def __init__(self, pool: BackendPool | None = None) -> None:
         self._backends: dict[str, BackendMetrics] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         if pool is not None:
@@ -119,7 +120,7 @@ class PoolCollector(Collector):
     API, so `source` is a label and every series is unique. Values are finite and bounded.
     """
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: BackendPool) -> None:
         self.pool = pool
 
     def describe(self) -> list[GaugeMetricFamily]:

@@ -30,13 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-# Weights are relative shares; the bound keeps them finite and the smooth-WRR counters small.
-MIN_WEIGHT = 1
-MAX_WEIGHT = 10_000
-# Parallel slots of one endpoint (requests a backend pod serves at once).
-MIN_SLOTS = 1
-MAX_SLOTS = 1024
-ROUTING_POLICIES = ("swrr", "weighted-random", "load-aware")
+from edgewasm_balancer.contract import ROUTING_POLICIES
 
 
 @dataclass(frozen=True)
@@ -214,7 +208,7 @@ class _Waiter:
     timer: asyncio.TimerHandle | None = None
 
 
-class Pool:
+class BackendPool:
     """Every service from every discovery source, keyed by (source, name)."""
 
     def __init__(

@@ -26,8 +26,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from edgewasm_balancer import upstream
 from edgewasm_balancer.bodies import BufferBudget, UnreadableBodyError, requested_model
+from edgewasm_balancer.contract import BACKEND_HEADER
 from edgewasm_balancer.metrics import Metrics
-from edgewasm_balancer.pool import Endpoint, NoBackendError, Pool
+from edgewasm_balancer.pool import BackendPool, Endpoint, NoBackendError
 
 log = logging.getLogger("edgewasm_balancer.proxy")
 
@@ -49,7 +50,6 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 # Methods a backend may receive twice without harm (RFC 9110 9.2.2); others need an Idempotency-Key.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 CHUNK = 64 * 1024
-BACKEND_HEADER = "X-Edgewasm-Backend"
 STARTED = web.RequestKey("edgewasm_started", float)  # perf_counter() when the proxy took the request
 
 
@@ -222,9 +222,9 @@ class _AttemptFailedError(Exception):
 class Proxy:
     def __init__(
         self,
-        pool: Pool,
+        pool: BackendPool,
         metrics: Metrics,
-        connections: upstream.Pool,
+        connections: upstream.ConnectionPool,
         *,
         first_byte_timeout: float,
         idle_timeout: float,
@@ -343,12 +343,11 @@ class Proxy:
         if body.stream is not None:
             data = body.chunks()
             length = request.content_length  # None: chunked
-        # The slot was reserved by Pool.take; it is given back when the answer has been relayed.
+        # The slot was reserved by BackendPool.take; it is given back when the answer has been relayed.
         held_since = time.perf_counter()
         try:
             try:
-                response = await upstream.request(
-                    self.connections,
+                outgoing = upstream.UpstreamRequest(
                     endpoint.host,
                     endpoint.port,
                     request.method,
@@ -357,8 +356,12 @@ class Proxy:
                     data,
                     length,
                     endpoint.tls,
-                    self.first_byte_timeout,
-                    self.write_timeout,
+                )
+                response = await upstream.request(
+                    self.connections,
+                    outgoing,
+                    first_byte_timeout=self.first_byte_timeout,
+                    write_timeout=self.write_timeout,
                 )
             except upstream.UpstreamError as exc:
                 kind = "connect" if exc.connect else "timeout" if exc.timeout else "reset"

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import yaml
 from aiohttp import web
 
-from edgewasm_balancer.pool import MAX_SLOTS, MAX_WEIGHT, MIN_SLOTS, MIN_WEIGHT, Pool, ServiceSpec
+from edgewasm_balancer.contract import MAX_SLOTS, MAX_WEIGHT, MIN_SLOTS, MIN_WEIGHT
+from edgewasm_balancer.pool import BackendPool, ServiceSpec
 
 log = logging.getLogger("edgewasm_balancer.sources")
 
@@ -125,7 +126,7 @@ class BackendsFile:
     A file that becomes invalid is reported and the last good set is kept.
     """
 
-    def __init__(self, path: Path, pool: Pool, interval: float) -> None:
+    def __init__(self, path: Path, pool: BackendPool, interval: float) -> None:
         self.path = path
         self.pool = pool
         self.interval = interval
@@ -196,7 +197,7 @@ class AdminApi:
 
     def __init__(
         self,
-        pool: Pool,
+        pool: BackendPool,
         token: str,
         networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
     ) -> None:

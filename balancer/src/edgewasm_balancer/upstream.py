@@ -80,7 +80,7 @@ class Connection(asyncio.Protocol):
     timeouts are loop timers: per request, this costs a fraction of asyncio.timeout() and Events.
     """
 
-    def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
+    def __init__(self, pool: ConnectionPool, key: tuple[str, int]) -> None:
         self.pool = pool
         self.key = key
         self.loop = asyncio.get_running_loop()
@@ -390,7 +390,7 @@ class Connection(asyncio.Protocol):
             self._close()
 
 
-class Pool:
+class ConnectionPool:
     """Idle keep-alive connections per (host, port)."""
 
     def __init__(self, connect_timeout: float, keepalive: bool = True) -> None:
@@ -459,32 +459,40 @@ def request_head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """One request to a backend: where, what, and its body (bytes, a stream of chunks, or None)."""
+
+    host: str
+    port: int
+    method: str
+    target: str
+    headers: Iterable[tuple[str, str]] = ()
+    body: bytes | AsyncIterator[bytes] | None = None
+    length: int | None = -1  # a streamed body's length; None: chunked
+    tls: bool = False
+
+
 async def request(
-    pool: Pool,
-    host: str,
-    port: int,
-    method: str,
-    target: str,
-    headers: Iterable[tuple[str, str]],
-    body: bytes | AsyncIterator[bytes] | None,
-    length: int | None = -1,
-    tls: bool = False,
+    pool: ConnectionPool,
+    req: UpstreamRequest,
+    *,
     first_byte_timeout: float = 300.0,
     write_timeout: float = 60.0,
 ) -> Response:
     """Send one request. It is sent again here only when the backend provably did not process it (a pooled
     connection found closed before anything was written, or a reset with the request unread) and the body
     can be sent again; every other failure is the caller's to judge."""
-    hostport = f"{host}:{port}"
+    body, length = req.body, req.length
     streamed = body is not None and not isinstance(body, bytes)
     if not streamed:
         length = len(body) if body is not None else -1
-    head = request_head(method, target, hostport, headers, length)
+    head = request_head(req.method, req.target, f"{req.host}:{req.port}", req.headers, length)
     for _attempt in range(3):
-        conn = await pool.acquire(host.strip("[]"), port, tls)
+        conn = await pool.acquire(req.host.strip("[]"), req.port, req.tls)
         try:
             return await conn.send(
-                head, body, method, streamed and length is None, first_byte_timeout, write_timeout
+                head, body, req.method, streamed and length is None, first_byte_timeout, write_timeout
             )
         except UpstreamError as exc:
             conn.discard()

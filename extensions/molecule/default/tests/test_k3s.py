@@ -1,4 +1,4 @@
-"""testinfra: site.yml brought up k3s (the STAND-IN k3s from tests/standins/k3s.py) and its WASM runtimes."""
+"""testinfra: site.yml brought up k3s (the STAND-IN k3s from tests/doubles/k3s.py) and its WASM runtimes."""
 
 from __future__ import annotations
 

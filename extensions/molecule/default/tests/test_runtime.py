@@ -65,5 +65,5 @@ def test_crun_built_with_wasmedge_on_the_server_only(host):
     lines = host.check_output("/usr/local/bin/crun --version").splitlines()
     assert lines[0] == "crun version 1.29.1"
     assert "+WASM:wasmedge" in lines[-1].split()
-    assert "stand-in" in lines[1]  # built from tests/standins/crun_source.py
+    assert "stand-in" in lines[1]  # built from tests/doubles/crun_source.py
     assert not host.file("/var/cache/edgewasm/crun-build").exists

@@ -3,16 +3,17 @@ against the rule itself and, where ld.so can load the file, against ldd."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 from pathlib import Path
 
 import pytest
-from elffixtures import corpus
-from elffixtures.builders import EM_AARCH64, executable, retarget, shared_lib, symlink_chain
+from doubles import elf_corpus as corpus
+from doubles.elf_builders import EM_AARCH64, executable, retarget, shared_lib, symlink_chain
 from fuzzseeds import dynamic_entry_offset, patch, phdr_offset
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf_resolver as er
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf as er
 
 # gcc is installed by scripts/setup.sh: a missing gcc must fail these tests, not skip them.
 
@@ -264,21 +265,31 @@ def test_unreadable_file_is_a_clear_error(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied")
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(er.os, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     with pytest.raises(er.ResolverError, match="cannot be read: Permission denied"):
         er.Resolver().resolve(str(lib))
 
 
+def _cli():
+    """scripts/elf_tree.py: the developer CLI over the same resolver (outside module_utils)."""
+    path = Path(__file__).resolve().parents[4] / "scripts" / "elf_tree.py"
+    spec = importlib.util.spec_from_file_location("elf_tree", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_cli_prints_a_tree(tmp_path, capsys):
+    cli = _cli()
     leaf = shared_lib(tmp_path / "lib" / "libleaf.so", soname="libleaf.so")
     plugin = shared_lib(
         tmp_path / "plugin" / "libp.so", soname="libp.so", needed=[leaf], runpath="$ORIGIN/../lib"
     )
-    assert er.main([str(plugin)]) == 0
+    assert cli.main([str(plugin)]) == 0
     out = capsys.readouterr().out
     assert f"libleaf.so => {leaf}  (runpath)" in out
     assert "libc.so.6 => " in out
-    assert er.main([str(tmp_path / "missing.so")]) == 2
+    assert cli.main([str(tmp_path / "missing.so")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

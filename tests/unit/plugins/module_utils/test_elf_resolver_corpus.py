@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from elffixtures import corpus
+from doubles import elf_corpus as corpus
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf_resolver as er
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf as er
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,10 @@ import re
 
 import kubernetes_validate
 import pytest
-from k8sfixtures.seed_backends import GROUPS, SEED
+from doubles.seed_backends import GROUPS, SEED
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_manifests as m
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_backend_manifests as m
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_balancer_manifests as b
 
 KUBERNETES_VERSIONS = ["1.30", "1.31", "1.32", "1.33"]
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -32,7 +33,7 @@ BALANCER = {
 
 def all_objects():
     objects = [obj for spec in SEED for obj in m.backend_manifests(spec)]
-    return objects + m.balancer_manifests(BALANCER)
+    return objects + b.balancer_manifests(BALANCER)
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -157,7 +158,7 @@ def test_backend_errors_name_each_bad_option():
 
 
 def test_balancer_rbac_is_least_privilege_per_watched_namespace():
-    objects = m.balancer_manifests(BALANCER)
+    objects = b.balancer_manifests(BALANCER)
     roles = [o for o in objects if o["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["batch", "llm"]
     for role in roles:
@@ -182,7 +183,7 @@ def test_balancer_rbac_is_least_privilege_per_watched_namespace():
 
 
 def test_balancer_deployment_and_service():
-    objects = {(o["kind"], o["metadata"]["name"]): o for o in m.balancer_manifests(BALANCER)}
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in b.balancer_manifests(BALANCER)}
     objects["Deployment"] = objects[("Deployment", "llama-balancer")]
     objects["Service"] = objects[("Service", "llama-balancer")]
     container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
@@ -221,7 +222,7 @@ def test_balancer_deployment_and_service():
 
 
 def test_balancer_errors():
-    errors = m.balancer_errors(
+    errors = b.balancer_errors(
         dict(
             BALANCER,
             service_type="ClusterIP",
@@ -233,17 +234,17 @@ def test_balancer_errors():
     )
     for text in ("node_port is only used", "image is required", "replicas=0", "watch_namespaces[]="):
         assert any(text in e for e in errors), (text, errors)
-    assert m.balancer_errors(dict(BALANCER, node_port=80))[0].startswith("node_port=80 must be in")
-    assert m.balancer_errors(dict(BALANCER, routing="fastest")) == [
+    assert b.balancer_errors(dict(BALANCER, node_port=80))[0].startswith("node_port=80 must be in")
+    assert b.balancer_errors(dict(BALANCER, routing="fastest")) == [
         "routing='fastest' must be one of swrr, weighted-random, load-aware"
     ]
-    (refused,) = m.balancer_errors(dict(BALANCER, extra_args=["--routing=load-aware"]))
+    (refused,) = b.balancer_errors(dict(BALANCER, extra_args=["--routing=load-aware"]))
     assert refused.startswith("extra_args must not set --routing")
 
 
 def test_balancer_routing_goes_to_the_command_line():
     (deployment,) = [
-        o for o in m.balancer_manifests(dict(BALANCER, routing="load-aware")) if o["kind"] == "Deployment"
+        o for o in b.balancer_manifests(dict(BALANCER, routing="load-aware")) if o["kind"] == "Deployment"
     ]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--routing") + 1] == "load-aware"

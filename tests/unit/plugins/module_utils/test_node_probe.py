@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
+
+import pytest
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import node_probe
 
@@ -96,5 +100,19 @@ def test_kernel_module_and_sysctl_readers(tmp_path):
 
 
 def test_glibc_version_of_this_process():
-    version = node_probe.glibc_version()
-    assert version is None or version.count(".") >= 1
+    # Our machines run Debian (glibc): the probe must find it, and agree with the standard library.
+    assert platform.libc_ver()[0] == "glibc"
+    assert node_probe.glibc_version() == platform.libc_ver()[1]
+    assert re.fullmatch(r"2\.\d+", node_probe.glibc_version())
+
+
+@pytest.mark.parametrize("answer", ["", "musl 1.2.4", OSError("unsupported"), ValueError("unknown name")])
+def test_glibc_version_is_none_on_other_c_libraries(monkeypatch, answer):
+    def confstr(name):
+        assert name == "CS_GNU_LIBC_VERSION"
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(node_probe.os, "confstr", confstr)
+    assert node_probe.glibc_version() is None

@@ -7,9 +7,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from k8sfixtures.seed_backends import BASE, GROUPS
+from doubles.seed_backends import BASE, GROUPS
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_manifests as m
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_backend_manifests as m
 
 SAMPLE = Path(__file__).resolve().parents[4] / "inventories" / "sample" / "group_vars" / "all.yml"
 

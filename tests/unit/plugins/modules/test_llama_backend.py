@@ -1,4 +1,4 @@
-"""llama_backend against a FAKE in-memory Kubernetes API (tests/k8sfixtures/fake_k8s.py), for what the real
+"""llama_backend against a FAKE in-memory Kubernetes API (tests/doubles/fake_k8s.py), for what the real
 API server of tests/cluster cannot produce on demand: injected API errors, a rollout that completes (there
 are no nodes there), objects stuck in deletion, and proof that bad input makes no API call at all. Apply,
 dry-run, defaulting, diffs, deletes and left-over node groups run against the real server in
@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-from k8sfixtures.fake_k8s import api_error
-from k8sfixtures.seed_backends import SEED
+from doubles.fake_k8s import api_error
+from doubles.seed_backends import SEED
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
 from ansible_collections.edgewasm.llamaedge.plugins.modules import llama_backend as module

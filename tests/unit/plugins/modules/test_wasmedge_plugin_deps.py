@@ -8,10 +8,10 @@ import shutil
 
 import kubernetes_validate
 import pytest
-from elffixtures.builders import EM_AARCH64, retarget
-from standins import wasmedge_tree
+from doubles import wasmedge_tree
+from doubles.elf_builders import EM_AARCH64, retarget
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import plugin_mounts
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import plugin_deps, plugin_mounts
 from ansible_collections.edgewasm.llamaedge.plugins.modules import wasmedge_plugin_deps as module
 
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -60,7 +60,7 @@ def pod_with(result):
 
 
 def test_plugin_directory_resolves_with_the_wasmedge_lib_dir(tree):
-    result = module.run(params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])]))
+    result = plugin_deps.resolve(params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])]))
     assert result["missing"] == []
     assert [p["path"] for p in result["plugins"]] == [str(tree["plugin"])]
     names = {lib["name"] for lib in result["libraries"]}
@@ -81,7 +81,7 @@ def test_plugin_directory_resolves_with_the_wasmedge_lib_dir(tree):
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_volumes_validate_against_the_pod_schema(tree, version):
-    result = module.run(params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])]))
+    result = plugin_deps.resolve(params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])]))
     kubernetes_validate.validate(pod_with(result), version, strict=True)
     names = [v["name"] for v in result["volumes"]]
     assert all(DNS1123.match(n) for n in names), names
@@ -93,8 +93,8 @@ def test_volumes_validate_against_the_pod_schema(tree, version):
 
 
 def test_names_are_stable_across_runs_and_nodes(tree):
-    first = module.run(params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])]))
-    second = module.run(params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])]))
+    first = plugin_deps.resolve(params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])]))
+    second = plugin_deps.resolve(params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])]))
     assert first["volumes"] == second["volumes"]
     # A name depends on the prefix and the path only (no node, run or process state):
     # readable file part, then 8 hex digits of sha256(path).
@@ -117,7 +117,7 @@ def test_several_plugins_share_library_mounts(tree, tmp_path):
     other_dir = tmp_path / "plugins2"
     other_dir.mkdir()
     shutil.copy(tree["plugin"], other_dir / "libwasmedgePluginOther.so")
-    result = module.run(
+    result = plugin_deps.resolve(
         params(paths=[str(tree["plugin"]), str(other_dir)], ld_library_path=[str(tree["lib"])])
     )
     paths = [v["hostPath"]["path"] for v in result["volumes"]]
@@ -128,7 +128,7 @@ def test_several_plugins_share_library_mounts(tree, tmp_path):
 
 
 def test_without_collapsing_every_file_is_mounted(tree):
-    result = module.run(
+    result = plugin_deps.resolve(
         params(paths=[str(tree["plugin"])], ld_library_path=[str(tree["lib"])], collapse_directories=False)
     )
     assert {v["hostPath"]["type"] for v in result["volumes"]} == {"File"}

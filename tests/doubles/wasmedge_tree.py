@@ -11,7 +11,7 @@ PyPI wasmtime package and of the collection's GGUF header parser under libexec/e
 loads the plugin with dlopen and provides a stand-in wasi_ephemeral_nn: the role's WASI-NN self-test runs
 against it, failing the ways the real plugin fails.
 
-    python tests/standins/wasmedge_tree.py --prefix DIR [--plugin-runpath '$ORIGIN'] [--no-runner]
+    python tests/doubles/wasmedge_tree.py --prefix DIR [--plugin-runpath '$ORIGIN'] [--no-runner]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the `k3s` binary on the nodes and behaves like it where the roles can observe it
 - it serves plain HTTP on :6443 (`/ping`, a join endpoint); agents and joining servers register
   there with their token and exit 1 on a token mismatch, as a k3s agent fails to join;
 - it completes k3s's containerd template like k3s does (`{{ template "base" . }}` and
-  `{{ .SystemdCgroup }}`, with the base stanzas of tests/fixtures/k3s_containerd) into
+  `{{ .SystemdCgroup }}`, with the base stanzas of tests/doubles/k3s_containerd) into
   agent/etc/containerd/config.toml and exits 1 when the result is not valid TOML (a table
   defined twice included), as containerd would fail;
 - `k3s kubectl get node NAME -o jsonpath={.metadata.labels}` and

@@ -17,7 +17,7 @@ libexec/edgewasm-standin/, so the stand-in wasmedge runs the role's WASI-NN self
     <mirror>/<K>/k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt   stand-in k3s (k3s.py)
     <mirror>/<C>/crun-<C>.tar.gz          a source tarball with crun's configure/make interface (crun_source.py)
 
-    python tests/standins/release_mirror.py --mirror DIR [--version 0.14.1 --version 0.15.0]
+    python tests/doubles/release_mirror.py --mirror DIR [--version 0.14.1 --version 0.15.0]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def build_shim(mirror: Path, version: str) -> list[Path]:
     return made
 
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "k3s_containerd"
+FIXTURES = Path(__file__).resolve().parents[1] / "doubles" / "k3s_containerd"
 
 
 def build_k3s(mirror: Path, version: str) -> list[Path]:

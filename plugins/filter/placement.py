@@ -1,0 +1,47 @@
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters over model placement and backend validation (plugins/module_utils/placement.py and
+llama_backend_manifests.py): the models and llama_backends roles decide with these, not in Jinja."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_backend_manifests, placement
+
+
+def _entries(value, name):
+    if not isinstance(value, (list, tuple)) or any(not isinstance(item, dict) for item in value):
+        raise AnsibleFilterError("%s expects a list of mappings, got %r" % (name, value))
+    return list(value)
+
+
+def models_for_node(models, host):
+    return placement.models_for_node(_entries(models, "models_for_node"), host)
+
+
+def models_to_copy(models):
+    return placement.models_to_copy(_entries(models, "models_to_copy"))
+
+
+def backend_nodes(backends, models, hosts):
+    return placement.backend_nodes(
+        _entries(backends, "backend_nodes"), _entries(models, "backend_nodes (models_list)"), list(hosts)
+    )
+
+
+def llama_backend_errors(backends, models, image="", state="present", namespace="default"):
+    return llama_backend_manifests.role_errors(backends, models, image, state, namespace)
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "models_for_node": models_for_node,
+            "models_to_copy": models_to_copy,
+            "backend_nodes": backend_nodes,
+            "llama_backend_errors": llama_backend_errors,
+        }

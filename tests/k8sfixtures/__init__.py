@@ -1,1 +1,0 @@
-"""Kubernetes test doubles and fixtures shared by the unit tests (no API server exists on our machines)."""

@@ -1,0 +1,124 @@
+"""Model placement and backend validation: decided in module_utils, called by the roles as filters."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.edgewasm.llamaedge.plugins.filter import catalog, placement
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_backend_manifests
+
+FILTERS = placement.FilterModule().filters()
+MODELS = [
+    {"file": "small.gguf", "url": "https://example.com/s", "sha256": "0" * 64},
+    {"file": "big.gguf", "src": "/models/big.gguf", "nodes": ["agent1", "agent2"]},
+    {"file": "local.gguf", "present": True, "nodes": ["agent2", "ghost"]},
+    {"file": "nowhere.gguf", "present": True, "nodes": []},
+]
+HOSTS = ["server1", "agent1", "agent2"]
+GOOD = {"name": "low", "model": "small.gguf", "model_name": "llama-3-1b", "prompt_template": "llama-3-chat"}
+
+
+def test_each_node_gets_the_models_that_name_it_or_name_no_node():
+    mine = {host: [m["file"] for m in FILTERS["models_for_node"](MODELS, host)] for host in HOSTS}
+    assert mine == {
+        "server1": ["small.gguf"],
+        "agent1": ["small.gguf", "big.gguf"],
+        "agent2": ["small.gguf", "big.gguf", "local.gguf"],
+    }
+    assert [m["file"] for m in FILTERS["models_to_copy"](MODELS)] == ["small.gguf", "big.gguf"]
+
+
+def test_a_backend_runs_where_its_model_is_and_only_on_play_hosts():
+    backends = [
+        dict(GOOD, name=n, model=m) for n, m in (("a", "small.gguf"), ("b", "big.gguf"), ("c", "local.gguf"))
+    ]
+    backends.append(dict(GOOD, name="d", model="nowhere.gguf"))
+    assert FILTERS["backend_nodes"](backends, MODELS, HOSTS) == {
+        "a": HOSTS,
+        "b": ["agent1", "agent2"],
+        "c": ["agent2"],  # "ghost" is not a host of the play
+        "d": [],
+    }
+    # The same rule as the models role: a backend's nodes are exactly the nodes that were given its model.
+    for backend in backends:
+        holders = [
+            h for h in HOSTS if backend["model"] in [m["file"] for m in FILTERS["models_for_node"](MODELS, h)]
+        ]
+        assert FILTERS["backend_nodes"]([backend], MODELS, HOSTS)[backend["name"]] == holders
+
+
+def test_placement_filters_refuse_what_is_not_a_list_of_mappings():
+    with pytest.raises(AnsibleFilterError, match="models_for_node expects a list of mappings"):
+        FILTERS["models_for_node"]("small.gguf", "agent1")
+    with pytest.raises(AnsibleFilterError, match="backend_nodes expects a list of mappings"):
+        FILTERS["backend_nodes"]([["low"]], MODELS, HOSTS)
+
+
+def errors(backends, image="img", state="present", models=MODELS):
+    return FILTERS["llama_backend_errors"](backends, models, image, state, "llm")
+
+
+def test_a_good_list_has_no_errors_and_numbers_may_be_strings():
+    assert errors([GOOD, dict(GOOD, name="high", weight="3", replicas="0", slots="4", ctx_size="4096")]) == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"weight": 0}, "entry low: weight=0 must be an integer from 1 to 10000"),
+        ({"weight": 10001}, "entry low: weight=10001 must be an integer from 1 to 10000"),
+        ({"slots": 1025}, "entry low: slots=1025 must be an integer from 1 to 1024"),
+        ({"replicas": -1}, "entry low: replicas=-1 must be >= 0"),
+        ({"replicas": "some"}, "entry low: replicas='some' must be an integer >= 0"),
+        ({"name": "Low_1"}, "entry Low_1: name='Low_1' must be a DNS-1123 label"),
+        ({"name": "x" * 53}, "must be a DNS-1123 label of at most 52 characters"),
+        ({"model": "other.gguf"}, "entry low: model='other.gguf' must be one of the files of models_list"),
+        ({"model_name": "a,b"}, "entry low: model_name='a,b' must be one model id"),
+        ({"model_aliases": ["de:fault"]}, "entry low: model_aliases: 'de:fault' must be letters"),
+        ({"threads": 0}, "entry low: threads=0 must be an integer from 1 to 1024"),
+        ({"prompt_template": ""}, "entry low: prompt_template is required"),
+    ],
+)
+def test_each_rule_names_the_entry_and_the_option(entry, message):
+    found = errors([dict(GOOD, **entry)])
+    assert any(message in e for e in found), found
+
+
+def test_the_rules_are_the_modules_own():
+    # Every per-backend message comes from llama_backend's backend_errors (no copy of the rules in the role).
+    entry = dict(GOOD, weight=0, slots=0, n_predict=-3)
+    spec = llama_backend_manifests._entry_spec(entry, "img", "llm")
+    module_errors = llama_backend_manifests.backend_errors(spec)
+    role_errors = errors([entry])
+    assert module_errors
+    assert all(any(e in r for r in role_errors) for e in module_errors)
+
+
+def test_list_level_problems():
+    assert errors([GOOD, GOOD]) == ["llama_backends_list names a backend twice: low"]
+    assert errors([GOOD], image="") == [
+        "llama_backends_image must name the OCI image that holds llama-api-server.wasm"
+    ]
+    assert errors("low") == [
+        "llama_backends_list must be a list of mappings (name, model, model_name, ...), got 'low'"
+    ]
+    # Removing needs names only: a bad entry does not stop state=absent, a duplicate does.
+    assert errors([dict(GOOD, weight=0)], image="", state="absent") == []
+    assert errors([GOOD, GOOD], state="absent") == ["llama_backends_list names a backend twice: low"]
+
+
+def test_the_archive_root_filter_only_accepts_the_roots_it_is_given():
+    archive_root = catalog.FilterModule().filters()["archive_root"]
+    assert archive_root("crun-1.8/\ncrun-1.8/configure\n", "configure", ["crun-1.8"]) == {
+        "root": "crun-1.8",
+        "strip": 1,
+        "error": "",
+    }
+    assert archive_root(["./bin/wasmedge"], "bin/wasmedge", "") == {"root": "", "strip": 0, "error": ""}
+    assert archive_root(["evil/bin/wasmedge"], "bin/wasmedge", ["", "WasmEdge-0.14.1-Linux"])["error"] == (
+        "the archive has neither bin/wasmedge nor WasmEdge-0.14.1-Linux/bin/wasmedge"
+    )
+    assert archive_root(["crun-1.7/configure"], "configure", ["crun-1.8"])["error"] == (
+        "the archive has no crun-1.8/configure"
+    )
