@@ -13,8 +13,9 @@ cache=${EDGEWASM_CACHE:-$repo/.cache}
 image=${EDGEWASM_NODE_IMAGE:-localhost/edgewasm-node:bookworm}
 mirror=${EDGEWASM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
-# gcc/make/libc6-dev: the crun_wasmedge role builds the stand-in crun source on a node; python3-apt: the apt module.
-packages=python3,python3-apt,systemd,systemd-sysv,sudo,iproute2,procps,ca-certificates,dbus,iputils-ping,gnupg,apt-transport-https,gcc,libc6-dev,make
+# gcc/make/libc6-dev: the crun_wasmedge role builds the stand-in crun source on a node; python3-apt: the apt module;
+# openssh-server: the lab reaches its nodes over SSH, as sites reach theirs (the molecule scenarios use podman exec).
+packages=python3,python3-apt,systemd,systemd-sysv,sudo,iproute2,procps,ca-certificates,dbus,iputils-ping,gnupg,apt-transport-https,gcc,libc6-dev,make,openssh-server
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo/tests/podman/containers.conf}
 
 recipe_hash=$( { cat "$0"; echo "$suite $packages"; } | sha256sum | cut -c1-16)
@@ -42,6 +43,10 @@ if [[ ! -s "$tarball" ]]; then
               systemd-remount-fs.service sys-kernel-config.mount; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
   done
+  # Every container makes its own SSH host keys on its first boot: none are baked into the image.
+  rm -f "$root"/etc/ssh/ssh_host_*
+  mkdir -p "$root/etc/systemd/system/ssh.service.d"
+  printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' >"$root/etc/systemd/system/ssh.service.d/host-keys.conf"
   : >"$root/etc/machine-id"
   rm -f "$root/var/lib/dbus/machine-id"
   echo "deb $mirror $suite main" >"$root/etc/apt/sources.list"

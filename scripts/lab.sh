@@ -6,6 +6,8 @@
 # Its containers (edgewasm-lab-*) and network (edgewasm-lab) are its own: the molecule scenarios
 # use other names, so running the tests never touches a running lab. The node settings are the ones
 # extensions/molecule/default/molecule.yml gives its nodes (image, systemd, cgroup mount, ip_forward).
+# Ansible reaches the nodes over SSH with pipelining, as it reaches a site's machines (molecule uses
+# podman exec, four podman calls per task): a key pair and the nodes' host keys under .cache/lab/ssh.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -39,11 +41,32 @@ create() {
       -v /sys/fs/cgroup/unified:/sys/fs/cgroup/unified:rw \
       "$IMAGE" /sbin/init >/dev/null
   done
+  ssh_access
   python3 "$EDGEWASM_REPO/tests/doubles/release_mirror.py" --mirror "$LAB_DIR/mirror" \
     --version 0.14.1 --k3s-version v1.31.6+k3s1 >/dev/null
   EDGEWASM_LAB_DIR=$LAB_DIR ansible-playbook -i "$EDGEWASM_REPO/inventories/lab/hosts.yml" \
     "$EDGEWASM_REPO/playbooks/site.yml"
   log "ready: podman exec -it edgewasm-lab-server1 bash; kubeconfig $LAB_DIR/kubeconfig.yaml"
+}
+
+# The controller's key in every node's authorized_keys, and every node's host key in our known_hosts
+# (made on the node's first boot): Ansible then checks host keys strictly.
+ssh_access() {
+  local node key=$LAB_DIR/ssh/id_ed25519 known=$LAB_DIR/ssh/known_hosts try
+  mkdir -p -m 0700 "$LAB_DIR/ssh"
+  [[ -f $key ]] || ssh-keygen -q -t ed25519 -N '' -C edgewasm-lab -f "$key"
+  : >"$known.new"
+  for node in "${NODES[@]}"; do
+    podman exec -i "edgewasm-lab-$node" sh -c 'umask 077; mkdir -p /root/.ssh; cat >/root/.ssh/authorized_keys' <"$key.pub"
+    for try in $(seq 60); do
+      podman exec "edgewasm-lab-$node" systemctl is-active -q ssh && break
+      ((try < 60)) || { log "node $node: sshd did not start"; podman exec "edgewasm-lab-$node" systemctl status ssh || true; exit 1; }
+      sleep 1
+    done
+    podman exec "edgewasm-lab-$node" cat /etc/ssh/ssh_host_ed25519_key.pub \
+      | awk -v ip="${ADDRESS[$node]}" '{print ip, $1, $2}' >>"$known.new"
+  done
+  mv "$known.new" "$known"
 }
 
 destroy() {

@@ -1,0 +1,125 @@
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The artifacts role's fetch, as one function: every release path of a run verified in one module call.
+
+Sources, in order of trust: the checksum a user gives (``trusted``), the release's own checksum file
+(sha256sum format, fetched and recorded in the lock file like any artifact), the lock file (recorded on
+first download, enforced after). Each file is downloaded at most once into the controller's cache
+(download.fetch: resumable, installed only when its checksum is right). Nothing here reaches a node.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import download
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils.release_catalog import parse_checksums
+
+
+class FetchError(Exception):
+    """A problem with the request, reported as is (names the variable or file, and the fix)."""
+
+
+def source_url(mirror, base_url):
+    """Where release paths are fetched from: the mirror (an http(s) URL, or a directory read through
+    file://), else upstream's base URL."""
+    if mirror:
+        if re.match(r"^https?://", mirror):
+            return mirror.rstrip("/")
+        if mirror.startswith("/"):
+            return "file://" + mirror.rstrip("/")
+        raise FetchError(
+            "edgewasm_artifact_mirror=%r must be an http(s) base URL or an absolute directory laid out like the "
+            "upstream release paths (for example <dir>/0.14.1/WasmEdge-0.14.1-...tar.gz)." % mirror
+        )
+    if not base_url:
+        raise FetchError(
+            "no source for the artifacts: set edgewasm_artifact_mirror, or the calling role's release URL"
+        )
+    return base_url.rstrip("/")
+
+
+def unknown_checksums(items, checksum_files, trusted, lock):
+    """Paths with no checksum anywhere: neither given, nor listed in a checksum file, nor recorded."""
+    wanted = [i for i in items if i not in checksum_files] + sorted(set(checksum_files.values()))
+    return [p for p in dict.fromkeys(wanted) if p not in trusted and p not in lock]
+
+
+class Fetcher:
+    """Downloads and verifies release paths into ``cache_dir`` (``opener`` as download.fetch takes it)."""
+
+    def __init__(self, source, cache_dir, lock_file, opener, check_mode=False):
+        self.source = source
+        self.cache_dir = cache_dir
+        self.lock_file = lock_file
+        self.opener = opener
+        self.check_mode = check_mode
+        self.lock = download.read_lock(lock_file)
+        self.changed = []
+        self.recorded = []
+
+    def url(self, path):
+        return "%s/%s" % (self.source, path.replace("+", "%2B"))
+
+    def get(self, path, expected):
+        """Make cache_dir/path the verified file; its sha256, or None in check mode when it is not there."""
+        dest = os.path.join(self.cache_dir, path)
+        expected = (expected or self.lock.get(path) or "").strip().lower() or None
+        if expected is not None and download.is_current(dest, expected):
+            return expected
+        self.changed.append(path)
+        if self.check_mode:
+            return expected
+        parent = os.path.dirname(dest)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, 0o700)
+        result = download.fetch(self.url(path), dest, expected, self.opener)
+        if expected is None:
+            download.record(self.lock_file, path, result["sha256"])
+            self.lock[path] = result["sha256"]
+            self.recorded.append(path)
+        return result["sha256"]
+
+    def listed(self, checksum_file, path):
+        """The sha256 the release's checksum file gives ``path``; "" when the file is not there (check mode)."""
+        text_path = os.path.join(self.cache_dir, checksum_file)
+        if not os.path.isfile(text_path):
+            return ""
+        with open(text_path) as handle:
+            sha256 = parse_checksums(handle.read(), os.path.basename(path))
+        if not sha256:
+            raise FetchError(
+                "%s is not listed in %s (%s): the version or architecture variable names a file this release "
+                "does not have." % (os.path.basename(path), checksum_file, text_path)
+            )
+        return sha256
+
+
+def fetch_all(fetcher, items, checksum_files, trusted, record_new=True):
+    """Fetch the checksum files, then every item; {path: sha256} of what is verified."""
+    if not record_new:
+        unknown = unknown_checksums(items, checksum_files, trusted, fetcher.lock)
+        if unknown:
+            raise FetchError(
+                "No checksum source for %s: edgewasm_artifact_record_new is false, the role's *_sha256 variable "
+                "(for example wasmedge_sha256) has no entry and %s has none recorded. Add the sha256 to that "
+                "variable, or set edgewasm_artifact_record_new=true once to record it."
+                % (", ".join(unknown), fetcher.lock_file)
+            )
+    verified = {}
+    for checksum_file in dict.fromkeys(checksum_files[i] for i in items if i in checksum_files):
+        sha256 = fetcher.get(checksum_file, trusted.get(checksum_file))
+        if sha256:
+            verified[checksum_file] = sha256
+    for item in dict.fromkeys(items):
+        expected = trusted.get(item)
+        if not expected and item in checksum_files:
+            expected = fetcher.listed(checksum_files[item], item)
+        sha256 = fetcher.get(item, expected)
+        if sha256:
+            verified[item] = sha256
+    return verified

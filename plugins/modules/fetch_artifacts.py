@@ -1,0 +1,162 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: edgewasm.llamaedge contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: fetch_artifacts
+short_description: Fetch release artifacts into the controller's cache, every one checksum-verified, in one call
+version_added: "0.2.0"
+description:
+  - The download step of the P(edgewasm.llamaedge.artifacts#role) role, for many release paths at once. The
+    checksum files first (each recorded in O(lock_file) on first download, enforced after), then every path of
+    O(items), verified against O(sha256), else the release's checksum file (O(checksum_files)), else
+    O(lock_file); a path with none of them has its checksum recorded on first download (unless
+    O(record_new=false), which refuses it before anything is downloaded).
+  - A file already in O(cache_dir) with the expected checksum is not downloaded again, so a rerun costs one
+    checksum per file and no network. Downloads resume and are installed only once verified (see
+    M(edgewasm.llamaedge.download)).
+  - Runs where the cache is, normally the controller (C(delegate_to=localhost), C(run_once=true)).
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Nothing is downloaded or recorded; paths not yet in the cache are reported in RV(changed_paths).
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+options:
+  items:
+    description: Release paths, C(<version>/<asset>), relative to the source.
+    type: list
+    elements: str
+    required: true
+  checksum_files:
+    description: Release paths whose sha256 an upstream sha256sum-format file lists, mapped to that file's path.
+    type: dict
+    default: {}
+  sha256:
+    description: Checksums the user trusts, by release path (checksum files included).
+    type: dict
+    default: {}
+  mirror:
+    description: An http(s) base URL, or an absolute directory laid out like the release paths; replaces O(base_url).
+    type: str
+    default: ""
+  base_url:
+    description: Upstream base URL of the release paths.
+    type: str
+    default: ""
+  cache_dir:
+    description: Where the verified files are kept, under their release paths (directories are created, mode 0700).
+    type: path
+    required: true
+  lock_file:
+    description: JSON lock file of recorded checksums (created on the first record).
+    type: path
+    required: true
+  record_new:
+    description: Record the checksum of a path that has none; V(false) refuses such paths, naming them.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds without data before a download fails (running again resumes it).
+    type: int
+    default: 120
+  validate_certs:
+    description: Verify TLS certificates of https sources.
+    type: bool
+    default: true
+author:
+  - edgewasm.llamaedge maintainers (@edgewasm)
+"""
+
+EXAMPLES = r"""
+- name: Fetch WasmEdge 0.14.1 for x86_64, verified against the release's SHA256SUM
+  edgewasm.llamaedge.fetch_artifacts:
+    items: [0.14.1/WasmEdge-0.14.1-ubuntu20.04_x86_64.tar.gz]
+    checksum_files:
+      0.14.1/WasmEdge-0.14.1-ubuntu20.04_x86_64.tar.gz: 0.14.1/SHA256SUM
+    base_url: https://github.com/WasmEdge/WasmEdge/releases/download
+    cache_dir: ~/.cache/edgewasm/artifacts
+    lock_file: "{{ inventory_dir }}/edgewasm.lock.json"
+  run_once: true
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+verified:
+  description: The sha256 of every path verified (checksum files included); in check mode only those already cached.
+  returned: always
+  type: dict
+changed_paths:
+  description: Paths downloaded (or, in check mode, that would be).
+  returned: always
+  type: list
+  elements: str
+recorded:
+  description: Paths whose checksum was recorded in O(lock_file) by this run.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import download, release_fetch
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            items=dict(type="list", elements="str", required=True),
+            checksum_files=dict(type="dict", default={}),
+            sha256=dict(type="dict", default={}),
+            mirror=dict(type="str", default=""),
+            base_url=dict(type="str", default=""),
+            cache_dir=dict(type="path", required=True),
+            lock_file=dict(type="path", required=True),
+            record_new=dict(type="bool", default=True),
+            timeout=dict(type="int", default=120),
+            validate_certs=dict(type="bool", default=True),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+
+    def opener(url, headers):
+        return open_url(url, headers=headers, timeout=p["timeout"], validate_certs=p["validate_certs"])
+
+    fetcher = None
+    try:
+        source = release_fetch.source_url(p["mirror"], p["base_url"])
+        fetcher = release_fetch.Fetcher(source, p["cache_dir"], p["lock_file"], opener, module.check_mode)
+        verified = release_fetch.fetch_all(
+            fetcher, p["items"], p["checksum_files"], p["sha256"], p["record_new"]
+        )
+    except (release_fetch.FetchError, download.DownloadError) as exc:
+        module.fail_json(msg=str(exc))
+    except Exception as exc:  # pylint: disable=broad-except  # a message, never a traceback
+        if fetcher is None or not fetcher.changed:
+            module.fail_json(msg="fetching the artifacts failed: %s" % exc)
+        path = fetcher.changed[-1]
+        module.fail_json(
+            msg="download of %s to %s/%s failed: %s. Run again to resume."
+            % (fetcher.url(path), p["cache_dir"], path, exc)
+        )
+    module.exit_json(
+        changed=bool(fetcher.changed),
+        verified=verified,
+        changed_paths=fetcher.changed,
+        recorded=fetcher.recorded,
+    )
+
+
+if __name__ == "__main__":
+    main()
