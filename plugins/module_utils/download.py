@@ -154,7 +154,7 @@ def _verify_complete_part(part, dest, sha256, url, opener):
     return fetch(url, dest, sha256, opener, resume=False)
 
 
-def fetch(url, dest, sha256, opener, resume=True):
+def fetch(url, dest, sha256, opener, *, resume=True):
     """Make ``dest`` the verified content of ``url``; returns a dict describing what happened.
 
     ``opener(url, headers)`` returns a file-like response with ``.status`` (or ``.code``) and

@@ -14,7 +14,7 @@ MANAGED_BY = "edgewasm.llamaedge"
 PART_OF = "edgewasm-llamaedge"
 
 
-def range_error(option, value, low, high, required=False):
+def range_error(option, value, low, high, *, required=False):
     """The message for an integer option outside [low, high] (or missing when ``required``), or None."""
     if value is None and not required:
         return None

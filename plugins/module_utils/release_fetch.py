@@ -52,7 +52,7 @@ def unknown_checksums(items, checksum_files, trusted, lock):
 class Fetcher:
     """Downloads and verifies release paths into ``cache_dir`` (``opener`` as download.fetch takes it)."""
 
-    def __init__(self, source, cache_dir, lock_file, opener, check_mode=False):
+    def __init__(self, source, cache_dir, lock_file, opener, *, check_mode=False):
         self.source = source
         self.cache_dir = cache_dir
         self.lock_file = lock_file
@@ -99,7 +99,7 @@ class Fetcher:
         return sha256
 
 
-def fetch_all(fetcher, items, checksum_files, trusted, record_new=True):
+def fetch_all(fetcher, items, checksum_files, trusted, *, record_new=True):
     """Fetch the checksum files, then every item; {path: sha256} of what is verified."""
     if not record_new:
         unknown = unknown_checksums(items, checksum_files, trusted, fetcher.lock)

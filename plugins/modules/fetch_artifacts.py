@@ -136,7 +136,9 @@ def main():
     fetcher = None
     try:
         source = release_fetch.source_url(p["mirror"], p["base_url"])
-        fetcher = release_fetch.Fetcher(source, p["cache_dir"], p["lock_file"], opener, module.check_mode)
+        fetcher = release_fetch.Fetcher(
+            source, p["cache_dir"], p["lock_file"], opener, check_mode=module.check_mode
+        )
         verified = release_fetch.fetch_all(
             fetcher, p["items"], p["checksum_files"], p["sha256"], p["record_new"]
         )

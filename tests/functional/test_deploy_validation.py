@@ -60,8 +60,14 @@ def run(run_site, tmp_path, backends, image="registry.example.com/llama-api-serv
     [
         ([dict(GOOD, weight=0)], "entry llama-low-cost: weight=0 must be an integer from 1 to 10000"),
         ([GOOD, dict(GOOD, model_name="other")], "llama_backends_list names a backend twice: llama-low-cost"),
-        ([dict(GOOD, model="Unknown-7B.gguf")], "model='Unknown-7B.gguf' must be one of the files of models_list"),
-        ([dict(GOOD, name="Llama_1B")], "llama_backends_list entry Llama_1B: name='Llama_1B' must be a DNS-1123 label"),
+        (
+            [dict(GOOD, model="Unknown-7B.gguf")],
+            "model='Unknown-7B.gguf' must be one of the files of models_list",
+        ),
+        (
+            [dict(GOOD, name="Llama_1B")],
+            "llama_backends_list entry Llama_1B: name='Llama_1B' must be a DNS-1123 label",
+        ),
         ([dict(GOOD, slots="many")], "entry llama-low-cost: slots='many' must be an integer from 1 to 1024"),
         ([dict(GOOD, ctx_size=0)], "entry llama-low-cost: ctx_size=0 must be an integer from 1 to 16777216"),
     ],
