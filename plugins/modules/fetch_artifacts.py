@@ -140,7 +140,7 @@ def main():
             source, p["cache_dir"], p["lock_file"], opener, check_mode=module.check_mode
         )
         verified = release_fetch.fetch_all(
-            fetcher, p["items"], p["checksum_files"], p["sha256"], p["record_new"]
+            fetcher, p["items"], p["checksum_files"], p["sha256"], record_new=p["record_new"]
         )
     except (release_fetch.FetchError, download.DownloadError) as exc:
         module.fail_json(msg=str(exc))
