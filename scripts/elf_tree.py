@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print the shared-library tree of ELF files as glibc's loader would resolve it (no ldd, nothing run).
 
     python scripts/elf_tree.py [--root DIR] [--ld-library-path A:B] [--exclude SONAME] [--hwcaps LEVEL] FILE...

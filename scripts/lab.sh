@@ -53,7 +53,8 @@ create() {
 # (made on the node's first boot): Ansible then checks host keys strictly.
 ssh_access() {
   local node key=$LAB_DIR/ssh/id_ed25519 known=$LAB_DIR/ssh/known_hosts try
-  mkdir -p -m 0700 "$LAB_DIR/ssh"
+  mkdir -p "$LAB_DIR/ssh"
+  chmod 0700 "$LAB_DIR/ssh"
   [[ -f $key ]] || ssh-keygen -q -t ed25519 -N '' -C edgewasm-lab -f "$key"
   : >"$known.new"
   for node in "${NODES[@]}"; do

@@ -94,9 +94,9 @@ def _flag(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
-def _opt(value: object, flag: str, help_text: str, **argparse_kwargs: object) -> Any:
-    """A setting with its command-line flag (and so its EDGEWASM_BALANCER_* variable): declared once."""
-    return field(default=value, metadata={"flag": flag, "help": help_text, "argparse": argparse_kwargs})
+def _opt(flag: str, help_text: str, **argparse_kwargs: object) -> dict[str, Any]:
+    """A setting's command-line flag (and so its EDGEWASM_BALANCER_* variable), help and parsing."""
+    return {"flag": flag, "help": help_text, "argparse": argparse_kwargs}
 
 
 @dataclass(frozen=True)
@@ -105,241 +105,327 @@ class Settings:
 
     host: str = "0.0.0.0"  # noqa: S104 - a gateway listens on every address by default
     port: int = 8080
-    backends_file: Path | None = _opt(
-        None,
-        "--backends-file",
-        "YAML or JSON list of {name, url|urls, weight, models}; reloaded when it changes",
-        type=Path,
-    )
-    reload_interval: float = _opt(
-        2.0, "--reload-interval", "seconds between checks of the backends file", type=_positive(float)
-    )
-    kubernetes: bool = _opt(
-        False,
-        "--kubernetes",
-        "discover backends from Kubernetes Services and EndpointSlices",
-        action="store_true",
-    )
-    namespaces: tuple[str, ...] = _opt(
-        ("default",), "--namespace", "namespace to watch (repeat for several)", action="append", default=None
-    )
-    label_selector: str = _opt(
-        f"{TARGET_LABEL}=true", "--label-selector", "label selector of backend Services"
-    )
-    weight_annotation: str = _opt(
-        WEIGHT_ANNOTATION,
-        "--weight-annotation",
-        "Service annotation holding the weight (integer >= 1; default 1)",
-    )
-    models_annotation: str = _opt(
-        MODELS_ANNOTATION,
-        "--models-annotation",
-        "Service annotation listing its models (comma-separated or JSON list)",
-    )
-    slots_annotation: str = _opt(
-        SLOTS_ANNOTATION,
-        "--slots-annotation",
-        "Service annotation holding the parallel slots of each of its endpoints (load-aware routing)",
-    )
-    port_name: str = _opt("", "--port-name", "name of the Service port to use (default: the first port)")
-    kubeconfig: Path | None = _opt(
-        None,
-        "--kubeconfig",
-        "kubeconfig file (default: in-cluster service account, then ~/.kube/config)",
-        type=Path,
-    )
-    admin_api: bool = _opt(
-        False,
-        "--admin-api",
-        "serve /api/register, /api/unregister/NAME, /api/services on --admin-listen; "
-        "on by default when a token is set, and never without one",
-        type=_flag,
+    backends_file: Path | None = field(
         default=None,
-        metavar="BOOL",
+        metadata=_opt(
+            "--backends-file",
+            "YAML or JSON list of {name, url|urls, weight, models}; reloaded when it changes",
+            type=Path,
+        ),
     )
-    admin_token: str | None = _opt(
-        None,
-        "--admin-token-file",
-        f"file holding the bearer token the admin API requires (or set the token itself in {ADMIN_TOKEN_ENV})",
-        type=Path,
-        dest="admin_token_file",
+    reload_interval: float = field(
+        default=2.0,
+        metadata=_opt(
+            "--reload-interval", "seconds between checks of the backends file", type=_positive(float)
+        ),
     )
-    admin_listen: tuple[str, int] = _opt(
-        ("127.0.0.1", 8081),
-        "--admin-listen",
-        "address of the admin API's own listener, HOST:PORT (never the public port)",
-        type=_listen,
-        default="127.0.0.1:8081",
+    kubernetes: bool = field(
+        default=False,
+        metadata=_opt(
+            "--kubernetes",
+            "discover backends from Kubernetes Services and EndpointSlices",
+            action="store_true",
+        ),
     )
-    admin_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _opt(
-        (),
-        "--admin-allow-network",
-        "network (CIDR) registrations may point into; repeat for several. Default: any address "
-        "but loopback, link-local, multicast and unspecified ones",
-        type=_network,
-        action="append",
+    namespaces: tuple[str, ...] = field(
+        default=("default",),
+        metadata=_opt(
+            "--namespace", "namespace to watch (repeat for several)", action="append", default=None
+        ),
+    )
+    label_selector: str = field(
+        default=f"{TARGET_LABEL}=true",
+        metadata=_opt("--label-selector", "label selector of backend Services"),
+    )
+    weight_annotation: str = field(
+        default=WEIGHT_ANNOTATION,
+        metadata=_opt(
+            "--weight-annotation", "Service annotation holding the weight (integer >= 1; default 1)"
+        ),
+    )
+    models_annotation: str = field(
+        default=MODELS_ANNOTATION,
+        metadata=_opt(
+            "--models-annotation", "Service annotation listing its models (comma-separated or JSON list)"
+        ),
+    )
+    slots_annotation: str = field(
+        default=SLOTS_ANNOTATION,
+        metadata=_opt(
+            "--slots-annotation",
+            "Service annotation holding the parallel slots of each of its endpoints (load-aware routing)",
+        ),
+    )
+    port_name: str = field(
+        default="", metadata=_opt("--port-name", "name of the Service port to use (default: the first port)")
+    )
+    kubeconfig: Path | None = field(
         default=None,
+        metadata=_opt(
+            "--kubeconfig",
+            "kubeconfig file (default: in-cluster service account, then ~/.kube/config)",
+            type=Path,
+        ),
     )
-    connect_timeout: float = _opt(
-        5.0, "--connect-timeout", "seconds to connect to a backend", type=_positive(float)
+    admin_api: bool = field(
+        default=False,
+        metadata=_opt(
+            "--admin-api",
+            "serve /api/register, /api/unregister/NAME, /api/services on --admin-listen; "
+            "on by default when a token is set, and never without one",
+            type=_flag,
+            default=None,
+            metavar="BOOL",
+        ),
     )
-    first_byte_timeout: float = _opt(
-        300.0,
-        "--first-byte-timeout",
-        "seconds from sending a request to the backend's response headers",
-        type=_positive(float),
+    admin_token: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--admin-token-file",
+            f"file holding the bearer token the admin API requires (or set the token itself in {ADMIN_TOKEN_ENV})",
+            type=Path,
+            dest="admin_token_file",
+        ),
     )
-    idle_timeout: float = _opt(
-        120.0,
-        "--idle-timeout",
-        "seconds without a byte from a backend while a response streams",
-        type=_positive(float),
+    admin_listen: tuple[str, int] = field(
+        default=("127.0.0.1", 8081),
+        metadata=_opt(
+            "--admin-listen",
+            "address of the admin API's own listener, HOST:PORT (never the public port)",
+            type=_listen,
+            default="127.0.0.1:8081",
+        ),
     )
-    backend_write_timeout: float = _opt(
-        60.0,
-        "--backend-write-timeout",
-        "seconds a backend may go without reading a streamed request body",
-        type=_positive(float),
+    admin_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
+        default=(),
+        metadata=_opt(
+            "--admin-allow-network",
+            "network (CIDR) registrations may point into; repeat for several. Default: any address "
+            "but loopback, link-local, multicast and unspecified ones",
+            type=_network,
+            action="append",
+            default=None,
+        ),
     )
-    upstream_keepalive: bool = _opt(
-        True,
-        "--upstream-keepalive",
-        "reuse connections to backends; false gives every request a connection of its own, which "
-        "no backend misbehaviour can desynchronise (LLM answers take seconds: the cost is small)",
-        type=_flag,
-        metavar="BOOL",
+    connect_timeout: float = field(
+        default=5.0,
+        metadata=_opt("--connect-timeout", "seconds to connect to a backend", type=_positive(float)),
     )
-    retries: int = _opt(
-        2, "--retries", "other backends to try when one fails before answering", type=_non_negative_int
+    first_byte_timeout: float = field(
+        default=300.0,
+        metadata=_opt(
+            "--first-byte-timeout",
+            "seconds from sending a request to the backend's response headers",
+            type=_positive(float),
+        ),
     )
-    retry_non_idempotent: bool = _opt(
-        False,
-        "--retry-non-idempotent",
-        "also send a POST without Idempotency-Key to another backend after a reset or timeout once it "
-        "was written (it may then be processed twice); by default only idempotent requests are",
-        type=_flag,
-        metavar="BOOL",
+    idle_timeout: float = field(
+        default=120.0,
+        metadata=_opt(
+            "--idle-timeout",
+            "seconds without a byte from a backend while a response streams",
+            type=_positive(float),
+        ),
     )
-    max_fails: int = _opt(
-        1, "--max-fails", "failures within --fail-window that eject a backend", type=_positive(int)
+    backend_write_timeout: float = field(
+        default=60.0,
+        metadata=_opt(
+            "--backend-write-timeout",
+            "seconds a backend may go without reading a streamed request body",
+            type=_positive(float),
+        ),
     )
-    fail_window: float = _opt(
-        10.0, "--fail-window", "seconds over which failures are counted", type=_positive(float)
+    upstream_keepalive: bool = field(
+        default=True,
+        metadata=_opt(
+            "--upstream-keepalive",
+            "reuse connections to backends; false gives every request a connection of its own, which "
+            "no backend misbehaviour can desynchronise (LLM answers take seconds: the cost is small)",
+            type=_flag,
+            metavar="BOOL",
+        ),
     )
-    ejection: float = _opt(
-        10.0,
-        "--ejection",
-        "seconds of the first ejection; doubles with each consecutive one",
-        type=_positive(float),
+    retries: int = field(
+        default=2,
+        metadata=_opt(
+            "--retries", "other backends to try when one fails before answering", type=_non_negative_int
+        ),
     )
-    max_ejection: float = _opt(300.0, "--max-ejection", "longest ejection in seconds", type=_positive(float))
-    max_ejection_percent: float = _opt(
-        50.0,
-        "--max-ejection-percent",
-        "most endpoints (percent of all) that failures possibly caused by the request itself may eject; "
-        "connect errors and failed health checks always eject",
-        type=_percent,
+    retry_non_idempotent: bool = field(
+        default=False,
+        metadata=_opt(
+            "--retry-non-idempotent",
+            "also send a POST without Idempotency-Key to another backend after a reset or timeout once it "
+            "was written (it may then be processed twice); by default only idempotent requests are",
+            type=_flag,
+            metavar="BOOL",
+        ),
     )
-    health_interval: float = _opt(
-        5.0,
-        "--health-interval",
-        "seconds between active health checks (0 disables them)",
-        type=_non_negative_float,
+    max_fails: int = field(
+        default=1,
+        metadata=_opt(
+            "--max-fails", "failures within --fail-window that eject a backend", type=_positive(int)
+        ),
     )
-    health_path: str = _opt(
-        "/v1/models", "--health-path", "path the active health check GETs (/v1/models or /echo)"
+    fail_window: float = field(
+        default=10.0,
+        metadata=_opt("--fail-window", "seconds over which failures are counted", type=_positive(float)),
     )
-    health_timeout: float = _opt(
-        3.0, "--health-timeout", "seconds an active health check may take", type=_positive(float)
+    ejection: float = field(
+        default=10.0,
+        metadata=_opt(
+            "--ejection",
+            "seconds of the first ejection; doubles with each consecutive one",
+            type=_positive(float),
+        ),
     )
-    least_busy: bool = _opt(
-        False,
-        "--least-busy",
-        "inside a service, prefer the endpoint with the fewest requests in flight",
-        action="store_true",
+    max_ejection: float = field(
+        default=300.0, metadata=_opt("--max-ejection", "longest ejection in seconds", type=_positive(float))
     )
-    routing: str = _opt(
-        "swrr",
-        "--routing",
-        "how requests are split: swrr (smooth weighted round-robin, exact, load-blind), weighted-random "
-        "(the seed's), load-aware (weights among backends with a free slot, a bounded queue when all "
-        "are full: for LLM backends that serve a few requests at a time)",
-        choices=list(ROUTING_POLICIES),
+    max_ejection_percent: float = field(
+        default=50.0,
+        metadata=_opt(
+            "--max-ejection-percent",
+            "most endpoints (percent of all) that failures possibly caused by the request itself may eject; "
+            "connect errors and failed health checks always eject",
+            type=_percent,
+        ),
     )
-    queue_size: int = _opt(
-        128,
-        "--queue-size",
-        "load-aware: most requests waiting for a free slot; more are refused with 429 + Retry-After",
-        type=_positive(int),
+    health_interval: float = field(
+        default=5.0,
+        metadata=_opt(
+            "--health-interval",
+            "seconds between active health checks (0 disables them)",
+            type=_non_negative_float,
+        ),
     )
-    queue_timeout: float = _opt(
-        30.0,
-        "--queue-timeout",
-        "load-aware: seconds a request may wait for a free slot (503 + Retry-After after that)",
-        type=_positive(float),
+    health_path: str = field(
+        default="/v1/models",
+        metadata=_opt("--health-path", "path the active health check GETs (/v1/models or /echo)"),
     )
-    default_slots: int = _opt(
-        1,
-        "--default-slots",
-        "load-aware: parallel slots of an endpoint whose backend declares none (llama-api-server "
-        "serves one request at a time)",
-        type=_slots,
+    health_timeout: float = field(
+        default=3.0,
+        metadata=_opt("--health-timeout", "seconds an active health check may take", type=_positive(float)),
     )
-    buffer_limit: int = _opt(
-        16 * MIB,
-        "--buffer-limit",
-        "request bodies up to this many bytes are buffered (model routing, retries); "
-        "larger ones are streamed to one backend",
-        type=_positive(int),
+    least_busy: bool = field(
+        default=False,
+        metadata=_opt(
+            "--least-busy",
+            "inside a service, prefer the endpoint with the fewest requests in flight",
+            action="store_true",
+        ),
     )
-    buffer_total: int = _opt(
-        64 * MIB,
-        "--buffer-total",
-        "most request bytes buffered at once over all requests; a body that does not fit is "
-        "answered 503 with Retry-After",
-        type=_positive(int),
+    routing: str = field(
+        default="swrr",
+        metadata=_opt(
+            "--routing",
+            "how requests are split: swrr (smooth weighted round-robin, exact, load-blind), weighted-random "
+            "(the seed's), load-aware (weights among backends with a free slot, a bounded queue when all "
+            "are full: for LLM backends that serve a few requests at a time)",
+            choices=list(ROUTING_POLICIES),
+        ),
     )
-    client_header_timeout: float = _opt(
-        30.0,
-        "--client-header-timeout",
-        "seconds a new client connection has to send its first request's headers",
-        type=_positive(float),
+    queue_size: int = field(
+        default=128,
+        metadata=_opt(
+            "--queue-size",
+            "load-aware: most requests waiting for a free slot; more are refused with 429 + Retry-After",
+            type=_positive(int),
+        ),
     )
-    client_body_timeout: float = _opt(
-        30.0,
-        "--client-body-timeout",
-        "seconds a client may go without sending any of its request body (408 then)",
-        type=_positive(float),
+    queue_timeout: float = field(
+        default=30.0,
+        metadata=_opt(
+            "--queue-timeout",
+            "load-aware: seconds a request may wait for a free slot (503 + Retry-After after that)",
+            type=_positive(float),
+        ),
     )
-    client_keepalive_timeout: float = _opt(
-        60.0,
-        "--client-keepalive-timeout",
-        "seconds an idle client connection waits for its next request's headers",
-        type=_positive(float),
+    default_slots: int = field(
+        default=1,
+        metadata=_opt(
+            "--default-slots",
+            "load-aware: parallel slots of an endpoint whose backend declares none (llama-api-server "
+            "serves one request at a time)",
+            type=_slots,
+        ),
     )
-    max_connections: int = _opt(
-        4096,
-        "--max-connections",
-        "most client connections at once; more are answered 503 and closed",
-        type=_positive(int),
+    buffer_limit: int = field(
+        default=16 * MIB,
+        metadata=_opt(
+            "--buffer-limit",
+            "request bodies up to this many bytes are buffered (model routing, retries); "
+            "larger ones are streamed to one backend",
+            type=_positive(int),
+        ),
     )
-    shutdown_delay: float = _opt(
-        SHUTDOWN_DELAY,
-        "--shutdown-delay",
-        "seconds /readyz fails before the listener closes on SIGTERM",
-        type=_non_negative_float,
+    buffer_total: int = field(
+        default=64 * MIB,
+        metadata=_opt(
+            "--buffer-total",
+            "most request bytes buffered at once over all requests; a body that does not fit is "
+            "answered 503 with Retry-After",
+            type=_positive(int),
+        ),
     )
-    shutdown_timeout: float = _opt(
-        SHUTDOWN_TIMEOUT,
-        "--shutdown-timeout",
-        "seconds in-flight requests get to finish on SIGTERM, after the delay (one deadline: the pod's "
-        "grace period must exceed delay + timeout)",
-        type=_non_negative_float,
+    client_header_timeout: float = field(
+        default=30.0,
+        metadata=_opt(
+            "--client-header-timeout",
+            "seconds a new client connection has to send its first request's headers",
+            type=_positive(float),
+        ),
     )
-    log_level: str = _opt(
-        "info", "--log-level", "debug, info, warning or error", choices=["debug", "info", "warning", "error"]
+    client_body_timeout: float = field(
+        default=30.0,
+        metadata=_opt(
+            "--client-body-timeout",
+            "seconds a client may go without sending any of its request body (408 then)",
+            type=_positive(float),
+        ),
     )
-    log_format: str = _opt("json", "--log-format", "json or text", choices=["json", "text"])
+    client_keepalive_timeout: float = field(
+        default=60.0,
+        metadata=_opt(
+            "--client-keepalive-timeout",
+            "seconds an idle client connection waits for its next request's headers",
+            type=_positive(float),
+        ),
+    )
+    max_connections: int = field(
+        default=4096,
+        metadata=_opt(
+            "--max-connections",
+            "most client connections at once; more are answered 503 and closed",
+            type=_positive(int),
+        ),
+    )
+    shutdown_delay: float = field(
+        default=SHUTDOWN_DELAY,
+        metadata=_opt(
+            "--shutdown-delay",
+            "seconds /readyz fails before the listener closes on SIGTERM",
+            type=_non_negative_float,
+        ),
+    )
+    shutdown_timeout: float = field(
+        default=SHUTDOWN_TIMEOUT,
+        metadata=_opt(
+            "--shutdown-timeout",
+            "seconds in-flight requests get to finish on SIGTERM, after the delay (one deadline: the pod's "
+            "grace period must exceed delay + timeout)",
+            type=_non_negative_float,
+        ),
+    )
+    log_level: str = field(
+        default="info",
+        metadata=_opt(
+            "--log-level", "debug, info, warning or error", choices=["debug", "info", "warning", "error"]
+        ),
+    )
+    log_format: str = field(
+        default="json", metadata=_opt("--log-format", "json or text", choices=["json", "text"])
+    )
 
 
 class _Parser(argparse.ArgumentParser):

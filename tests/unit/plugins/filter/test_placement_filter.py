@@ -55,8 +55,8 @@ def test_placement_filters_refuse_what_is_not_a_list_of_mappings():
         FILTERS["backend_nodes"]([["low"]], MODELS, HOSTS)
 
 
-def errors(backends, image="img", state="present", models=MODELS):
-    return FILTERS["llama_backend_errors"](backends, models, image, state, "llm")
+def errors(backends, image="img", state="present"):
+    return FILTERS["llama_backend_errors"](backends, MODELS, image, state, "llm")
 
 
 def test_a_good_list_has_no_errors_and_numbers_may_be_strings():
