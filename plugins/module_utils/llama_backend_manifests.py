@@ -350,6 +350,7 @@ _ROLE_FIXED = {
     "node_groups": [{"nodes": ["placed-by-the-role"]}],
 }
 _ROLE_INTEGERS = ("weight", "replicas", "slots", *SERVER_RANGES)
+_ROLE_STRINGS = ("name", "model", "model_name", "prompt_template")
 
 
 def _as_int(value):
@@ -372,6 +373,18 @@ def _entry_spec(entry, image, namespace):
 def entry_errors(entry, model_files, image, namespace):
     """The problems of one llama_backends_list entry: llama_backend's own rules (backend_errors), applied to
     the parameters the role passes for it, plus the entry's model being a file of models_list."""
+    types = [
+        "%s=%r must be a string" % (key, entry[key])
+        for key in _ROLE_STRINGS
+        if entry.get(key) is not None and not isinstance(entry[key], str)
+    ]
+    aliases = entry.get("model_aliases")
+    if aliases is not None and (
+        not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases)
+    ):
+        types.append("model_aliases=%r must be a list of strings" % (aliases,))
+    if types:
+        return types  # the rules below read these as strings
     spec = _entry_spec(entry, image, namespace)
     errors = [
         "%s is required" % key for key in ("model", "model_name", "prompt_template") if not entry.get(key)

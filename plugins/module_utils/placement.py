@@ -13,9 +13,18 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 
+def _named(model):
+    """The hosts a models_list entry names, or None when it names none (a lone name counts as one host,
+    never as a string to search in)."""
+    named = model.get("nodes")
+    if named is None:
+        return None
+    return [named] if isinstance(named, str) else list(named)
+
+
 def model_nodes(model, hosts):
     """The hosts (of ``hosts``, in that order) that hold ``model``: its ``nodes``, or all of them."""
-    named = model.get("nodes")
+    named = _named(model)
     if named is None:
         return list(hosts)
     return [host for host in hosts if host in named]
@@ -23,7 +32,7 @@ def model_nodes(model, hosts):
 
 def models_for_node(models, host):
     """The entries of ``models`` placed on ``host`` (those without ``nodes`` are placed everywhere)."""
-    return [model for model in models if model.get("nodes") is None or host in model["nodes"]]
+    return [model for model in models if _named(model) is None or host in _named(model)]
 
 
 def models_to_copy(models):

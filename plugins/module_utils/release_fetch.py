@@ -61,12 +61,14 @@ class Fetcher:
         self.lock = download.read_lock(lock_file)
         self.changed = []
         self.recorded = []
+        self.current = None  # the path being fetched or checked, for error messages
 
     def url(self, path):
         return "%s/%s" % (self.source, path.replace("+", "%2B"))
 
     def get(self, path, expected):
         """Make cache_dir/path the verified file; its sha256, or None in check mode when it is not there."""
+        self.current = path
         dest = os.path.join(self.cache_dir, path)
         expected = (expected or self.lock.get(path) or "").strip().lower() or None
         if expected is not None and download.is_current(dest, expected):
@@ -86,10 +88,11 @@ class Fetcher:
 
     def listed(self, checksum_file, path):
         """The sha256 the release's checksum file gives ``path``; "" when the file is not there (check mode)."""
+        self.current = checksum_file
         text_path = os.path.join(self.cache_dir, checksum_file)
         if not os.path.isfile(text_path):
             return ""
-        with open(text_path) as handle:
+        with open(text_path, encoding="utf-8", errors="replace") as handle:
             sha256 = parse_checksums(handle.read(), os.path.basename(path))
         if not sha256:
             raise FetchError(

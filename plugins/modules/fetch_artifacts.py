@@ -145,12 +145,12 @@ def main():
     except (release_fetch.FetchError, download.DownloadError) as exc:
         module.fail_json(msg=str(exc))
     except Exception as exc:  # pylint: disable=broad-except  # a message, never a traceback
-        if fetcher is None or not fetcher.changed:
+        if fetcher is None or fetcher.current is None:
             module.fail_json(msg="fetching the artifacts failed: %s" % exc)
-        path = fetcher.changed[-1]
+        path = fetcher.current
         module.fail_json(
-            msg="download of %s to %s/%s failed: %s. Run again to resume."
-            % (fetcher.url(path), p["cache_dir"], path, exc)
+            msg="fetching %s (%s) into %s failed: %s. Run again to resume."
+            % (path, fetcher.url(path), p["cache_dir"], exc)
         )
     module.exit_json(
         changed=bool(fetcher.changed),

@@ -122,3 +122,26 @@ def test_the_archive_root_filter_only_accepts_the_roots_it_is_given():
     assert archive_root(["crun-1.7/configure"], "configure", ["crun-1.8"])["error"] == (
         "the archive has no crun-1.8/configure"
     )
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"model_name": 7}, "entry low: model_name=7 must be a string"),
+        ({"model_name": {"id": "x"}}, "entry low: model_name={'id': 'x'} must be a string"),
+        ({"model_aliases": "default"}, "entry low: model_aliases='default' must be a list of strings"),
+        ({"model_aliases": [{"a": 1}]}, "entry low: model_aliases=[{'a': 1}] must be a list of strings"),
+        ({"model": ["small.gguf"]}, "entry low: model=['small.gguf'] must be a string"),
+        ({"name": 12}, "entry 12: name=12 must be a string"),
+    ],
+)
+def test_values_of_the_wrong_type_are_named_not_a_crash(entry, message):
+    assert errors([dict(GOOD, **entry)]) == ["llama_backends_list " + message]
+
+
+def test_a_lone_node_name_is_one_host_not_a_string_to_search():
+    models = [{"file": "m.gguf", "present": True, "nodes": "agent10"}]
+    hosts = ["agent1", "agent10"]
+    assert FILTERS["backend_nodes"]([dict(GOOD, model="m.gguf")], models, hosts) == {"low": ["agent10"]}
+    assert FILTERS["models_for_node"](models, "agent1") == []
+    assert FILTERS["models_for_node"](models, "agent10") == models

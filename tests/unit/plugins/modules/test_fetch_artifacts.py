@@ -130,3 +130,11 @@ def test_a_missing_mirror_file_says_which_and_how_to_go_on(run_module, tmp_path,
     assert failed["msg"].startswith(f"cannot download file://{mirror['root']}/{OWN}: "), failed["msg"]
     assert failed["msg"].endswith("Run again to retry.")
     assert not (tmp_path / "cache" / OWN).exists()
+
+
+def test_a_checksum_file_that_is_not_text_is_read_without_a_crash(run_module, tmp_path, mirror):
+    # A mirror serving a binary file under the checksum file's name: the path is simply not listed in it.
+    (mirror["root"] / SUMS).write_bytes(b"\xff\xfe\x00garbage\n")
+    failed = run_module(module.main, args(tmp_path, mirror, items=[CORE], checksum_files={CORE: SUMS}))
+    assert failed["failed"] is True
+    assert failed["msg"].startswith(f"{os.path.basename(CORE)} is not listed in {SUMS} ("), failed["msg"]
