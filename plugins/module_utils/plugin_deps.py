@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
 import os
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf, plugin_mounts
@@ -38,6 +39,21 @@ def expand_paths(fs, paths):
         else:
             files.append(path)
     return list(dict.fromkeys(files))
+
+
+def fingerprint(fs, paths):
+    """sha256 over (path, device, inode, size, mtime) of each file (inside ``fs``): it changes when any of
+    them is replaced, reinstalled or modified, which is what the WASI-NN self-test reruns on."""
+    digest = hashlib.sha256()
+    for path in sorted(set(paths)):
+        try:
+            st = os.stat(fs.host(path))
+        except OSError:
+            digest.update(("%s\0missing\n" % path).encode("utf-8"))
+            continue
+        fields = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        digest.update(("%s\0%d\0%d\0%d\0%d\n" % fields).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def resolve(params):
@@ -85,6 +101,9 @@ def resolve(params):
             for _plugin, r in resolutions
         ],
         "libraries": libraries,
+        "fingerprint": fingerprint(
+            resolver.fs, [r.root.realpath for _p, r in resolutions] + [lib["realpath"] for lib in libraries]
+        ),
         "missing": missing,
         "skipped": [s for _plugin, res in resolutions for s in res.skipped],
         "volumes": volumes,

@@ -126,3 +126,57 @@ def fetch_all(fetcher, items, checksum_files, trusted, *, record_new=True):
         if sha256:
             verified[item] = sha256
     return verified
+
+
+ARGUMENT_SPEC = dict(
+    items=dict(type="list", elements="str", required=True),
+    checksum_files=dict(type="dict", default={}),
+    sha256=dict(type="dict", default={}),
+    mirror=dict(type="str", default=""),
+    base_url=dict(type="str", default=""),
+    cache_dir=dict(type="path", required=True),
+    lock_file=dict(type="path", required=True),
+    record_new=dict(type="bool", default=True),
+    timeout=dict(type="int", default=120),
+    validate_certs=dict(type="bool", default=True),
+)
+
+
+def run(params, open_url, *, check_mode):
+    """fetch_artifacts for validated parameters: its result, or FetchError with the message to fail with
+    (never another exception). open_url: ansible.module_utils.urls.open_url (passed in for tests)."""
+
+    def opener(url, headers):
+        return open_url(
+            url, headers=headers, timeout=params["timeout"], validate_certs=params["validate_certs"]
+        )
+
+    fetcher = None
+    try:
+        source = source_url(params["mirror"], params["base_url"])
+        fetcher = Fetcher(source, params["cache_dir"], params["lock_file"], opener, check_mode=check_mode)
+        verified = fetch_all(
+            fetcher,
+            params["items"],
+            params["checksum_files"],
+            params["sha256"],
+            record_new=params["record_new"],
+        )
+    except FetchError:
+        raise
+    except download.DownloadError as exc:
+        raise FetchError(str(exc)) from exc
+    except Exception as exc:  # pylint: disable=broad-except  # a message, never a traceback
+        if fetcher is None or fetcher.current is None:
+            raise FetchError("fetching the artifacts failed: %s" % exc) from exc
+        path = fetcher.current
+        raise FetchError(
+            "fetching %s (%s) into %s failed: %s. Run again to resume."
+            % (path, fetcher.url(path), params["cache_dir"], exc)
+        ) from exc
+    return dict(
+        changed=bool(fetcher.changed),
+        verified=verified,
+        changed_paths=fetcher.changed,
+        recorded=fetcher.recorded,
+    )

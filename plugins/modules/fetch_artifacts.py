@@ -21,8 +21,13 @@ description:
   - A file already in O(cache_dir) with the expected checksum is not downloaded again, so a rerun costs one
     checksum per file and no network. Downloads resume and are installed only once verified (see
     M(edgewasm.llamaedge.download)).
-  - Runs where the cache is, normally the controller (C(delegate_to=localhost), C(run_once=true)).
+  - Runs on the controller, in Ansible's own process (an action plugin), since the cache is the controller's,
+    whatever C(delegate_to) says. Use C(run_once=true); one call covers every host's paths.
 attributes:
+  action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the controller.
+    support: full
+    details: The whole fetch runs in the action plugin, on the controller.
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
@@ -109,55 +114,16 @@ recorded:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils import download, release_fetch
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import release_fetch
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            items=dict(type="list", elements="str", required=True),
-            checksum_files=dict(type="dict", default={}),
-            sha256=dict(type="dict", default={}),
-            mirror=dict(type="str", default=""),
-            base_url=dict(type="str", default=""),
-            cache_dir=dict(type="path", required=True),
-            lock_file=dict(type="path", required=True),
-            record_new=dict(type="bool", default=True),
-            timeout=dict(type="int", default=120),
-            validate_certs=dict(type="bool", default=True),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-
-    def opener(url, headers):
-        return open_url(url, headers=headers, timeout=p["timeout"], validate_certs=p["validate_certs"])
-
-    fetcher = None
+    module = AnsibleModule(argument_spec=release_fetch.ARGUMENT_SPEC, supports_check_mode=True)
     try:
-        source = release_fetch.source_url(p["mirror"], p["base_url"])
-        fetcher = release_fetch.Fetcher(
-            source, p["cache_dir"], p["lock_file"], opener, check_mode=module.check_mode
-        )
-        verified = release_fetch.fetch_all(
-            fetcher, p["items"], p["checksum_files"], p["sha256"], record_new=p["record_new"]
-        )
-    except (release_fetch.FetchError, download.DownloadError) as exc:
+        result = release_fetch.run(module.params, open_url, check_mode=module.check_mode)
+    except release_fetch.FetchError as exc:
         module.fail_json(msg=str(exc))
-    except Exception as exc:  # pylint: disable=broad-except  # a message, never a traceback
-        if fetcher is None or fetcher.current is None:
-            module.fail_json(msg="fetching the artifacts failed: %s" % exc)
-        path = fetcher.current
-        module.fail_json(
-            msg="fetching %s (%s) into %s failed: %s. Run again to resume."
-            % (path, fetcher.url(path), p["cache_dir"], exc)
-        )
-    module.exit_json(
-        changed=bool(fetcher.changed),
-        verified=verified,
-        changed_paths=fetcher.changed,
-        recorded=fetcher.recorded,
-    )
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,13 @@ libraries:
     - {name: libstdc++.so.6, path: /lib/x86_64-linux-gnu/libstdc++.so.6, realpath: /usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.30,
        soname: libstdc++.so.6, found_via: ld.so.conf, depth: 1, needed_by: [/opt/wasmedge/0.14.1/plugin/libwasmedgePluginWasiNN.so],
        plugins: [/opt/wasmedge/0.14.1/plugin/libwasmedgePluginWasiNN.so]}
+fingerprint:
+  description:
+    - sha256 over the path, device, inode, size and modification time of every plugin file and library resolved;
+      equal on two runs only when none of those files was replaced or modified in between.
+  returned: always
+  type: str
+  version_added: "0.2.0"
 missing:
   description: Libraries not found, each with the object that needs it and the whole chain.
   returned: always

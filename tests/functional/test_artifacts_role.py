@@ -62,3 +62,26 @@ def test_unknown_artifact_is_refused_when_recording_is_off(run_site, tmp_path, m
         playbook=PLAYBOOK,
     )
     assert ok.rc == 0, ok.output
+
+
+def test_check_mode_downloads_and_records_nothing(run_site, tmp_path, mirror):
+    """The fetch runs in the controller's process (an action plugin): check mode is the play's."""
+    result = run_site(
+        local_inventory(["node1"], []), variables(tmp_path, mirror), playbook=PLAYBOOK, check=True
+    )
+    assert result.rc == 0, result.output
+    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "lock.json").exists()
+    assert "changed=1" in result.output or "changed: [node1" in result.output, result.output
+
+
+def test_a_mistyped_option_is_named(run_site, tmp_path, mirror):
+    result = run_site(
+        local_inventory(["node1"], []),
+        variables(tmp_path, mirror, artifacts_timeout="soon"),
+        playbook=PLAYBOOK,
+    )
+    assert result.rc != 0
+    assert "timeout" in result.output and "soon" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "cache").exists()

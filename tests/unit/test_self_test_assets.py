@@ -6,6 +6,7 @@ stand-in runner), so each WASI-NN call it makes, the tensors it passes and each 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import struct
@@ -14,6 +15,7 @@ from pathlib import Path
 import gguf
 import pytest
 import wasmtime
+import yaml
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import gguf_header
 
@@ -41,6 +43,18 @@ def test_both_assets_rebuild_to_identical_bytes(tmp_path):
         assert built.read_bytes() == (ASSETS / built.name).read_bytes(), (
             f"{built.name} is not what its source builds"
         )
+
+
+def test_the_roles_fingerprint_names_the_committed_assets():
+    """The self-test's record covers the probe and the model by these digests: a stale one would let a new
+    probe skip its first run."""
+    assets = yaml.safe_load((ROOT / "roles/wasi_nn_ggml/vars/main.yml").read_text())[
+        "_wasi_nn_ggml_st_assets"
+    ]
+    assert assets == {
+        "probe": hashlib.sha256((ASSETS / "wasi_nn_probe.wasm").read_bytes()).hexdigest(),
+        "model": hashlib.sha256((ASSETS / "self-test.gguf").read_bytes()).hexdigest(),
+    }
 
 
 def test_the_check_mode_of_the_build_script_passes_on_the_committed_assets():

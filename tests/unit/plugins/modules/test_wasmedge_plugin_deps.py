@@ -79,6 +79,23 @@ def test_plugin_directory_resolves_with_the_wasmedge_lib_dir(tree):
     ]
 
 
+def test_the_fingerprint_changes_when_a_resolved_file_is_replaced(tmp_path):
+    tree = wasmedge_tree.build(tmp_path / "0.14.1", runner=False)
+    args = params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])])
+    first = plugin_deps.resolve(args)["fingerprint"]
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+    assert plugin_deps.resolve(args)["fingerprint"] == first  # stable while nothing changes
+    library = next(lib for lib in plugin_deps.resolve(args)["libraries"] if lib["name"] == "libwasmedge.so.0")
+    replacement = tmp_path / "replacement"
+    shutil.copy2(library["realpath"], replacement)
+    replacement.replace(library["realpath"])  # same bytes, new file: as a reinstall leaves it
+    second = plugin_deps.resolve(args)["fingerprint"]
+    assert second != first
+    plugin = tree["plugin"]
+    plugin.write_bytes(plugin.read_bytes())  # modified in place
+    assert plugin_deps.resolve(args)["fingerprint"] not in (first, second)
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_volumes_validate_against_the_pod_schema(tree, version):
     result = plugin_deps.resolve(params(paths=[str(tree["plugin_dir"])], ld_library_path=[str(tree["lib"])]))
