@@ -23,6 +23,7 @@ STATES = ("file", "directory", "link", "absent")
 ON_OTHER = ("fail", "keep", "replace")
 # Larger (or undecodable) contents are not shown in --diff, as ansible.builtin.copy does.
 DIFF_LIMIT = 64 * 1024
+_LARGE = object()  # an existing file too large to read for --diff that differs from the content
 SECRET_DIFF = "(secret content not shown)\n"  # noqa: S105 - a placeholder, not a secret
 
 
@@ -80,6 +81,16 @@ def _kind(path):
     return "other"
 
 
+def _read(path, size):
+    """The file's bytes when it may equal content of this size or is small enough to show in a diff; else
+    a placeholder that equals no content (never read a large file whole)."""
+    current = os.path.getsize(path)
+    if current != size and current > DIFF_LIMIT:
+        return _LARGE
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
 def _state_diff(path, before, after):
     return {"before": {"path": path, "state": before}, "after": {"path": path, "state": after}}
 
@@ -96,6 +107,8 @@ def _text(data):
 def _content_diff(path, old, new, secret):
     if secret:
         before, after = (SECRET_DIFF if old is not None else ""), SECRET_DIFF
+    elif old is _LARGE:
+        before, after = "(content not shown)\n", "(%d bytes)\n" % len(new)
     else:
         before = "" if old is None else _text(old)
         after = _text(new)
@@ -118,7 +131,7 @@ def _write_atomic(path, data, mode, keep):
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
     try:
-        if keep is not None:
+        if keep is not None and (keep.st_uid, keep.st_gid) != (os.geteuid(), os.getegid()):
             os.fchown(fd, keep.st_uid, keep.st_gid)
         os.fchmod(fd, mode if mode is not None else (stat.S_IMODE(keep.st_mode) if keep else 0o644))
         with os.fdopen(fd, "wb") as handle:
@@ -226,10 +239,7 @@ class Converger:
             raise NodeFilesError(
                 "%s is a %s, not a regular file: move it away, or change this path" % (path, kind)
             )
-        old = None
-        if kind == "file":
-            with open(path, "rb") as handle:
-                old = handle.read(len(data) + 1)
+        old = _read(path, len(data)) if kind == "file" else None
         if old == data:
             return "updated" if self._attributes(entry, path, False) else "unchanged"
         self._parents(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import node_files as node_files_utils
 from ansible_collections.edgewasm.llamaedge.plugins.modules import node_files
 
 
@@ -182,3 +183,23 @@ def test_large_or_binary_contents_are_not_put_in_the_diff(run_module, tmp_path):
     (diff,) = result["diff"]
     assert diff["after"] == f"({len(big)} bytes)\n"
     assert (tmp_path / "big").read_text() == big
+
+
+def test_the_diff_shows_the_whole_old_file(run_module, tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("node-name: a\nnode-label: [x, y, z]\ndisable: [traefik]\n")
+    result = run_module(
+        node_files.main, {"files": [{"path": str(path), "content": "node-name: a\n"}]}, diff=True
+    )
+    (diff,) = result["diff"]
+    assert diff["before"] == "node-name: a\nnode-label: [x, y, z]\ndisable: [traefik]\n"
+    assert diff["after"] == "node-name: a\n"
+
+
+def test_a_large_old_file_is_replaced_without_being_shown(run_module, tmp_path):
+    path = tmp_path / "images.tar"
+    path.write_bytes(b"\0" * (node_files_utils.DIFF_LIMIT + 10))
+    result = run_module(node_files.main, {"files": [{"path": str(path), "content": "small\n"}]}, diff=True)
+    (diff,) = result["diff"]
+    assert diff["before"] == "(content not shown)\n"
+    assert path.read_text() == "small\n"
