@@ -23,16 +23,11 @@ description:
     owner, renamed over it); a link likewise. Missing parent directories are created (mode 0755).
   - Owner, group and mode are set with the same helpers M(ansible.builtin.file) uses; SELinux contexts of new
     paths are the policy defaults.
-  - Every entry is checked before any is touched; an entry that cannot be converged (a directory where a file
-    belongs, for example) fails the module with its path, and entries after it are left alone.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: full
-    details: One diff per changed path; contents of O(files[].secret_content) are never shown.
+  - Every entry is checked against what is on the node before any is touched; an entry that cannot be converged
+    (a directory where a file belongs, for example) fails the module with its path, and nothing is changed.
+  - C(--diff) shows one diff per changed path; contents of O(files[].secret_content) never appear.
+extends_documentation_fragment:
+  - edgewasm.llamaedge.attributes.CHECK_AND_DIFF
 options:
   files:
     description: The paths to converge, in order (a directory before what goes into it).
