@@ -26,9 +26,13 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp  # nothing is transferred
-        _validation, params = self.validate_argument_spec(argument_spec=release_fetch.ARGUMENT_SPEC)
+        # A failure is returned as a result (failed, msg), never raised: ansible-core 2.16 would print a
+        # bogus "exception occurred" line for a raised AnsibleActionFail.
         try:
+            _validation, params = self.validate_argument_spec(argument_spec=release_fetch.ARGUMENT_SPEC)
             result.update(release_fetch.run(params, open_url, check_mode=bool(self._play_context.check_mode)))
+        except AnsibleActionFail as exc:
+            result.update(failed=True, msg=str(exc))
         except release_fetch.FetchError as exc:
-            raise AnsibleActionFail(str(exc)) from exc
+            result.update(failed=True, msg=str(exc))
         return result
