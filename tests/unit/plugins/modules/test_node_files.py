@@ -146,6 +146,8 @@ def test_a_conflict_fails_before_anything_is_touched(run_module, tmp_path):
         ({"path": "/x", "state": "directory", "src": "y"}, "src is only for state=link"),
         ({"path": "/x", "state": "directory", "content": "y"}, "content is only for state=file"),
         ({"path": "/x", "content": "a", "mode": "u+rw"}, "mode=u+rw must be an octal string"),
+        ({"path": "/etc/x\0y", "content": "a"}, "path and src must not contain a NUL byte"),
+        ({"path": "/x", "state": "link", "src": "k3s\0"}, "path and src must not contain a NUL byte"),
     ],
 )
 def test_bad_entries_are_named(run_module, tmp_path, entry, message):
@@ -203,3 +205,11 @@ def test_a_large_old_file_is_replaced_without_being_shown(run_module, tmp_path):
     (diff,) = result["diff"]
     assert diff["before"] == "(content not shown)\n"
     assert path.read_text() == "small\n"
+
+
+def test_content_that_is_not_utf8_is_named_not_a_traceback(run_module, tmp_path):
+    path = tmp_path / "env"
+    result = run_module(node_files.main, {"files": [{"path": str(path), "content": "A=\ud800\n"}]})
+    assert result.get("failed") is True, result
+    assert f"{path} (file):" in result["msg"] and "surrogate" in result["msg"]
+    assert not path.exists()
