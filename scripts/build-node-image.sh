@@ -15,7 +15,10 @@ mirror=${EDGEWASM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 # gcc/make/libc6-dev: the crun_wasmedge role builds the stand-in crun source on a node; python3-apt: the apt module;
 # openssh-server: the lab reaches its nodes over SSH, as sites reach theirs (the molecule scenarios use podman exec).
-packages=python3,python3-apt,systemd,systemd-sysv,sudo,iproute2,procps,ca-certificates,dbus,iputils-ping,gnupg,apt-transport-https,gcc,libc6-dev,make,openssh-server
+# containerd/runc/containernetworking-plugins/iptables/conntrack/zstd: what a real kubelet node needs beside the
+# kubelet (air-gap images are .tar.zst); python3-yaml: the lab's k3s launcher (tests/doubles/k3s.py) reads
+# config.yaml with it. The launcher starts containerd itself: the Debian unit is masked.
+packages=python3,python3-apt,systemd,systemd-sysv,sudo,iproute2,procps,ca-certificates,dbus,iputils-ping,gnupg,apt-transport-https,gcc,libc6-dev,make,openssh-server,containerd,runc,containernetworking-plugins,iptables,conntrack,zstd,python3-yaml
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo/tests/podman/containers.conf}
 
 recipe_hash=$( { cat "$0"; echo "$suite $packages"; } | sha256sum | cut -c1-16)
@@ -36,11 +39,12 @@ if [[ ! -s "$tarball" ]]; then
   trap 'rm -rf "$root"' EXIT
   debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$mirror" >"$cache/node-image/debootstrap.log" 2>&1 \
     || { tail -n 30 "$cache/node-image/debootstrap.log"; exit 1; }
-  # A container has no consoles, udev or timers worth running; keep boot quiet and fast.
+  # A container has no consoles, udev or timers worth running; keep boot quiet and fast. containerd runs
+  # only where a launcher starts it with its own configuration.
   for unit in getty@.service getty.target console-getty.service systemd-udevd.service \
               systemd-udev-trigger.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
               apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
-              systemd-remount-fs.service sys-kernel-config.mount; do
+              systemd-remount-fs.service sys-kernel-config.mount containerd.service; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
   done
   # Every container makes its own SSH host keys on its first boot: none are baked into the image.

@@ -20,6 +20,15 @@ SUBNET=10.89.240
 NODES=(server1 agent1 agent2)
 declare -A ADDRESS=([server1]=$SUBNET.10 [agent1]=$SUBNET.11 [agent2]=$SUBNET.12)
 IMAGE=localhost/edgewasm-node:bookworm
+# Real nodes: kubelet, containerd, kube-proxy and the CNI bridge need a privileged container with its own
+# cgroup namespace, and containerd's root on a volume (overlayfs on the image's overlay fails). The
+# upstream components (scripts/setup.sh builds them; each build directory is mounted whole, so its
+# `current` link follows a rebuild) are mounted read-only where the stand-in k3s looks for them
+# (tests/doubles/k3s_launcher.py): with them, `k3s server` / `k3s agent` start the real programs.
+REAL_NODE=(--privileged --cgroupns=private
+  -v /var/lib/rancher/k3s/agent/containerd
+  -v "$EDGEWASM_CACHE/controlplane:/opt/edgewasm-lab/controlplane:ro"
+  -v "$EDGEWASM_CACHE/containerd:/opt/edgewasm-lab/containerd:ro")
 
 log() { printf '[lab] %s\n' "$*"; }
 
@@ -38,12 +47,15 @@ create() {
     podman run -d --name "edgewasm-lab-$node" --hostname "$node" \
       --network "$NETWORK" --ip "${ADDRESS[$node]}" "${hosts[@]}" \
       --systemd always --sysctl net.ipv4.ip_forward=1 \
+      "${REAL_NODE[@]}" \
       -v /sys/fs/cgroup/unified:/sys/fs/cgroup/unified:rw \
       "$IMAGE" /sbin/init >/dev/null
   done
   ssh_access
+  local images
+  images=$(python3 "$EDGEWASM_REPO/tests/doubles/lab_images.py" --cache "$EDGEWASM_CACHE/lab-images")
   python3 "$EDGEWASM_REPO/tests/doubles/release_mirror.py" --mirror "$LAB_DIR/mirror" \
-    --version 0.14.1 --k3s-version v1.31.6+k3s1 >/dev/null
+    --version 0.14.1 --k3s-version v1.31.6+k3s1 --k3s-images "$images" >/dev/null
   EDGEWASM_LAB_DIR=$LAB_DIR ansible-playbook -i "$EDGEWASM_REPO/inventories/lab/hosts.yml" \
     "$EDGEWASM_REPO/playbooks/site.yml"
   log "ready: podman exec -it edgewasm-lab-server1 bash; kubeconfig $LAB_DIR/kubeconfig.yaml"
@@ -73,7 +85,7 @@ ssh_access() {
 destroy() {
   local node
   for node in "${NODES[@]}"; do
-    podman rm -f --ignore "edgewasm-lab-$node" >/dev/null
+    podman rm -f -v --ignore "edgewasm-lab-$node" >/dev/null
   done
   podman network exists "$NETWORK" && podman network rm "$NETWORK" >/dev/null
   rm -rf "$LAB_DIR"

@@ -138,22 +138,19 @@ if [[ ${1:-} == --bench ]]; then
   apt_packages "${BENCH_PACKAGES[@]}"
   exit 0
 fi
-# The real Kubernetes control plane of the cluster tests (tests/controlplane): etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler and kubectl from their published Go modules, pinned in
-# tools/controlplane/go.mod, as one multi-call binary. Built once per pin set (go.mod, go.sum, main.go and
-# the Go version make the key); the module and build caches live in .cache/go, so a rebuild is offline.
-controlplane() {
-  local src=$EDGEWASM_REPO/tools/controlplane dir=$EDGEWASM_CACHE/controlplane key version started
+# go_tool NAME: build tools/NAME (a Go module of ours that pins upstream modules; its README says what it
+# builds) into .cache/NAME/<key>/ with build_NAME, once per pin set: every Go file of tools/NAME, its go.sum
+# and the Go version make the key; the module and build caches live in .cache/go, so a rebuild is offline.
+go_tool() {
+  local name=$1 src=$EDGEWASM_REPO/tools/$1 dir=$EDGEWASM_CACHE/$1 key started
   if ! command -v go >/dev/null; then
-    log "controlplane: no go on PATH: install Go 1.24 or later (the machine's Go builds tools/controlplane)"
+    log "$name: no go on PATH: install the Go that tools/$name/go.mod names (or later)"
     return 1
   fi
-  key=$({ go version; cat "$src/go.mod" "$src/go.sum" "$src/main.go"; } | sha256sum | cut -c1-16)
-  if [[ -x $dir/$key/controlplane ]]; then
-    log "controlplane: reusing $dir/$key"
+  key=$({ go version; cat "$src/go.mod" "$src/go.sum" "$src"/*.go; } | sha256sum | cut -c1-16)
+  if [[ -d $dir/$key ]]; then
+    log "$name: reusing $dir/$key"
   else
-    version=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$src/go.mod")
-    log "controlplane: building Kubernetes $version components and etcd from the Go module proxy (cold: about 8 minutes)"
     started=$SECONDS
     rm -rf "$dir/$key.partial"
     mkdir -p "$dir/$key.partial"
@@ -161,21 +158,42 @@ controlplane() {
       cd "$src"
       export GOMODCACHE=$EDGEWASM_CACHE/go/mod GOCACHE=$EDGEWASM_CACHE/go/build GOTOOLCHAIN=local CGO_ENABLED=0
       export GOFLAGS="-modcacherw -mod=readonly -buildvcs=false"
-      local stamp="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitVersion=$version"
-      stamp+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMajor=1"
-      stamp+=" -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$version")"
-      stamp+=" -X k8s.io/client-go/pkg/version.gitMinor=$(cut -d. -f2 <<<"$version")"
       go mod download  # quietly (go build would list every module it downloads)
-      go build -trimpath -ldflags "-s -w $stamp" -o "$dir/$key.partial/controlplane" .
+      "build_$name" "$dir/$key.partial"
     )
-    for component in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-      ln -s controlplane "$dir/$key.partial/$component"
-    done
     mv -T "$dir/$key.partial" "$dir/$key"
-    log "controlplane: built in $((SECONDS - started)) s ($(du -h "$dir/$key/controlplane" | cut -f1))"
+    log "$name: built in $((SECONDS - started)) s ($(du -sh "$dir/$key" | cut -f1))"
   fi
   ln -sfn "$key" "$dir/current"
   find "$dir" -mindepth 1 -maxdepth 1 ! -name "$key" ! -name current -exec rm -rf {} +
+}
+
+# The real Kubernetes components of the cluster tests (tests/controlplane) and the lab's nodes: etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy from their
+# published Go modules (tools/controlplane/go.mod), as one multi-call binary.
+build_controlplane() {
+  local out=$1 version stamp component
+  version=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' go.mod)
+  log "controlplane: building Kubernetes $version components and etcd from the Go module proxy (cold: about 8 minutes)"
+  stamp="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/client-go/pkg/version.gitVersion=$version"
+  stamp+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMajor=1"
+  stamp+=" -X k8s.io/component-base/version.gitMinor=$(cut -d. -f2 <<<"$version")"
+  stamp+=" -X k8s.io/client-go/pkg/version.gitMinor=$(cut -d. -f2 <<<"$version")"
+  go build -trimpath -ldflags "-s -w $stamp" -o "$out/controlplane" .
+  for component in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
+    ln -s controlplane "$out/$component"
+  done
+}
+
+# containerd 2, its runc shim and ctr for the lab's nodes that render containerd config version 3
+# (tools/containerd/README.md): the upstream commands, built straight from the pinned module.
+build_containerd() {
+  local out=$1 version module=github.com/containerd/containerd/v2
+  version=$(awk -v m="$module" '$1 == m || $2 == m { print $NF }' go.mod | head -n1)
+  log "containerd: building containerd $version from the Go module proxy (cold: about 3 minutes)"
+  go build -tags "no_btrfs no_devmapper no_zfs" -trimpath \
+    -ldflags "-s -w -X $module/version.Version=$version" \
+    -o "$out/" "$module/cmd/containerd" "$module/cmd/containerd-shim-runc-v2" "$module/cmd/ctr"
 }
 
 apt_packages "${APT_PACKAGES[@]}"
@@ -186,6 +204,7 @@ pinned_venv venv-ansible-2.21 ansible-2.21.txt "$newer"
 pinned_venv venv-release-tools release-tools.txt
 ansible_test_pip_bootstrap
 collections
-controlplane
+go_tool controlplane
+go_tool containerd
 "$EDGEWASM_REPO/scripts/build-node-image.sh"
 log "ready"

@@ -14,7 +14,8 @@ libexec/edgewasm-standin/, so the stand-in wasmedge runs the role's WASI-NN self
     <mirror>/<V>/SHA256SUM                              sha256sum format, every asset of <V>
     <mirror>/containerd-shim-wasmedge/v<R>/containerd-shim-wasmedge-<arch>-linux-musl.tar.gz   (upstream's path)
     <mirror>/runwasi/<R>/containerd-shim-wasmedge-<arch>-linux-gnu.tar.gz      (a site's own glibc build)
-    <mirror>/<K>/k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt   stand-in k3s (k3s.py)
+    <mirror>/<K>/k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt   stand-in k3s (a zip application of
+                                                       k3s.py and its real-node launcher k3s_launcher.py)
     <mirror>/<C>/crun-<C>.tar.gz          a source tarball with crun's configure/make interface (crun_source.py)
 
     python tests/doubles/release_mirror.py --mirror DIR [--version 0.14.1 --version 0.15.0]
@@ -31,6 +32,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import zipapp
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -166,20 +168,26 @@ def build_shim(mirror: Path, version: str) -> list[Path]:
 FIXTURES = Path(__file__).resolve().parents[1] / "doubles" / "k3s_containerd"
 
 
-def build_k3s(mirror: Path, version: str) -> list[Path]:
-    """The STAND-IN k3s script as a release: binary, air-gap images file and sha256sum file."""
+def build_k3s(mirror: Path, version: str, images_archive: Path | None = None) -> list[Path]:
+    """The STAND-IN k3s (k3s.py + k3s_launcher.py) as a release: binary, air-gap images file and sha256sum file."""
     names = catalog.ARCHES[platform.machine()]
     arch, binary = names["k3s"], names["k3s_binary"]
     release = mirror / version
     release.mkdir(parents=True, exist_ok=True)
-    script = "#!/usr/bin/env python3\n" + Path(__file__).with_name("k3s.py").read_text()
-    script = script.replace("__K3S_VERSION__", version)
+    script = Path(__file__).with_name("k3s.py").read_text().replace("__K3S_VERSION__", version)
     for config_version in ("2", "3"):
         base = (FIXTURES / f"base-v{config_version}.toml").read_text()
         script = script.replace(f'"__BASE_V{config_version}__"', json.dumps(base))
-    (release / binary).write_text(script)
+    # One executable file, as k3s is: a Python zip application of the stand-in and its real-node launcher.
+    with tempfile.TemporaryDirectory() as source:
+        Path(source, "__main__.py").write_text(script)
+        shutil.copy(Path(__file__).with_name("k3s_launcher.py"), source)
+        zipapp.create_archive(source, release / binary, interpreter="/usr/bin/env python3")
     images = release / f"k3s-airgap-images-{arch}.tar.zst"
-    images.write_bytes(f"{wasmedge_tree.MARKER}: air-gap images of k3s {version}\n".encode())
+    if images_archive is None:  # a placeholder: only the lab's nodes import images (lab_images.py)
+        images.write_bytes(f"{wasmedge_tree.MARKER}: air-gap images of k3s {version}\n".encode())
+    else:
+        shutil.copyfile(images_archive, images)
     sums = release / f"sha256sum-{arch}.txt"
     sums.write_text(
         "".join(
@@ -199,12 +207,13 @@ def main() -> int:
     parser.add_argument("--runwasi-version", default="0.6.0")
     parser.add_argument("--crun-version", action="append", dest="crun_versions")
     parser.add_argument("--k3s-version", action="append", dest="k3s_versions", default=[])
+    parser.add_argument("--k3s-images", type=Path, help="air-gap images archive to publish (lab_images.py)")
     args = parser.parse_args()
     made = build(args.mirror, args.versions or ["0.14.1"])
     made += build_shim(args.mirror, args.runwasi_version)
     made += [crun_source.build(args.mirror, v) for v in args.crun_versions or ["1.29.1"]]
     for k3s_version in args.k3s_versions:
-        made += build_k3s(args.mirror, k3s_version)
+        made += build_k3s(args.mirror, k3s_version, args.k3s_images)
     for path in made:
         sys.stdout.write(f"{path}\n")
     return 0

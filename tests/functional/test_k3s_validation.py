@@ -71,7 +71,7 @@ def test_binary_not_matching_the_release_checksum_file(run_site, tmp_path, site)
     binary = (
         tmp_path / "mirror" / "v1.31.6+k3s1" / release_mirror.catalog.ARCHES[platform.machine()]["k3s_binary"]
     )
-    binary.write_text(binary.read_text() + "# tampered\n")
+    binary.write_bytes(binary.read_bytes() + b"# tampered\n")
     result = run_site(local_inventory(["node1"], []), site, playbook=PLAYBOOK)
     assert result.rc != 0
     assert f"checksum mismatch for {binary.name}" in result.output, result.output

@@ -1,14 +1,16 @@
-// Command controlplane runs the upstream Kubernetes control-plane components and etcd that the
-// collection's tests start, built from their published Go modules (pinned in go.mod): one multi-call
-// binary, so the whole set costs one link. Start a component as
+// Command controlplane runs the upstream Kubernetes components and etcd that the collection's tests
+// and lab start, built from their published Go modules (pinned in go.mod): one multi-call binary, so
+// the whole set costs one link. Start a component as
 //
 //	controlplane <component> [flags]
 //
 // or through a symbolic link named after it. Components: etcd, kube-apiserver,
-// kube-controller-manager, kube-scheduler, kubectl. `controlplane versions` prints the pins.
+// kube-controller-manager, kube-scheduler, kubectl, and the node's kubelet and kube-proxy.
+// `controlplane versions` prints the pins.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,7 +29,9 @@ import (
 	kubectlutil "k8s.io/kubectl/pkg/cmd/util"
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
 var components = map[string]func(args []string) int{
@@ -47,7 +51,9 @@ var components = map[string]func(args []string) int{
 		}
 		return 0
 	},
-	"versions": func([]string) int { return versions() },
+	"kubelet":    func([]string) int { return cli.Run(kubelet.NewKubeletCommand(context.Background())) },
+	"kube-proxy": func([]string) int { return cli.Run(proxy.NewProxyCommand()) },
+	"versions":   func([]string) int { return versions() },
 }
 
 func names() []string {
