@@ -53,11 +53,18 @@ create() {
   done
   ssh_access
   local images
+  log "images: pause, balancer, stand-in llama-api-server (tests/doubles/lab_images.py)"
   images=$(python3 "$EDGEWASM_REPO/tests/doubles/lab_images.py" --cache "$EDGEWASM_CACHE/lab-images")
   python3 "$EDGEWASM_REPO/tests/doubles/release_mirror.py" --mirror "$LAB_DIR/mirror" \
-    --version 0.14.1 --k3s-version v1.31.6+k3s1 --k3s-images "$images" >/dev/null
+    --version 0.14.1 --k3s-version v1.31.6+k3s1 --k3s-images "$images" \
+    --wasm-shim "$EDGEWASM_CACHE/containerd/current/containerd-shim-runc-v2" >/dev/null
+  python3 "$EDGEWASM_REPO/tests/doubles/lab_models.py" --dir "$LAB_DIR/models" \
+    Llama-3.2-1B-Instruct-Q5_K_M.gguf Llama-3.2-3B-Instruct-Q5_K_M.gguf Qwen2.5-1.5B-Instruct-Q5_K_M.gguf
   EDGEWASM_LAB_DIR=$LAB_DIR ansible-playbook -i "$EDGEWASM_REPO/inventories/lab/hosts.yml" \
     "$EDGEWASM_REPO/playbooks/site.yml"
+  if [[ -f $LAB_DIR/reports/verify.md ]]; then
+    cat "$LAB_DIR/reports/verify.md"
+  fi
   log "ready: podman exec -it edgewasm-lab-server1 bash; kubeconfig $LAB_DIR/kubeconfig.yaml"
 }
 

@@ -40,10 +40,10 @@ class StandinBackend:
         app.router.add_route("*", "/v1/{tail:.*}", self.generic)
         return app
 
-    async def start(self, port: int = 0) -> StandinBackend:
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> StandinBackend:
         self._runner = web.AppRunner(self.app(), handler_cancellation=True, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port or self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port or self.port, reuse_address=True)
         await site.start()
         self.port = self._runner.addresses[0][1]
         self.url = f"http://127.0.0.1:{self.port}"

@@ -313,81 +313,69 @@ def kubectl(config: Path, *args: str, stdin: str | None = None) -> subprocess.Co
 # -- server ---------------------------------------------------------------------------------------
 
 
+RBAC = "rbac.authorization.k8s.io"
+
+
+def binding(name: str, role: str, group: str) -> dict:
+    return {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": RBAC, "kind": "Group", "name": group}],
+    }
+
+
 def bootstrap_objects(token: str, ca: bytes, server: str) -> str:
-    """What kubeadm sets up for TLS bootstrapping, plus kube-proxy's rights for node credentials."""
+    """What kubeadm sets up for TLS bootstrapping, plus kube-proxy's rights for node credentials: a v1
+    List in JSON (in YAML, a token id such as 907e21 would be read back as a number)."""
     token_id, secret = bootstrap_token(token)
-    binding = (
-        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: {}}}\n"
-        "roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {}}}\n"
-        "subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: Group, name: {}}}]\n"
-    )
-    docs = [
-        binding.format("edgewasm-lab:kubelet-bootstrap", "system:node-bootstrapper", "system:bootstrappers"),
-        binding.format(
-            "edgewasm-lab:node-autoapprove-bootstrap",
-            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
-            "system:bootstrappers",
-        ),
-        binding.format(
-            "edgewasm-lab:node-autoapprove-rotation",
-            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
-            "system:nodes",
-        ),
-        binding.format("edgewasm-lab:node-proxier", "system:node-proxier", "system:nodes"),
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": "bootstrap.kubernetes.io/token",
-                "metadata": {"name": f"bootstrap-token-{token_id}", "namespace": "kube-system"},
-                "stringData": {
-                    "token-id": token_id,
-                    "token-secret": secret,
-                    "usage-bootstrap-authentication": "true",
-                    "usage-bootstrap-signing": "true",
-                },
-            }
-        ),
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "cluster-info", "namespace": "kube-public"},
-                "data": {"kubeconfig": kubeconfig(server, ca, {})},
-            }
-        ),
-        yaml.safe_dump(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "Role",
-                "metadata": {"name": "edgewasm-lab:cluster-info", "namespace": "kube-public"},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "resources": ["configmaps"],
-                        "resourceNames": ["cluster-info"],
-                        "verbs": ["get"],
-                    }
-                ],
-            }
-        ),
-        yaml.safe_dump(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": "edgewasm-lab:cluster-info", "namespace": "kube-public"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "edgewasm-lab:cluster-info",
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:anonymous"}
-                ],
-            }
-        ),
+    csr = "system:certificates.k8s.io:certificatesigningrequests"
+    items = [
+        binding("edgewasm-lab:kubelet-bootstrap", "system:node-bootstrapper", "system:bootstrappers"),
+        binding("edgewasm-lab:node-autoapprove-bootstrap", f"{csr}:nodeclient", "system:bootstrappers"),
+        binding("edgewasm-lab:node-autoapprove-rotation", f"{csr}:selfnodeclient", "system:nodes"),
+        binding("edgewasm-lab:node-proxier", "system:node-proxier", "system:nodes"),
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "bootstrap.kubernetes.io/token",
+            "metadata": {"name": f"bootstrap-token-{token_id}", "namespace": "kube-system"},
+            "stringData": {
+                "token-id": token_id,
+                "token-secret": secret,
+                "usage-bootstrap-authentication": "true",
+                "usage-bootstrap-signing": "true",
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+            "data": {"kubeconfig": kubeconfig(server, ca, {})},
+        },
+        {
+            "apiVersion": f"{RBAC}/v1",
+            "kind": "Role",
+            "metadata": {"name": "edgewasm-lab:cluster-info", "namespace": "kube-public"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": ["cluster-info"],
+                    "verbs": ["get"],
+                }
+            ],
+        },
+        {
+            "apiVersion": f"{RBAC}/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "edgewasm-lab:cluster-info", "namespace": "kube-public"},
+            "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "edgewasm-lab:cluster-info"},
+            "subjects": [{"apiGroup": RBAC, "kind": "User", "name": "system:anonymous"}],
+        },
     ]
-    return "---\n".join(docs)
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
 def start_server(settings: Settings, token: str, supervisor: Supervisor) -> bytes:

@@ -12,7 +12,8 @@ libexec/edgewasm-standin/, so the stand-in wasmedge runs the role's WASI-NN self
     <mirror>/<V>/WasmEdge-plugin-wasi_nn-ggml[<infix>]-<V>-<dist>_<arch>.tar.gz   libwasmedgePluginWasiNN.so
     <mirror>/<V>/WasmEdge-<V>-debian11_<arch>_static.tar.gz   (the runwasi build's static archive)
     <mirror>/<V>/SHA256SUM                              sha256sum format, every asset of <V>
-    <mirror>/containerd-shim-wasmedge/v<R>/containerd-shim-wasmedge-<arch>-linux-musl.tar.gz   (upstream's path)
+    <mirror>/containerd-shim-wasmedge/v<R>/containerd-shim-wasmedge-<arch>-linux-musl.tar.gz   (upstream's path;
+                                                       --wasm-shim: containerd's runc shim under that name)
     <mirror>/runwasi/<R>/containerd-shim-wasmedge-<arch>-linux-gnu.tar.gz      (a site's own glibc build)
     <mirror>/<K>/k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt   stand-in k3s (a zip application of
                                                        k3s.py and its real-node launcher k3s_launcher.py)
@@ -141,18 +142,23 @@ def build(mirror: Path, versions: list[str]) -> list[Path]:
     return made
 
 
-def build_shim(mirror: Path, version: str) -> list[Path]:
-    """A gcc-built STAND-IN containerd-shim-wasmedge-v1 that only prints its version, in both layouts."""
+def build_shim(mirror: Path, version: str, runnable: Path | None = None) -> list[Path]:
+    """A STAND-IN containerd-shim-wasmedge-v1 in both layouts: a gcc-built program that only prints its
+    version, or (runnable, for the lab's real nodes) a copy of containerd's runc shim under the WasmEdge
+    shim's name, which runs a pod's command as an ordinary Linux process."""
     arch = platform.machine()
     made = []
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "shim.c"
-        source.write_text(
-            f"/* {wasmedge_tree.MARKER} */\n#include <stdio.h>\n"
-            f'int main(void) {{ printf("containerd-shim-wasmedge-v1 v{version} ({wasmedge_tree.MARKER})\\n"); return 0; }}\n'
-        )
         binary = Path(tmp) / "containerd-shim-wasmedge-v1"
-        wasmedge_tree._gcc(["-o", str(binary), str(source)])
+        if runnable is not None:
+            shutil.copy(runnable, binary)
+        else:
+            source = Path(tmp) / "shim.c"
+            source.write_text(
+                f"/* {wasmedge_tree.MARKER} */\n#include <stdio.h>\n"
+                f'int main(void) {{ printf("containerd-shim-wasmedge-v1 v{version} ({wasmedge_tree.MARKER})\\n"); return 0; }}\n'
+            )
+            wasmedge_tree._gcc(["-o", str(binary), str(source)])
         for archive in (
             mirror
             / "containerd-shim-wasmedge"
@@ -208,9 +214,12 @@ def main() -> int:
     parser.add_argument("--crun-version", action="append", dest="crun_versions")
     parser.add_argument("--k3s-version", action="append", dest="k3s_versions", default=[])
     parser.add_argument("--k3s-images", type=Path, help="air-gap images archive to publish (lab_images.py)")
+    parser.add_argument(
+        "--wasm-shim", type=Path, help="a runnable shim to publish as the WasmEdge shim (the lab)"
+    )
     args = parser.parse_args()
     made = build(args.mirror, args.versions or ["0.14.1"])
-    made += build_shim(args.mirror, args.runwasi_version)
+    made += build_shim(args.mirror, args.runwasi_version, args.wasm_shim)
     made += [crun_source.build(args.mirror, v) for v in args.crun_versions or ["1.29.1"]]
     for k3s_version in args.k3s_versions:
         made += build_k3s(args.mirror, k3s_version, args.k3s_images)

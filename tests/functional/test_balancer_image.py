@@ -17,23 +17,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from doubles import python_base
 
 REPO = Path(__file__).resolve().parents[2]
-NODE_IMAGE = "localhost/edgewasm-node:bookworm"
-BASE = "localhost/edgewasm-test-python-standin:bookworm"
+BASE = python_base.IMAGE
 IMAGE = "localhost/edgewasm-balancer:test"
 
 pytestmark = pytest.mark.slow
-
-STANDIN_BASE = f"""\
-# STAND-IN for python:3.12-slim-bookworm (tests only).
-FROM {NODE_IMAGE}
-COPY host-ca.crt /etc/ssl/certs/host-ca.crt
-ENV PIP_CERT=/etc/ssl/certs/host-ca.crt
-RUN apt-get update -qq \\
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null \\
- && ln -sf /usr/bin/python3 /usr/local/bin/python && rm -rf /var/lib/apt/lists/*
-"""
 
 
 def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -43,13 +33,7 @@ def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory):
     assert shutil.which("podman"), "podman is missing: run scripts/setup.sh"
-    assert podman("image", "exists", NODE_IMAGE, check=False).returncode == 0, (
-        f"{NODE_IMAGE} missing: run scripts/setup.sh"
-    )
-    context = tmp_path_factory.mktemp("python-standin")
-    (context / "Containerfile").write_text(STANDIN_BASE)
-    shutil.copy("/etc/ssl/certs/ca-certificates.crt", context / "host-ca.crt")
-    podman("build", "-q", "-t", BASE, str(context))
+    python_base.build()
     before = _dangling()
     podman(
         "build",
