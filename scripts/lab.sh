@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
 # The local lab (make lab / make lab-destroy): three systemd nodes in podman containers on this
-# machine, playbooks/site.yml converged on them from a mirror of STAND-IN release artifacts.
-#   scripts/lab.sh create    nodes, mirror, then site.yml (inventories/lab/hosts.yml)
+# machine, playbooks/site.yml converged on them from a mirror of STAND-IN release artifacts, ending
+# with the verify role's report. The nodes are real Kubernetes nodes: the stand-in k3s launches the
+# upstream etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy and containerd
+# (tests/doubles/k3s_launcher.py; scripts/setup.sh builds them from the Go module proxy), the seed's
+# backends run as pods through the `wasmedge-nn` runtime class (containerd's runc shim under the
+# WasmEdge shim's name runs the stand-in llama-api-server), and the balancer finds them through real
+# EndpointSlices. Only the WebAssembly execution stands in.
+#   scripts/lab.sh create    nodes, mirror, images, models, then site.yml (inventories/lab/hosts.yml)
 #   scripts/lab.sh destroy   nodes, network and .cache/lab (mirror, artifact cache, kubeconfig)
+#   scripts/lab.sh logs      the k3s journal and the upstream components' logs of every node
 # Its containers (edgewasm-lab-*) and network (edgewasm-lab) are its own: the molecule scenarios
-# use other names, so running the tests never touches a running lab. The node settings are the ones
-# extensions/molecule/default/molecule.yml gives its nodes (image, systemd, cgroup mount, ip_forward).
+# use other names, so running the tests never touches a running lab.
 # Ansible reaches the nodes over SSH with pipelining, as it reaches a site's machines (molecule uses
 # podman exec, four podman calls per task): a key pair and the nodes' host keys under .cache/lab/ssh.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-LAB_DIR=$EDGEWASM_CACHE/lab
-NETWORK=edgewasm-lab
+# A second lab beside the first (the test suite's, scripts/test.sh): EDGEWASM_LAB_NAME names its containers
+# and network, EDGEWASM_LAB_SUBNET its addresses and EDGEWASM_LAB_DIR its directory; its inventory is then
+# written to EDGEWASM_LAB_DIR/inventory (inventories/lab/hosts.yml with those addresses, the same group_vars).
+LAB_DIR=${EDGEWASM_LAB_DIR:-$EDGEWASM_CACHE/lab}
+NAME=${EDGEWASM_LAB_NAME:-edgewasm-lab}
+NETWORK=$NAME
 # Fixed addresses: our podman has no DNS plugin, so every node gets the others in /etc/hosts, under
 # their inventory names and container names (the k3s role's server address is its ansible_host).
-SUBNET=10.89.240
+SUBNET=${EDGEWASM_LAB_SUBNET:-10.89.240}
 NODES=(server1 agent1 agent2)
 declare -A ADDRESS=([server1]=$SUBNET.10 [agent1]=$SUBNET.11 [agent2]=$SUBNET.12)
+INVENTORY=$EDGEWASM_REPO/inventories/lab/hosts.yml
 IMAGE=localhost/edgewasm-node:bookworm
 # Real nodes: kubelet, containerd, kube-proxy and the CNI bridge need a privileged container with its own
 # cgroup namespace, and containerd's root on a volume (overlayfs on the image's overlay fails). The
@@ -36,15 +47,15 @@ create() {
   podman network exists "$NETWORK" || podman network create --subnet "$SUBNET.0/24" "$NETWORK" >/dev/null
   local node other hosts=()
   for other in "${NODES[@]}"; do
-    hosts+=(--add-host "$other:${ADDRESS[$other]}" --add-host "edgewasm-lab-$other:${ADDRESS[$other]}")
+    hosts+=(--add-host "$other:${ADDRESS[$other]}" --add-host "$NAME-$other:${ADDRESS[$other]}")
   done
   for node in "${NODES[@]}"; do
-    if podman container exists "edgewasm-lab-$node"; then
+    if podman container exists "$NAME-$node"; then
       log "node $node: exists"
       continue
     fi
-    log "node $node: creating edgewasm-lab-$node"
-    podman run -d --name "edgewasm-lab-$node" --hostname "$node" \
+    log "node $node: creating $NAME-$node"
+    podman run -d --name "$NAME-$node" --hostname "$node" \
       --network "$NETWORK" --ip "${ADDRESS[$node]}" "${hosts[@]}" \
       --systemd always --sysctl net.ipv4.ip_forward=1 \
       "${REAL_NODE[@]}" \
@@ -60,12 +71,17 @@ create() {
     --wasm-shim "$EDGEWASM_CACHE/containerd/current/containerd-shim-runc-v2" >/dev/null
   python3 "$EDGEWASM_REPO/tests/doubles/lab_models.py" --dir "$LAB_DIR/models" \
     Llama-3.2-1B-Instruct-Q5_K_M.gguf Llama-3.2-3B-Instruct-Q5_K_M.gguf Qwen2.5-1.5B-Instruct-Q5_K_M.gguf
-  EDGEWASM_LAB_DIR=$LAB_DIR ansible-playbook -i "$EDGEWASM_REPO/inventories/lab/hosts.yml" \
-    "$EDGEWASM_REPO/playbooks/site.yml"
+  if [[ $SUBNET != 10.89.240 ]]; then
+    mkdir -p "$LAB_DIR/inventory"
+    sed "s/10\.89\.240\./$SUBNET./g" "$INVENTORY" >"$LAB_DIR/inventory/hosts.yml"
+    ln -sfn "$EDGEWASM_REPO/inventories/lab/group_vars" "$LAB_DIR/inventory/group_vars"
+    INVENTORY=$LAB_DIR/inventory/hosts.yml
+  fi
+  EDGEWASM_LAB_DIR=$LAB_DIR ansible-playbook -i "$INVENTORY" "$EDGEWASM_REPO/playbooks/site.yml"
   if [[ -f $LAB_DIR/reports/verify.md ]]; then
     cat "$LAB_DIR/reports/verify.md"
   fi
-  log "ready: podman exec -it edgewasm-lab-server1 bash; kubeconfig $LAB_DIR/kubeconfig.yaml"
+  log "ready: podman exec -it $NAME-server1 bash; kubeconfig $LAB_DIR/kubeconfig.yaml; inventory $INVENTORY"
 }
 
 # The controller's key in every node's authorized_keys, and every node's host key in our known_hosts
@@ -77,13 +93,13 @@ ssh_access() {
   [[ -f $key ]] || ssh-keygen -q -t ed25519 -N '' -C edgewasm-lab -f "$key"
   : >"$known.new"
   for node in "${NODES[@]}"; do
-    podman exec -i "edgewasm-lab-$node" sh -c 'umask 077; mkdir -p /root/.ssh; cat >/root/.ssh/authorized_keys' <"$key.pub"
+    podman exec -i "$NAME-$node" sh -c 'umask 077; mkdir -p /root/.ssh; cat >/root/.ssh/authorized_keys' <"$key.pub"
     for try in $(seq 60); do
-      podman exec "edgewasm-lab-$node" systemctl is-active -q ssh && break
-      ((try < 60)) || { log "node $node: sshd did not start"; podman exec "edgewasm-lab-$node" systemctl status ssh || true; exit 1; }
+      podman exec "$NAME-$node" systemctl is-active -q ssh && break
+      ((try < 60)) || { log "node $node: sshd did not start"; podman exec "$NAME-$node" systemctl status ssh || true; exit 1; }
       sleep 1
     done
-    podman exec "edgewasm-lab-$node" cat /etc/ssh/ssh_host_ed25519_key.pub \
+    podman exec "$NAME-$node" cat /etc/ssh/ssh_host_ed25519_key.pub \
       | awk -v ip="${ADDRESS[$node]}" '{print ip, $1, $2}' >>"$known.new"
   done
   mv "$known.new" "$known"
@@ -92,15 +108,29 @@ ssh_access() {
 destroy() {
   local node
   for node in "${NODES[@]}"; do
-    podman rm -f -v --ignore "edgewasm-lab-$node" >/dev/null
+    podman rm -f -v --ignore "$NAME-$node" >/dev/null
   done
   podman network exists "$NETWORK" && podman network rm "$NETWORK" >/dev/null
   rm -rf "$LAB_DIR"
   log "removed the nodes, the $NETWORK network and $LAB_DIR"
 }
 
+# What each node's k3s launcher and its upstream programs said last: the journal of the k3s unit and the
+# end of every component's log (<data-dir>/agent/logs).
+logs() {
+  local node
+  for node in "${NODES[@]}"; do
+    podman container exists "$NAME-$node" || continue
+    echo "===== $node: journalctl -u k3s -u k3s-agent (last 40 lines)"
+    podman exec "$NAME-$node" journalctl -u k3s -u k3s-agent --no-pager -n 40 || true
+    echo "===== $node: component logs (last 25 lines each)"
+    podman exec "$NAME-$node" sh -c 'tail -n 25 /var/lib/rancher/k3s/agent/logs/*.log 2>/dev/null' || true
+  done
+}
+
 case ${1:-} in
   create) create ;;
   destroy) destroy ;;
-  *) echo "usage: $0 create|destroy" >&2; exit 2 ;;
+  logs) logs ;;
+  *) echo "usage: $0 create|destroy|logs" >&2; exit 2 ;;
 esac

@@ -9,7 +9,8 @@
 # Stages: setup, ruff, ansible-lint (with yamllint), ansible-test sanity, galaxy (galaxy-importer and
 # the docs and changelog linters), pytest (unit and functional), cluster (tests/cluster and the integration
 # target against a real Kubernetes control plane), compat (the oldest and the newest
-# ansible-core), balancer (its own pytest suite), one stage per molecule scenario. Select stages with
+# ansible-core), balancer (its own pytest suite), one stage per molecule scenario, lab (make lab on real
+# Kubernetes nodes, then tests/lab; in the background after the short scenarios). Select stages with
 # EDGEWASM_STAGES="ruff pytest" (names as printed in the headers' brackets); setup always runs unless
 # excluded by name: EDGEWASM_STAGES="pytest -setup".
 # A name that is no stage is an error (exit 2).
@@ -22,7 +23,7 @@ passed=0
 failed=0
 summary=()
 
-all_stages=(setup ruff ansible-lint sanity galaxy pytest cluster compat balancer)
+all_stages=(setup ruff ansible-lint sanity galaxy pytest cluster compat balancer lab)
 for scenario_dir in extensions/molecule/*/; do all_stages+=("molecule-$(basename "$scenario_dir")"); done
 only=" "
 skip=" "
@@ -145,7 +146,11 @@ run_scenarios() {
   local scenario start rc
   for scenario in "$@"; do
     start=$SECONDS
-    molecule test -s "$scenario" >"$molecule_logs/$scenario.log" 2>&1
+    if [[ $scenario == lab ]]; then
+      lab_test >"$molecule_logs/$scenario.log" 2>&1
+    else
+      molecule test -s "$scenario" >"$molecule_logs/$scenario.log" 2>&1
+    fi
     rc=$?
     echo "$rc $((SECONDS - start))" >"$molecule_logs/$scenario.rc"
   done
@@ -158,6 +163,7 @@ start_molecule() {
     selected "molecule-$scenario" || continue
     if [[ $scenario == default ]]; then long+=("$scenario"); else short+=("$scenario"); fi
   done
+  selected lab && short+=(lab)
   # Only a run that starts scenarios owns the logs (another suite may be running them right now).
   ((${#long[@]} + ${#short[@]})) || return 0
   rm -rf "$molecule_logs" && mkdir -p "$molecule_logs"
@@ -176,7 +182,22 @@ molecule_stage() {
   done
   cat "$molecule_logs/$scenario.log"
   read -r rc took <"$molecule_logs/$scenario.rc" || { echo "molecule $scenario did not finish"; return 1; }
-  echo "(molecule $scenario ran for ${took}s, beside the stages before it)"
+  echo "($scenario ran for ${took}s, beside the stages before it)"
+  return "$rc"
+}
+
+# The lab (make lab) as a stage: real Kubernetes nodes in podman, site.yml end to end with the verify
+# role's report, then tests/lab's stories against it (rerun changed=0, a pod deleted, a node drained, a
+# wrong token). A lab of its own (names, addresses, directory), so a developer's lab is left alone. It
+# runs in the background, after the short molecule scenarios.
+lab_test() {
+  local rc=0 lab=$EDGEWASM_REPO/scripts/lab.sh
+  export EDGEWASM_LAB_NAME=edgewasm-labtest EDGEWASM_LAB_SUBNET=10.89.241 EDGEWASM_LAB_DIR=$EDGEWASM_CACHE/lab-test
+  "$lab" destroy >/dev/null 2>&1 || true
+  "$lab" create || rc=1
+  if ((rc == 0)); then python -m pytest -p no:cacheprovider tests/lab || rc=1; fi
+  if ((rc)); then "$lab" logs; fi
+  "$lab" destroy || rc=1
   return "$rc"
 }
 
@@ -237,4 +258,5 @@ for scenario_dir in extensions/molecule/*/; do
   scenario=$(basename "$scenario_dir")
   stage "molecule-$scenario" "molecule test -s $scenario" molecule_stage "$scenario"
 done
+stage lab "make lab on real Kubernetes nodes, then tests/lab" molecule_stage lab
 finish

@@ -1,0 +1,237 @@
+"""The lab end to end: real kubelets, containerd, kube-proxy and CNI on podman nodes, site.yml's backends
+and balancer as real pods, and what happens to them when nodes and pods go away.
+
+Runs in file order: the stories at the end change the lab (a pod deleted, a node drained, a wrong
+token) and put it back.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import urllib.request
+import uuid
+
+import kubernetes
+import pytest
+from conftest import REPO, Lab, recap, wait_for
+
+NAMESPACE = "llamaedge"
+KUBECTL = REPO / ".cache" / "controlplane" / "current" / "kubectl"
+# What inventories/lab/hosts.yml deploys: backend -> (model name, nodes holding its model, replicas).
+BACKENDS = {
+    "llama-low-cost": ("llama-3-1b", {"server1", "agent1", "agent2"}, 3),
+    "llama-high-cost": ("llama-3-3b", {"agent1", "agent2"}, 2),
+    "qwen-mid": ("qwen-2.5-1.5b", {"server1", "agent1", "agent2"}, 2),
+}
+
+
+def ready(node) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
+def backend_pods(core, backend: str) -> list:
+    selector = f"app.kubernetes.io/component=backend,app.kubernetes.io/instance={backend}"
+    return core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
+
+
+def running_and_ready(pod) -> bool:
+    statuses = pod.status.container_statuses or []
+    return pod.status.phase == "Running" and bool(statuses) and all(s.ready for s in statuses)
+
+
+def rolled_out(apps, name: str) -> bool:
+    deployment = apps.read_namespaced_deployment(name, NAMESPACE)
+    status = deployment.status
+    return (
+        status.observed_generation == deployment.metadata.generation
+        and (status.updated_replicas or 0) == deployment.spec.replicas
+        and (status.available_replicas or 0) == deployment.spec.replicas
+        and (status.replicas or 0) == deployment.spec.replicas
+    )
+
+
+def balancer_url(core) -> str:
+    server = core.read_node("server1")
+    address = next(a.address for a in server.status.addresses if a.type == "InternalIP")
+    return f"http://{address}:30080"
+
+
+def ask(url: str, model: str) -> dict:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "which colour?"}]}).encode()
+    request = urllib.request.Request(  # noqa: S310 - the lab's http:// URL
+        f"{url}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        return json.loads(answer.read())
+
+
+def kubectl(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(KUBECTL), f"--kubeconfig={lab.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+def test_nodes_are_real_kubelets_and_ready(core):
+    nodes = {n.metadata.name: n for n in core.list_node().items}
+    assert sorted(nodes) == ["agent1", "agent2", "server1"]
+    for name, node in nodes.items():
+        assert ready(node), f"{name} is not Ready: {node.status.conditions}"
+        info = node.status.node_info
+        assert info.kubelet_version.startswith("v1."), info.kubelet_version
+        assert info.container_runtime_version.startswith("containerd://2."), info.container_runtime_version
+        assert node.spec.pod_cidr, f"{name} has no pod CIDR"
+    assert "node-role.kubernetes.io/control-plane" in nodes["server1"].metadata.labels
+    assert len({n.spec.pod_cidr for n in nodes.values()}) == 3
+
+
+def test_backends_run_where_their_models_are(core, api):
+    discovery = kubernetes.client.DiscoveryV1Api(api)
+    for backend, (_model, nodes, replicas) in BACKENDS.items():
+        pods = backend_pods(core, backend)
+        assert len(pods) == replicas, [p.metadata.name for p in pods]
+        for pod in pods:
+            assert running_and_ready(pod), f"{pod.metadata.name}: {pod.status.phase}"
+            assert pod.spec.node_name in nodes, f"{pod.metadata.name} runs on {pod.spec.node_name}"
+            assert pod.spec.runtime_class_name == "wasmedge-nn"
+        # What the balancer discovers: the Service's EndpointSlices list every pod, ready.
+        slices = discovery.list_namespaced_endpoint_slice(
+            NAMESPACE, label_selector=f"kubernetes.io/service-name={backend}"
+        ).items
+        addresses = {a for s in slices for e in s.endpoints or [] if e.conditions.ready for a in e.addresses}
+        assert addresses == {p.status.pod_ip for p in pods}
+
+
+def test_the_stand_in_server_refuses_a_pod_without_its_plugin(core, lab):
+    """The backends above are Running only because the stand-in found the model, the plugin and every
+    mounted library: a pod of the same image without the mounts fails, naming what is missing."""
+    name = f"no-plugin-{uuid.uuid4().hex[:6]}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "restartPolicy": "Never",
+            "runtimeClassName": "wasmedge-nn",
+            "containers": [
+                {
+                    "name": "llama-api-server",
+                    "image": "localhost/edgewasm-standin-llama-api-server:lab",
+                    "imagePullPolicy": "Never",
+                    "command": ["llama-api-server.wasm"],
+                    "args": ["--model-name", "llama-3-1b", "--port", "8080"],
+                    "env": [
+                        {
+                            "name": "WASMEDGE_WASINN_PRELOAD",
+                            "value": "default:GGML:AUTO:/models/missing.gguf",
+                        },
+                        {"name": "WASMEDGE_PLUGIN_PATH", "value": "/opt/wasmedge/current/plugin"},
+                    ],
+                }
+            ],
+        },
+    }
+    core.create_namespaced_pod(NAMESPACE, pod)
+    try:
+        failed = wait_for(
+            f"pod {name} to fail",
+            lambda: (
+                (p := core.read_namespaced_pod(name, NAMESPACE)).status.phase in ("Failed", "Succeeded") and p
+            ),
+        )
+        assert failed.status.phase == "Failed"
+        log = core.read_namespaced_pod_log(name, NAMESPACE)
+        assert "/models/missing.gguf" in log, log
+        assert "no libwasmedgePluginWasiNN.so in WASMEDGE_PLUGIN_PATH" in log, log
+    finally:
+        core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
+
+
+def test_make_lab_verified_the_deployment(lab):
+    report = (lab.directory / "reports" / "verify.md").read_text()
+    assert "Result: **PASS**" in report, report
+    for backend in BACKENDS:
+        assert f"| {backend} |" in report
+
+
+def test_rerun_changes_nothing(lab):
+    result = lab.playbook("playbooks/site.yml")
+    assert result.returncode == 0, result.stdout[-5000:]
+    counters = recap(result.stdout)
+    assert set(counters) >= {"server1", "agent1", "agent2"}, result.stdout[-3000:]
+    changed = {host: c["changed"] for host, c in counters.items() if c["changed"]}
+    assert not changed, result.stdout[-8000:]
+
+
+def test_a_deleted_backend_pod_is_replaced_and_verify_passes(core, apps, lab):
+    victim = backend_pods(core, "llama-low-cost")[0].metadata.name
+    core.delete_namespaced_pod(victim, NAMESPACE)
+    wait_for(
+        "llama-low-cost to roll out again",
+        lambda: (
+            rolled_out(apps, "llama-low-cost")
+            and victim not in {p.metadata.name for p in backend_pods(core, "llama-low-cost")}
+        ),
+    )
+    result = lab.playbook("playbooks/site.yml", "--tags", "verify")
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert "Verification passed" in result.stdout
+
+
+def test_a_drained_node_gets_no_more_requests(core, apps, lab):
+    url = balancer_url(core)
+    before = {
+        p.metadata.name for b in BACKENDS for p in backend_pods(core, b) if p.spec.node_name == "agent2"
+    }
+    assert before, "no backend pod on agent2 to drain away"
+    drained = kubectl(
+        lab, "drain", "agent2", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=180s"
+    )
+    try:
+        assert drained.returncode == 0, drained.stderr
+        for name in [*BACKENDS, "llama-balancer"]:
+            wait_for(f"{name} to roll out without agent2", lambda n=name: rolled_out(apps, n))
+        answered = {}
+        for _round in range(6):
+            for model, _nodes, _replicas in BACKENDS.values():
+                backend = ask(url, model)["backend"]
+                answered[backend] = model
+        pods = {p.metadata.name: p.spec.node_name for b in BACKENDS for p in backend_pods(core, b)}
+        assert set(answered) <= set(pods), (answered, pods)
+        assert not set(answered) & before, (
+            f"pods drained from agent2 still answered: {set(answered) & before}"
+        )
+        assert all(pods[name] != "agent2" for name in answered)
+        assert set(answered.values()) == {m for m, _n, _r in BACKENDS.values()}
+    finally:
+        kubectl(lab, "uncordon", "agent2")
+
+
+def test_an_agent_with_a_wrong_token_fails_to_join(lab, core):
+    env_file = "/etc/systemd/system/k3s-agent.service.env"
+    original = lab.node("agent2", "cat", env_file).stdout
+    wrong = "K3S_TOKEN=edgewasm-lab-wrong-token\n"
+    lab.node("agent2", "sh", "-c", f"printf %s {shlex.quote(wrong)} > {env_file}")
+    try:
+        restarted = lab.node("agent2", "systemctl", "restart", "k3s-agent", check=False)
+        assert restarted.returncode != 0, "k3s-agent started with a wrong token"
+        journal = lab.node("agent2", "journalctl", "-u", "k3s-agent", "--no-pager", "-n", "30").stdout
+        assert "refused the join token (401 Unauthorized)" in journal, journal
+    finally:
+        lab.node("agent2", "sh", "-c", f"printf %s {shlex.quote(original)} > {env_file}")
+        lab.node("agent2", "systemctl", "reset-failed", "k3s-agent", check=False)
+        lab.node("agent2", "systemctl", "restart", "k3s-agent", check=False)
+    wait_for("agent2 to be Ready again", lambda: ready(core.read_node("agent2")))
+
+
+@pytest.fixture(autouse=True)
+def _namespace_exists(core):
+    """Every test here needs what site.yml deployed: fail at once, clearly, when it is not there."""
+    names = {n.metadata.name for n in core.list_namespace().items}
+    if NAMESPACE not in names:
+        pytest.fail(f"namespace {NAMESPACE} is missing: site.yml did not deploy the backends")
