@@ -30,6 +30,8 @@ SUBNET=${EDGEWASM_LAB_SUBNET:-10.89.240}
 NODES=(server1 agent1 agent2)
 declare -A ADDRESS=([server1]=$SUBNET.10 [agent1]=$SUBNET.11 [agent2]=$SUBNET.12)
 INVENTORY=$EDGEWASM_REPO/inventories/lab/hosts.yml
+# A second k3s release on the mirror, for playbooks/upgrade.yml (-e k3s_version=...; tests/lab does it).
+UPGRADE_K3S=v1.32.3+k3s1
 IMAGE=localhost/edgewasm-node:bookworm
 # Real nodes: kubelet, containerd, kube-proxy and the CNI bridge need a privileged container with its own
 # cgroup namespace, and containerd's root on a volume (overlayfs on the image's overlay fails). The
@@ -67,7 +69,7 @@ create() {
   log "images: pause, balancer, stand-in llama-api-server (tests/doubles/lab_images.py)"
   images=$(python3 "$EDGEWASM_REPO/tests/doubles/lab_images.py" --cache "$EDGEWASM_CACHE/lab-images")
   python3 "$EDGEWASM_REPO/tests/doubles/release_mirror.py" --mirror "$LAB_DIR/mirror" \
-    --version 0.14.1 --k3s-version v1.31.6+k3s1 --k3s-images "$images" \
+    --version 0.14.1 --k3s-version v1.31.6+k3s1 --k3s-version "$UPGRADE_K3S" --k3s-images "$images" \
     --wasm-shim "$EDGEWASM_CACHE/containerd/current/containerd-shim-runc-v2" >/dev/null
   python3 "$EDGEWASM_REPO/tests/doubles/lab_models.py" --dir "$LAB_DIR/models" \
     Llama-3.2-1B-Instruct-Q5_K_M.gguf Llama-3.2-3B-Instruct-Q5_K_M.gguf Qwen2.5-1.5B-Instruct-Q5_K_M.gguf

@@ -3,7 +3,8 @@
 scripts/test.sh's lab stage creates a lab of its own (EDGEWASM_LAB_NAME, EDGEWASM_LAB_SUBNET,
 EDGEWASM_LAB_DIR), runs these tests against it and destroys it; `make lab` then
 `EDGEWASM_LAB_DIR=.cache/lab pytest tests/lab` runs them against the developer's lab. Without a lab
-they fail (never skip): there is nothing to test.
+they fail (never skip): there is nothing to test. The last stories upgrade k3s and reset the cluster
+(playbooks/reset.yml): recreate a developer's lab afterwards.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ import pytest
 from conftest import REPO, Lab, recap, wait_for
 
 NAMESPACE = "llamaedge"
+UPGRADE_K3S = "v1.32.3+k3s1"  # scripts/lab.sh puts it on the lab's mirror
+EVENTS = "/var/lib/rancher/k3s/standin/events.log"
 KUBECTL = REPO / ".cache" / "controlplane" / "current" / "kubectl"
 # What inventories/lab/hosts.yml deploys: backend -> (model name, nodes holding its model, replicas).
 BACKENDS = {
@@ -227,6 +229,54 @@ def test_an_agent_with_a_wrong_token_fails_to_join(lab, core):
         lab.node("agent2", "systemctl", "reset-failed", "k3s-agent", check=False)
         lab.node("agent2", "systemctl", "restart", "k3s-agent", check=False)
     wait_for("agent2 to be Ready again", lambda: ready(core.read_node("agent2")))
+
+
+def pods_by_uid(core) -> dict[str, tuple]:
+    """Every pod of the deployment: node, container ids and restart counts."""
+    return {
+        p.metadata.uid: (
+            p.spec.node_name,
+            tuple(sorted((s.container_id or "", s.restart_count) for s in p.status.container_statuses or [])),
+        )
+        for p in core.list_namespaced_pod(NAMESPACE).items
+    }
+
+
+def test_pods_survive_a_k3s_upgrade(core, lab):
+    """upgrade.yml replaces k3s and restarts it node by node (KillMode=process): the containers keep
+    running, and the restarted kubelet and containerd adopt them."""
+    before = pods_by_uid(core)
+    result = lab.playbook("playbooks/upgrade.yml", "-e", f"k3s_version={UPGRADE_K3S}")
+    assert result.returncode == 0, result.stdout[-5000:]
+    for node in ("server1", "agent1", "agent2"):
+        assert UPGRADE_K3S in lab.node(node, "k3s", "--version").stdout
+        events = [json.loads(line) for line in lab.node(node, "cat", EVENTS).stdout.splitlines()]
+        assert events[-1]["event"] == "start" and events[-1]["version"] == UPGRADE_K3S, events[-3:]
+    wait_for("every node Ready after the upgrade", lambda: all(ready(n) for n in core.list_node().items))
+    assert pods_by_uid(core) == before
+
+
+def test_reset_leaves_nothing_behind(lab):
+    """playbooks/reset.yml on real nodes: no k3s process or container, no pod mounts, no kube-proxy or
+    CNI iptables rules, no veth devices or CNI bridge. The lab's cluster is gone afterwards."""
+    result = lab.playbook("playbooks/reset.yml")
+    assert result.returncode == 0, result.stdout[-5000:]
+    for node in ("server1", "agent1", "agent2"):
+        processes = lab.node(node, "pgrep", "-af", "containerd|controlplane|kubelet", check=False).stdout
+        assert not processes.strip(), f"{node}: {processes}"
+        mounts = [
+            line.split()[1]
+            for line in lab.node(node, "cat", "/proc/self/mounts").stdout.splitlines()
+            if line.split()[1].startswith(
+                ("/var/lib/kubelet", "/run/k3s", "/run/netns/cni-", "/var/lib/rancher/k3s/")
+            )
+        ]
+        assert mounts == [], f"{node}: {mounts}"
+        rules = lab.node(node, "iptables-save").stdout
+        leftovers = [line for line in rules.splitlines() if "KUBE-" in line or "CNI-" in line]
+        assert leftovers == [], f"{node}: {leftovers[:10]}"
+        links = lab.node(node, "ip", "-o", "link", "show").stdout
+        assert "veth" not in links and "cni0" not in links, f"{node}: {links}"
 
 
 @pytest.fixture(autouse=True)
