@@ -47,7 +47,8 @@ clean:
 # Everything the suite and the lab made: the caches and the podman images (the lab first).
 distclean: lab-destroy clean
 	podman rmi -f --ignore localhost/edgewasm-node:bookworm localhost/edgewasm-test-python-standin:bookworm \
-		localhost/edgewasm-standin-pause:1
+		localhost/edgewasm-test-python-rootfs:bookworm localhost/edgewasm-standin-pause:1 \
+		localhost/edgewasm-balancer:lab localhost/edgewasm-standin-llama-api-server:lab
 	rm -rf .cache
 
 bench: setup

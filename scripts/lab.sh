@@ -34,7 +34,10 @@ INVENTORY=$EDGEWASM_REPO/inventories/lab/hosts.yml
 UPGRADE_K3S=v1.32.3+k3s1
 IMAGE=localhost/edgewasm-node:bookworm
 # Real nodes: kubelet, containerd, kube-proxy and the CNI bridge need a privileged container with its own
-# cgroup namespace, and containerd's root on a volume (overlayfs on the image's overlay fails). The
+# cgroup namespace, and containerd's root on a volume (overlayfs on the image's overlay fails). No bind
+# mount of the host's /sys/fs/cgroup/unified (molecule's unprivileged nodes need one for systemd): a
+# privileged node's systemd mounts its own, inside its cgroup namespace, so no kubelet ever sees (and
+# cleans up) another node's cgroups in the host's hierarchy. The
 # upstream components (scripts/setup.sh builds them; each build directory is mounted whole, so its
 # `current` link follows a rebuild) are mounted read-only where the stand-in k3s looks for them
 # (tests/doubles/k3s_launcher.py): with them, `k3s server` / `k3s agent` start the real programs.
@@ -61,7 +64,6 @@ create() {
       --network "$NETWORK" --ip "${ADDRESS[$node]}" "${hosts[@]}" \
       --systemd always --sysctl net.ipv4.ip_forward=1 \
       "${REAL_NODE[@]}" \
-      -v /sys/fs/cgroup/unified:/sys/fs/cgroup/unified:rw \
       "$IMAGE" /sbin/init >/dev/null
   done
   ssh_access
