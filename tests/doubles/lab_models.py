@@ -1,4 +1,4 @@
-"""STAND-IN models for the lab (edgewasm stand-in, not the seed's Llama/Qwen weights).
+"""STAND-IN models for the lab and the deploy tests (edgewasm stand-in, not the seed's Llama/Qwen weights).
 
 The lab deploys the seed's three backends (inventories/lab/group_vars/all.yml); their model files are
 tiny but valid GGUF files (one 2x2 zero tensor, the upstream file's name in general.name), written

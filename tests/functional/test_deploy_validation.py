@@ -6,10 +6,8 @@ Kubernetes API" instead, so each test also proves the failure happened first.
 
 from __future__ import annotations
 
-import gguf
-import numpy as np
 import pytest
-from doubles import wasmedge_tree
+from doubles import lab_models, wasmedge_tree
 from site_runner import local_inventory
 
 pytestmark = pytest.mark.slow
@@ -17,13 +15,7 @@ pytestmark = pytest.mark.slow
 
 def standin_gguf(path):
     """A tiny STAND-IN GGUF model (llama.cpp's writer), pre-placed like `present: true` says."""
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_context_length(4096)
-    writer.add_tensor("w", np.zeros((2, 2), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    lab_models.write(path)
 
 
 MODELS = [{"file": "Llama-3.2-1B-Instruct-Q5_K_M.gguf", "present": True}]
