@@ -69,10 +69,9 @@ class LaunchError(RuntimeError):
 class Settings:
     """config.yaml as k3s reads it, with k3s's defaults."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self) -> None:
         raw = yaml.safe_load(CONFIG.read_text()) if CONFIG.exists() else {}
         self.raw = raw or {}
-        self.mode = mode
         self.data = Path(self.get("data-dir") or "/var/lib/rancher/k3s")
         self.node_name = self.get("node-name") or socket.gethostname()
         self.node_ip = self.get("node-ip") or primary_ip()
@@ -680,8 +679,8 @@ def import_images(directory: Path, socket_path: Path, ctr: str) -> None:
             print(f"k3s: imported {archive.name}", flush=True)
 
 
-def start_node(settings: Settings, server: str, ca: bytes, token: str, supervisor: Supervisor) -> Path:
-    """containerd, kubelet (TLS bootstrap), kube-proxy and the pod network; returns the kubelet kubeconfig."""
+def start_node(settings: Settings, server: str, ca: bytes, token: str, supervisor: Supervisor) -> None:
+    """containerd, kubelet (TLS bootstrap), kube-proxy and the pod network of this node."""
     agent = settings.data / "agent"
     (agent / "server-ca.crt").write_bytes(ca)
     token_id, secret = bootstrap_token(token)
@@ -760,7 +759,6 @@ def start_node(settings: Settings, server: str, ca: bytes, token: str, superviso
     network = PodNetwork(settings.node_name, node_config, cni_dirs(config)[1])
     wait_until(f"node {settings.node_name}'s pod CIDR", network.sync, supervisor)
     threading.Thread(target=network.forever, daemon=True).start()
-    return node_config
 
 
 class PodNetwork:
@@ -846,7 +844,7 @@ def write_tokens(server_dir: Path, ca: bytes, token: str) -> None:
 
 def run(mode: str, token: str, notify, event) -> int:
     """`k3s server` / `k3s agent` with the real components; notify() once this node is registered."""
-    settings = Settings(mode)
+    settings = Settings()
     supervisor = Supervisor(settings.data / "agent" / "logs")
 
     def stop(*_args: object) -> None:
@@ -867,7 +865,7 @@ def run(mode: str, token: str, notify, event) -> int:
             server = settings.server
             ca = fetch_ca(server, token)
             check_token(server, ca, token)
-        credentials = start_node(settings, server, ca, token, supervisor)
+        start_node(settings, server, ca, token, supervisor)
         if mode == "server":
             kubectl(
                 ADMIN_KUBECONFIG,
@@ -877,7 +875,6 @@ def run(mode: str, token: str, notify, event) -> int:
                 "--overwrite",
                 "node-role.kubernetes.io/control-plane=true",
             )
-        del credentials
         notify()
         event("start")
         while True:
