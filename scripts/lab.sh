@@ -7,11 +7,13 @@
 # backends run as pods through the `wasmedge-nn` runtime class (containerd's runc shim under the
 # WasmEdge shim's name runs the stand-in llama-api-server), and the balancer finds them through real
 # EndpointSlices. Only the WebAssembly execution stands in.
-#   scripts/lab.sh create    nodes, mirror, images, models, then site.yml (inventories/lab/hosts.yml)
+#   scripts/lab.sh create    nodes, then artifacts, then site.yml (inventories/lab/hosts.yml)
+#   scripts/lab.sh nodes     the nodes only: containers, network, SSH access (and the inventory of a second lab)
+#   scripts/lab.sh artifacts the mirror (stand-in releases, k3s's air-gap images), the models
 #   scripts/lab.sh destroy   nodes, network and .cache/lab (mirror, artifact cache, kubeconfig)
 #   scripts/lab.sh logs      the k3s journal and the upstream components' logs of every node
-# Its containers (edgewasm-lab-*) and network (edgewasm-lab) are its own: the molecule scenarios
-# use other names, so running the tests never touches a running lab.
+# molecule's default scenario is this lab (its create runs `nodes`, its prepare `artifacts`, its converge
+# site.yml), under names of its own: its containers and network never touch a developer's lab.
 # Ansible reaches the nodes over SSH with pipelining, as it reaches a site's machines (molecule uses
 # podman exec, four podman calls per task): a key pair and the nodes' host keys under .cache/lab/ssh.
 set -euo pipefail
@@ -48,7 +50,7 @@ REAL_NODE=(--privileged --cgroupns=private
 
 log() { printf '[lab] %s\n' "$*"; }
 
-create() {
+nodes() {
   podman network exists "$NETWORK" || podman network create --subnet "$SUBNET.0/24" "$NETWORK" >/dev/null
   local node other hosts=()
   for other in "${NODES[@]}"; do
@@ -67,6 +69,14 @@ create() {
       "$IMAGE" /sbin/init >/dev/null
   done
   ssh_access
+  if [[ $SUBNET != 10.89.240 ]]; then
+    mkdir -p "$LAB_DIR/inventory"
+    sed "s/10\.89\.240\./$SUBNET./g" "$EDGEWASM_REPO/inventories/lab/hosts.yml" >"$LAB_DIR/inventory/hosts.yml"
+    ln -sfn "$EDGEWASM_REPO/inventories/lab/group_vars" "$LAB_DIR/inventory/group_vars"
+  fi
+}
+
+artifacts() {
   local images
   log "images: pause, balancer, stand-in llama-api-server (tests/doubles/lab_images.py)"
   images=$(python3 "$EDGEWASM_REPO/tests/doubles/lab_images.py" --cache "$EDGEWASM_CACHE/lab-images")
@@ -75,12 +85,12 @@ create() {
     --wasm-shim "$EDGEWASM_CACHE/containerd/current/containerd-shim-runc-v2" >/dev/null
   python3 "$EDGEWASM_REPO/tests/doubles/lab_models.py" --dir "$LAB_DIR/models" \
     Llama-3.2-1B-Instruct-Q5_K_M.gguf Llama-3.2-3B-Instruct-Q5_K_M.gguf Qwen2.5-1.5B-Instruct-Q5_K_M.gguf
-  if [[ $SUBNET != 10.89.240 ]]; then
-    mkdir -p "$LAB_DIR/inventory"
-    sed "s/10\.89\.240\./$SUBNET./g" "$INVENTORY" >"$LAB_DIR/inventory/hosts.yml"
-    ln -sfn "$EDGEWASM_REPO/inventories/lab/group_vars" "$LAB_DIR/inventory/group_vars"
-    INVENTORY=$LAB_DIR/inventory/hosts.yml
-  fi
+}
+
+create() {
+  nodes
+  artifacts
+  [[ -f $LAB_DIR/inventory/hosts.yml ]] && INVENTORY=$LAB_DIR/inventory/hosts.yml
   EDGEWASM_LAB_DIR=$LAB_DIR ansible-playbook -i "$INVENTORY" "$EDGEWASM_REPO/playbooks/site.yml"
   if [[ -f $LAB_DIR/reports/verify.md ]]; then
     cat "$LAB_DIR/reports/verify.md"
@@ -110,13 +120,22 @@ ssh_access() {
 }
 
 destroy() {
-  local node
+  local node found=0
   for node in "${NODES[@]}"; do
+    podman container exists "$NAME-$node" && found=1
     podman rm -f -v --ignore "$NAME-$node" >/dev/null
   done
-  podman network exists "$NETWORK" && podman network rm "$NETWORK" >/dev/null
+  if podman network exists "$NETWORK"; then
+    podman network rm "$NETWORK" >/dev/null
+    found=1
+  fi
+  [[ -e $LAB_DIR ]] && found=1
   rm -rf "$LAB_DIR"
-  log "removed the nodes, the $NETWORK network and $LAB_DIR"
+  if ((found)); then
+    log "removed the nodes, the $NETWORK network and $LAB_DIR"
+  else
+    log "nothing to remove: no $NAME-* node, no $NETWORK network, no $LAB_DIR"
+  fi
 }
 
 # What each node's k3s launcher and its upstream programs said last: the journal of the k3s unit and the
@@ -134,7 +153,9 @@ logs() {
 
 case ${1:-} in
   create) create ;;
+  nodes) nodes ;;
+  artifacts) artifacts ;;
   destroy) destroy ;;
   logs) logs ;;
-  *) echo "usage: $0 create|destroy|logs" >&2; exit 2 ;;
+  *) echo "usage: $0 create|nodes|artifacts|destroy|logs" >&2; exit 2 ;;
 esac

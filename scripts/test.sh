@@ -9,8 +9,8 @@
 # Stages: setup, ruff, ansible-lint (with yamllint), ansible-test sanity, galaxy (galaxy-importer and
 # the docs and changelog linters), pytest (unit and functional), cluster (tests/cluster and the integration
 # target against a real Kubernetes control plane), compat (the oldest and the newest
-# ansible-core), balancer (its own pytest suite), one stage per molecule scenario, lab (make lab on real
-# Kubernetes nodes, then tests/lab; in the background after the short scenarios). Select stages with
+# ansible-core), balancer (its own pytest suite), one stage per molecule scenario (default: the lab, real
+# Kubernetes nodes end to end, then tests/lab; lifecycle: the install stories on stand-in nodes). Select stages with
 # EDGEWASM_STAGES="ruff pytest" (names as printed in the headers' brackets); setup always runs unless
 # excluded by name: EDGEWASM_STAGES="pytest -setup".
 # A name that is no stage is an error (exit 2).
@@ -23,7 +23,7 @@ passed=0
 failed=0
 summary=()
 
-all_stages=(setup ruff ansible-lint sanity galaxy pytest cluster compat balancer lab)
+all_stages=(setup ruff ansible-lint sanity galaxy pytest cluster compat balancer)
 for scenario_dir in extensions/molecule/*/; do all_stages+=("molecule-$(basename "$scenario_dir")"); done
 only=" "
 skip=" "
@@ -136,9 +136,10 @@ pytest_stage() {
 }
 
 # Molecule scenarios run in the background, beside pytest and the balancer suite: most of their time
-# is spent waiting on podman, so on our 2-core machines this takes minutes off the suite. The default
-# scenario (the long one) runs in one job, the others one after another in a second job; each log is
-# printed whole, in order, when its stage comes.
+# is spent waiting on podman, so on our 2-core machines this takes minutes off the suite. The lifecycle
+# scenario (the longest) runs in one job, the others one after another in a second job (default, the real
+# lab, about as long as lifecycle with the two short ones before it); each log is printed whole, in order,
+# when its stage comes.
 molecule_logs=$EDGEWASM_CACHE/molecule-logs
 declare -A molecule_jobs=()
 
@@ -146,11 +147,7 @@ run_scenarios() {
   local scenario start rc
   for scenario in "$@"; do
     start=$SECONDS
-    if [[ $scenario == lab ]]; then
-      lab_test >"$molecule_logs/$scenario.log" 2>&1
-    else
-      molecule test -s "$scenario" >"$molecule_logs/$scenario.log" 2>&1
-    fi
+    molecule test -s "$scenario" >"$molecule_logs/$scenario.log" 2>&1
     rc=$?
     echo "$rc $((SECONDS - start))" >"$molecule_logs/$scenario.rc"
   done
@@ -161,13 +158,18 @@ start_molecule() {
   for scenario_dir in extensions/molecule/*/; do
     scenario=$(basename "$scenario_dir")
     selected "molecule-$scenario" || continue
-    if [[ $scenario == default ]]; then long+=("$scenario"); else short+=("$scenario"); fi
+    case $scenario in
+      lifecycle) long+=("$scenario") ;;
+      default) ;;
+      *) short+=("$scenario") ;;
+    esac
   done
-  selected lab && short+=(lab)
+  # The real lab last in its job: the short scenarios' results come early.
+  selected molecule-default && short+=(default)
   # Only a run that starts scenarios owns the logs (another suite may be running them right now).
   ((${#long[@]} + ${#short[@]})) || return 0
   rm -rf "$molecule_logs" && mkdir -p "$molecule_logs"
-  if ((${#long[@]})); then run_scenarios "${long[@]}" & molecule_jobs[default]=$!; fi
+  if ((${#long[@]})); then run_scenarios "${long[@]}" & molecule_jobs[lifecycle]=$!; fi
   if ((${#short[@]})); then
     run_scenarios "${short[@]}" &
     for scenario in "${short[@]}"; do molecule_jobs[$scenario]=$!; done
@@ -183,21 +185,6 @@ molecule_stage() {
   cat "$molecule_logs/$scenario.log"
   read -r rc took <"$molecule_logs/$scenario.rc" || { echo "molecule $scenario did not finish"; return 1; }
   echo "($scenario ran for ${took}s, beside the stages before it)"
-  return "$rc"
-}
-
-# The lab (make lab) as a stage: real Kubernetes nodes in podman, site.yml end to end with the verify
-# role's report, then tests/lab's stories against it (rerun changed=0, a pod deleted, a node drained, a
-# wrong token). A lab of its own (names, addresses, directory), so a developer's lab is left alone. It
-# runs in the background, after the short molecule scenarios.
-lab_test() {
-  local rc=0 lab=$EDGEWASM_REPO/scripts/lab.sh
-  export EDGEWASM_LAB_NAME=edgewasm-labtest EDGEWASM_LAB_SUBNET=10.89.241 EDGEWASM_LAB_DIR=$EDGEWASM_CACHE/lab-test
-  "$lab" destroy >/dev/null 2>&1 || true
-  "$lab" create || rc=1
-  if ((rc == 0)); then python -m pytest -p no:cacheprovider tests/lab || rc=1; fi
-  if ((rc)); then "$lab" logs; fi
-  "$lab" destroy || rc=1
   return "$rc"
 }
 
@@ -244,7 +231,7 @@ compat_stage() {
 balancer_stage() { (cd balancer && python -m pytest); }
 
 stage setup "install packages, venv, collections, node image" "$EDGEWASM_REPO/scripts/setup.sh" || finish
-# The molecule scenarios (the default one is the suite's critical path) start right after setup.
+# The molecule scenarios (lifecycle and default are the suite's critical paths) start right after setup.
 start_molecule
 stage ruff "ruff check and format" ruff_stage
 stage ansible-lint "yamllint and ansible-lint --profile production" lint_stage
@@ -258,5 +245,4 @@ for scenario_dir in extensions/molecule/*/; do
   scenario=$(basename "$scenario_dir")
   stage "molecule-$scenario" "molecule test -s $scenario" molecule_stage "$scenario"
 done
-stage lab "make lab on real Kubernetes nodes, then tests/lab" molecule_stage lab
 finish

@@ -29,7 +29,15 @@ GOOD = {
 }
 
 
-def run(run_site, tmp_path, backends, image="registry.example.com/llama-api-server:0.14.1", models=None):
+def run(
+    run_site,
+    tmp_path,
+    backends,
+    image="registry.example.com/llama-api-server:0.14.1",
+    models=None,
+    check=False,
+    **overrides,
+):
     tree = wasmedge_tree.build(
         tmp_path / "wasmedge" / "0.14.1", runner=False
     )  # STAND-IN WasmEdge + WASI-NN plugin
@@ -43,8 +51,9 @@ def run(run_site, tmp_path, backends, image="registry.example.com/llama-api-serv
         "balancer_image": "registry.example.com/balancer:0.1.0",
         "llama_backends_plugin_paths": [str(tree["plugin_dir"])],
         "llama_backends_ld_library_path": [str(tree["lib"])],
+        **overrides,
     }
-    return run_site(local_inventory(["node1"], []), extra, playbook="playbooks/deploy.yml")
+    return run_site(local_inventory(["node1"], []), extra, playbook="playbooks/deploy.yml", check=check)
 
 
 @pytest.mark.parametrize(
@@ -90,3 +99,38 @@ def test_valid_backends_reach_the_cluster_step(run_site, tmp_path):
     result = run(run_site, tmp_path, [GOOD])
     assert result.rc != 0
     assert "Cannot reach the Kubernetes API" in result.output, result.output
+
+
+@pytest.mark.parametrize("plugin_installed", [True, False])
+def test_check_on_a_fresh_cluster_says_what_it_cannot_predict(run_site, tmp_path, plugin_installed):
+    """site.yml --check before the first converge: the kubeconfig the k3s role would fetch is not there yet,
+    nor (on a fresh node) the plugin the runtime roles would install. The deploy roles say so and pass."""
+    kubeconfig = tmp_path / "not-yet" / "kubeconfig.yaml"
+    overrides = {"edgewasm_kubeconfig": str(kubeconfig)}
+    if not plugin_installed:
+        overrides["llama_backends_plugin_paths"] = [str(tmp_path / "no-wasmedge" / "plugin")]
+    result = run(run_site, tmp_path, [GOOD], check=True, **overrides)
+    assert result.rc == 0, result.output
+    reasons = f"the kubeconfig {kubeconfig} does not exist yet"
+    if not plugin_installed:
+        reasons += "; no WASI-NN plugin yet on node1"
+    assert f"Check mode: the backends are not predicted, {reasons}." in result.output, result.output
+    assert f"Check mode: the balancer is not predicted, the kubeconfig {kubeconfig} does not exist yet" in (
+        result.output
+    )
+    assert "Cannot reach the Kubernetes API" not in result.output
+
+
+def test_check_with_a_kubeconfig_still_asks_the_cluster(run_site, tmp_path):
+    """Only a kubeconfig that is not there yet skips the prediction: one that exists but points nowhere
+    fails as a real run does, so a check run against a broken cluster is never reported clean."""
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+        "current-context: x\n"
+    )
+    result = run(run_site, tmp_path, [GOOD], check=True, edgewasm_kubeconfig=str(kubeconfig))
+    assert result.rc != 0
+    assert "Cannot reach the Kubernetes API" in result.output, result.output
+    assert "Check mode: the backends are not predicted" not in result.output

@@ -1,16 +1,16 @@
 """The lab as a test subject: real Kubernetes nodes in podman, made by `scripts/lab.sh create`.
 
-scripts/test.sh's lab stage creates a lab of its own (EDGEWASM_LAB_NAME, EDGEWASM_LAB_SUBNET,
-EDGEWASM_LAB_DIR), runs these tests against it and destroys it; `make lab` then
-`EDGEWASM_LAB_DIR=.cache/lab pytest tests/lab` runs them against the developer's lab. Without a lab
-they fail (never skip): there is nothing to test. The last stories upgrade k3s and reset the cluster
-(playbooks/reset.yml): recreate a developer's lab afterwards.
+They are the verify step of molecule's default scenario (extensions/molecule/default), which makes a lab
+of its own (EDGEWASM_LAB_NAME, EDGEWASM_LAB_SUBNET, EDGEWASM_LAB_DIR), checks site.yml on the fresh
+nodes, converges it, asserts a second run changes nothing, runs these tests and destroys the lab.
+`make lab` then `EDGEWASM_LAB_DIR=.cache/lab pytest tests/lab` runs them against the developer's lab.
+Without a lab they fail (never skip): there is nothing to test. The last stories upgrade k3s and reset
+the cluster (playbooks/reset.yml): recreate a developer's lab afterwards.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -57,14 +57,6 @@ class Lab:
             check=False,
             timeout=1800,
         )
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """PLAY RECAP counters per host."""
-    counters = {}
-    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.MULTILINE):
-        counters[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return counters
 
 
 def wait_for(what: str, check, timeout: float = 180.0, interval: float = 2.0):
