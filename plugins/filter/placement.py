@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_backend_manifests, placement
 
@@ -27,6 +28,21 @@ def models_to_copy(models):
     return placement.models_to_copy(_entries(models, "models_to_copy"))
 
 
+def _results(value, name):
+    if isinstance(value, dict) and "results" in value:
+        value = value["results"]
+    return _entries(value, name)
+
+
+def models_to_refresh(copies, node_stats, source_stats, quick=True):
+    return placement.models_to_refresh(
+        _entries(copies, "models_to_refresh"),
+        _results(node_stats, "models_to_refresh (node stats)"),
+        _results(source_stats, "models_to_refresh (controller stats)"),
+        quick=boolean(quick, strict=False),
+    )
+
+
 def backend_nodes(backends, models, hosts):
     return placement.backend_nodes(
         _entries(backends, "backend_nodes"), _entries(models, "backend_nodes (models_list)"), list(hosts)
@@ -42,6 +58,7 @@ class FilterModule(object):
         return {
             "models_for_node": models_for_node,
             "models_to_copy": models_to_copy,
+            "models_to_refresh": models_to_refresh,
             "backend_nodes": backend_nodes,
             "llama_backend_errors": llama_backend_errors,
         }

@@ -40,6 +40,61 @@ def models_to_copy(models):
     return [model for model in models if not model.get("present", False)]
 
 
+def _stats_by_file(results):
+    """models_list file name -> the ``stat`` of a registered ansible.builtin.stat loop over entries."""
+    stats = {}
+    for result in results or []:
+        item = result.get("item") if isinstance(result, dict) else None
+        if isinstance(item, dict):
+            stats[item.get("file")] = result.get("stat") or {}
+    return stats
+
+
+def _mtime(stat):
+    mtime = stat.get("mtime")
+    return None if mtime is None else int(mtime)
+
+
+def in_place(node, source):
+    """rsync's quick check: the node's copy has the controller copy's size and (whole-second) mtime."""
+    return bool(
+        node.get("exists")
+        and source.get("exists")
+        and node.get("size") == source.get("size")
+        and _mtime(node) == _mtime(source)
+    )
+
+
+def models_to_refresh(copies, node_results, source_results, quick=True):
+    """The entries of ``copies`` to copy now, each with what the copy tasks need to know.
+
+    ``node_results`` and ``source_results`` are the results of stat loops over models_list entries, on the
+    node (its models_dir) and on the controller (the copy source). With ``quick``, an entry whose node copy
+    passes the quick check (``in_place``) is left out: one stat per model instead of hashing both copies.
+    Without it, every entry is copied, and ansible.builtin.copy compares content.
+    Each returned entry gains ``source_exists``, ``source_size``, ``source_mtime`` (whole seconds) and
+    ``node_exists``.
+    """
+    node_stats = _stats_by_file(node_results)
+    source_stats = _stats_by_file(source_results)
+    refresh = []
+    for model in copies:
+        node = node_stats.get(model.get("file"), {})
+        source = source_stats.get(model.get("file"), {})
+        if quick and in_place(node, source):
+            continue
+        refresh.append(
+            dict(
+                model,
+                source_exists=bool(source.get("exists")),
+                source_size=int(source.get("size") or 0),
+                source_mtime=_mtime(source),
+                node_exists=bool(node.get("exists")),
+            )
+        )
+    return refresh
+
+
 def backend_nodes(backends, models, hosts):
     """Backend name -> the hosts of ``hosts`` holding its model (empty when none does, or its model is unknown)."""
     by_file = {model.get("file"): model_nodes(model, hosts) for model in models}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import stat
 
@@ -68,6 +69,40 @@ def test_models_placed_verified_and_idempotent(run_site, setup):
     second = run_site(inventory, extra, playbook=PLAYBOOK)
     assert second.rc == 0, second.output
     assert recap_changed(second.output) == 0, second.output
+
+
+def test_a_rerun_copies_only_models_whose_size_or_time_changed(run_site, setup):
+    nodes, extra = setup
+    inventory = local_inventory(["node1", "node2"], [])
+    upstream = nodes.parent / "upstream"
+    assert run_site(inventory, extra, playbook=PLAYBOOK).rc == 0
+    placed = nodes / "node2" / "big.gguf"
+    # A copy takes its source's modification time: the next run's quick check.
+    assert int(placed.stat().st_mtime) == int((upstream / "big.gguf").stat().st_mtime)
+
+    # Edited on the node (same size, new time), and a new controller copy (new size, new time).
+    edited = nodes / "node1" / "small.gguf"
+    edited.write_bytes(b"X" * edited.stat().st_size)
+    gguf_file(upstream / "big.gguf", "Stand-in big, a newer build")
+    second = run_site(inventory, extra, playbook=PLAYBOOK)
+    assert second.rc == 0, second.output
+    assert edited.read_bytes() == (upstream / "small.gguf").read_bytes()
+    assert placed.read_bytes() == (upstream / "big.gguf").read_bytes()
+    assert re.search(r"changed: \[node1\] => \(item=small\.gguf\)", second.output), second.output
+    assert not re.search(r"changed: \[node2\] => \(item=small\.gguf\)", second.output), second.output
+
+    # Weights changed in place with size and time kept (the header still reads): the quick check cannot
+    # see it, a content check can.
+    kept = placed.stat()
+    damaged = placed.read_bytes()[:-4] + b"YYYY"
+    placed.write_bytes(damaged)
+    os.utime(placed, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    quick = run_site(inventory, extra, playbook=PLAYBOOK)
+    assert quick.rc == 0 and recap_changed(quick.output) == 0, quick.output
+    assert placed.read_bytes() == damaged
+    thorough = run_site(inventory, dict(extra, models_quick_check=False), playbook=PLAYBOOK)
+    assert thorough.rc == 0, thorough.output
+    assert placed.read_bytes() == (upstream / "big.gguf").read_bytes()
 
 
 def test_check_mode_on_fresh_nodes(run_site, setup, tmp_path):

@@ -48,6 +48,42 @@ def test_a_backend_runs_where_its_model_is_and_only_on_play_hosts():
         assert FILTERS["backend_nodes"]([backend], MODELS, HOSTS)[backend["name"]] == holders
 
 
+def _stat(model, **stat):
+    return {"item": model, "stat": stat}
+
+
+def test_a_model_is_copied_unless_its_node_copy_has_the_sources_size_and_second():
+    small, big, extra = (dict(MODELS[0]), dict(MODELS[1]), {"file": "extra.gguf", "src": "/m/extra.gguf"})
+    source = {
+        "results": [
+            _stat(small, exists=True, size=100, mtime=1700000000.9),
+            _stat(big, exists=True, size=200, mtime=1700000500.0),
+            _stat(extra, exists=False),
+        ]
+    }
+    node = [
+        _stat(small, exists=True, size=100, mtime=1700000000.2),  # same second: in place
+        _stat(big, exists=True, size=200, mtime=1700000501.0),  # another time: copied
+        _stat(extra, exists=False),
+    ]
+    refresh = FILTERS["models_to_refresh"]
+    stale = refresh([small, big, extra], node, source)
+    assert [m["file"] for m in stale] == ["big.gguf", "extra.gguf"]
+    assert stale[0] == dict(
+        big, source_exists=True, source_size=200, source_mtime=1700000500, node_exists=True
+    )
+    assert stale[1] == dict(extra, source_exists=False, source_size=0, source_mtime=None, node_exists=False)
+    node[0]["stat"]["size"] = 99
+    assert [m["file"] for m in refresh([small], node, source)] == ["small.gguf"]
+    # quick=false (or "false" from -e): every copy, ansible.builtin.copy then compares content.
+    node[0]["stat"]["size"] = 100
+    assert [m["file"] for m in refresh([small, big], node, source, "false")] == ["small.gguf", "big.gguf"]
+    # A model without any stat (check mode before a download) is still one to copy.
+    assert refresh([small], [], [])[0]["source_exists"] is False
+    with pytest.raises(AnsibleFilterError, match="node stats"):
+        refresh([small], "nope", source)
+
+
 def test_placement_filters_refuse_what_is_not_a_list_of_mappings():
     with pytest.raises(AnsibleFilterError, match="models_for_node expects a list of mappings"):
         FILTERS["models_for_node"]("small.gguf", "agent1")
