@@ -4,12 +4,13 @@
 #   make lab-destroy remove the lab nodes, their network and .cache/lab
 #   make distclean   remove .cache/ and the podman images the suite and the lab made
 #   make bench       run the benchmarks (resolver vs ldd/lddtree; balancer vs nginx and direct access;
-#                    routing policies under simulated LLM load)
+#                    routing policies under simulated LLM load; a site.yml rerun vs its first converge)
+#   make bench-rerun site.yml's first converge and a rerun on fresh lab nodes: times, ratio, slowest tasks
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/lib.sh &&
 
-.PHONY: help setup test lint unit sanity lab lab-destroy build changelog clean distclean bench
+.PHONY: help setup test lint unit sanity lab lab-destroy build changelog clean distclean bench bench-rerun
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -56,3 +57,7 @@ bench: setup
 	$(ENV) python benchmarks/resolver.py
 	$(ENV) python benchmarks/balancer.py
 	$(ENV) python benchmarks/llm_routing.py
+	$(ENV) python benchmarks/site_rerun.py
+
+bench-rerun: setup
+	$(ENV) python benchmarks/site_rerun.py
