@@ -23,6 +23,7 @@ import pytest
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1.api_pb2_grpc import RuntimeServiceStub
 from doubles import cri_runtime
+from doubles.k3s import render_containerd_template
 from site_runner import local_inventory
 
 pytestmark = pytest.mark.slow
@@ -209,3 +210,69 @@ def test_undeclared_handler_is_refused(runtime):
             cri.RunPodSandboxRequest(config=sandbox_config("nope", {}), runtime_handler="wasmedge-undeclared")
         )
     assert 'no runtime for "wasmedge-undeclared" is configured' in err.value.details()
+
+
+K3S_BASE_V2 = Path(__file__).resolve().parents[1] / "doubles" / "k3s_containerd" / "base-v2.toml"
+
+
+def test_containerd_1_6_loads_the_k3s_v2_template_with_our_runtimes(run_site, tmp_path):
+    """k3s mode, config version 2 (k3s < 1.31.6): the template the role writes under k3s's data dir,
+    completed with k3s's own base as k3s does, is loaded by Debian's real containerd 1.6, whose CRI
+    status then lists our runtimes next to k3s's."""
+    if os.geteuid() != 0 or shutil.which("containerd") is None:
+        pytest.fail("this test needs root and Debian's containerd (scripts/setup.sh installs it)")
+    (tmp_path / "bin").mkdir()
+    for name in ("containerd-shim-wasmedge-v1", "crun"):
+        (tmp_path / "bin" / name).write_text("#!/bin/sh\n")
+    extra = {
+        "containerd_wasm_k3s_version": "v1.30.4+k3s1",
+        "containerd_wasm_k3s_data_dir": str(tmp_path / "k3s"),
+        "containerd_wasm_restart": False,
+        "containerd_wasm_label_nodes": False,
+        "containerd_wasm_plugin_path": "",
+        "containerd_wasm_runtimes": [
+            {
+                "name": "wasmedge-nn",
+                "runtime_type": "io.containerd.wasmedge.v1",
+                "binary": str(tmp_path / "bin" / "containerd-shim-wasmedge-v1"),
+            },
+            {
+                "name": "crun-wasm",
+                "runtime_type": "io.containerd.runc.v2",
+                "binary": str(tmp_path / "bin" / "crun"),
+                "pod_annotations": ["module.wasm.image/variant", "run.oci.handler"],
+            },
+        ],
+    }
+    result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
+    assert result.rc == 0, result.output
+    template = (tmp_path / "k3s" / "agent" / "etc" / "containerd" / "config.toml.tmpl").read_text()
+    # k3s's base, moved under tmp_path: its own root, state, socket and no fixed stream port.
+    base = (
+        K3S_BASE_V2.read_text()
+        .replace("/var/lib/rancher/k3s/agent/containerd", str(tmp_path / "root"))
+        .replace("/run/k3s/containerd", str(tmp_path / "state"))
+        .replace('stream_server_port = "10010"', 'stream_server_port = "0"')
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(render_containerd_template(template, base, systemd_cgroup=True))
+    sock = tmp_path / "state" / "containerd.sock"
+    with (tmp_path / "containerd.log").open("w") as log:
+        proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log)
+    try:
+        for _attempt in range(100):
+            if sock.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert sock.exists(), (tmp_path / "containerd.log").read_text()[-3000:]
+        with grpc.insecure_channel(f"unix://{sock}") as channel:
+            status = RuntimeServiceStub(channel).Status(cri.StatusRequest(verbose=True), timeout=30)
+        loaded = json.loads(status.info["config"])["containerd"]["runtimes"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert loaded["runc"]["runtimeType"] == "io.containerd.runc.v2"  # k3s's own, kept
+    assert loaded["wasmedge-nn"]["runtimeType"] == "io.containerd.wasmedge.v1"
+    assert loaded["crun-wasm"]["runtimeType"] == "io.containerd.runc.v2"
+    assert loaded["crun-wasm"]["options"]["BinaryName"] == str(tmp_path / "bin" / "crun")
+    assert loaded["crun-wasm"]["PodAnnotations"] == ["module.wasm.image/variant", "run.oci.handler"]
