@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from containerd_wasm_vars import runtime_binaries, variables
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1.api_pb2_grpc import RuntimeServiceStub
 from doubles import cri_runtime
@@ -221,29 +222,8 @@ def test_containerd_1_6_loads_the_k3s_v2_template_with_our_runtimes(run_site, tm
     status then lists our runtimes next to k3s's."""
     if os.geteuid() != 0 or shutil.which("containerd") is None:
         pytest.fail("this test needs root and Debian's containerd (scripts/setup.sh installs it)")
-    (tmp_path / "bin").mkdir()
-    for name in ("containerd-shim-wasmedge-v1", "crun"):
-        (tmp_path / "bin" / name).write_text("#!/bin/sh\n")
-    extra = {
-        "containerd_wasm_k3s_version": "v1.30.4+k3s1",
-        "containerd_wasm_k3s_data_dir": str(tmp_path / "k3s"),
-        "containerd_wasm_restart": False,
-        "containerd_wasm_label_nodes": False,
-        "containerd_wasm_plugin_path": "",
-        "containerd_wasm_runtimes": [
-            {
-                "name": "wasmedge-nn",
-                "runtime_type": "io.containerd.wasmedge.v1",
-                "binary": str(tmp_path / "bin" / "containerd-shim-wasmedge-v1"),
-            },
-            {
-                "name": "crun-wasm",
-                "runtime_type": "io.containerd.runc.v2",
-                "binary": str(tmp_path / "bin" / "crun"),
-                "pod_annotations": ["module.wasm.image/variant", "run.oci.handler"],
-            },
-        ],
-    }
+    runtime_binaries(tmp_path)
+    extra = variables(tmp_path, containerd_wasm_k3s_version="v1.30.4+k3s1")
     result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
     assert result.rc == 0, result.output
     template = (tmp_path / "k3s" / "agent" / "etc" / "containerd" / "config.toml.tmpl").read_text()

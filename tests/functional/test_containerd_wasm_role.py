@@ -14,6 +14,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from containerd_wasm_vars import runtime_binaries, variables
 from doubles.k3s import render_containerd_template
 from site_runner import local_inventory
 
@@ -24,35 +25,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "doubles" / "k3s_containerd"
 
 @pytest.fixture
 def node(tmp_path):
-    bins = tmp_path / "bin"
-    bins.mkdir()
-    for name in ("containerd-shim-wasmedge-v1", "crun"):
-        (bins / name).write_text("#!/bin/sh\n")
-    return tmp_path
-
-
-def variables(root: Path, **more) -> dict:
-    return {
-        "containerd_wasm_k3s_data_dir": str(root / "k3s"),
-        "containerd_wasm_containerd_config": str(root / "containerd" / "config.toml"),
-        "containerd_wasm_restart": False,
-        "containerd_wasm_label_nodes": False,
-        "containerd_wasm_plugin_path": "",
-        "containerd_wasm_runtimes": [
-            {
-                "name": "wasmedge-nn",
-                "runtime_type": "io.containerd.wasmedge.v1",
-                "binary": str(root / "bin" / "containerd-shim-wasmedge-v1"),
-            },
-            {
-                "name": "crun-wasm",
-                "runtime_type": "io.containerd.runc.v2",
-                "binary": str(root / "bin" / "crun"),
-                "pod_annotations": ["module.wasm.image/variant", "run.oci.handler"],
-            },
-        ],
-        **more,
-    }
+    return runtime_binaries(tmp_path)
 
 
 def runtimes(config: dict, version: int) -> dict:
