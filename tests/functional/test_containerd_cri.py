@@ -227,10 +227,12 @@ def test_containerd_1_6_loads_the_k3s_v2_template_with_our_runtimes(run_site, tm
     result = run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK)
     assert result.rc == 0, result.output
     template = (tmp_path / "k3s" / "agent" / "etc" / "containerd" / "config.toml.tmpl").read_text()
-    # k3s's base, moved under tmp_path: its own root, state, socket and no fixed stream port.
+    # k3s's base, moved under tmp_path: its own root, state, socket, CNI directories (containerd creates
+    # the conf dir) and no fixed stream port.
     base = (
         K3S_BASE_V2.read_text()
         .replace("/var/lib/rancher/k3s/agent/containerd", str(tmp_path / "root"))
+        .replace("/var/lib/rancher/k3s", str(tmp_path / "k3s"))
         .replace("/run/k3s/containerd", str(tmp_path / "state"))
         .replace('stream_server_port = "10010"', 'stream_server_port = "0"')
     )
@@ -256,3 +258,4 @@ def test_containerd_1_6_loads_the_k3s_v2_template_with_our_runtimes(run_site, tm
     assert loaded["crun-wasm"]["runtimeType"] == "io.containerd.runc.v2"
     assert loaded["crun-wasm"]["options"]["BinaryName"] == str(tmp_path / "bin" / "crun")
     assert loaded["crun-wasm"]["PodAnnotations"] == ["module.wasm.image/variant", "run.oci.handler"]
+    assert "/var/lib/rancher" not in config.read_text()
