@@ -200,6 +200,9 @@ def _backend_container(spec, group):
         "args": server_args(spec),
         "env": env,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        # crun and WasmEdge print why a module did not start (an unknown import, a model llama.cpp refuses)
+        # on the container's output: the pod status carries its tail, where the verify role reads it.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [dict(m) for m in group.get("volume_mounts") or []]
         + [
             {

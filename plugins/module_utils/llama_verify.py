@@ -30,22 +30,34 @@ def _items(client, api_version, kind, namespace, label_selector=None, field_sele
     return client.get(resource, **kwargs).to_dict().get("items") or []
 
 
-# Failures of WASM pods recognised in container messages and events, with what to do about them.
+# Failures of WASM pods recognised in container messages and events, with what to do about them. What each
+# runtime says differs: crun and the wasmedge CLI log WasmEdge's linking detail ("unknown import, Code: 0x302",
+# the module "wasi_ephemeral_nn" or "wasi:logging/logging"), which reaches the pod status through the containers'
+# FallbackToLogsOnError termination message; runwasi's shim reports only "unknown import" (wasmedge-types'
+# error text) and writes the detail to its own log.
+_PLUGIN_NOT_LOADED = (
+    "the WASI-NN plugin was not loaded inside the container (not found, or one of its libraries is missing "
+    "there): check WASMEDGE_PLUGIN_PATH and the library mounts from wasmedge_plugin_deps on that node"
+)
 KNOWN_FAILURES = (
     (
-        ("wasi_logging",),
-        "the image's llama-api-server.wasm imports wasi_logging, which runwasi's WasmEdge shim does not provide: "
-        "build the server with its wasi_logger setup removed (see the image option of llama_backend)",
+        ("wasi_logging", "wasi:logging"),
+        "the image's llama-api-server.wasm imports wasi:logging, which runwasi's WasmEdge shim does not provide: "
+        "serve it with crun (runtime_class crun-wasm), or build the server with its wasi_logger setup removed "
+        "(see the image option of llama_backend)",
     ),
-    (
-        ("wasi_ephemeral_nn", "0x302"),
-        "the WASI-NN plugin was not loaded inside the container (not found, or one of its libraries is missing "
-        "there): check WASMEDGE_PLUGIN_PATH and the library mounts from wasmedge_plugin_deps on that node",
-    ),
+    (("wasi_ephemeral_nn", "0x302"), _PLUGIN_NOT_LOADED),
     (
         ("invalid magic characters", "unable to init model"),
         "the GGML backend cannot load the model file: check that it is a complete GGUF file (gguf_info)",
     ),
+)
+# runwasi's bare "unknown import": either cause above; the shim's log on the node says which.
+UNKNOWN_IMPORT_HINT = (
+    "the runtime could not link an import of llama-api-server.wasm (runwasi's shim says only \"unknown import\"): "
+    "either the image's wasm imports wasi:logging, which the shim does not provide (serve it with crun, "
+    "runtime_class crun-wasm, or use a build without wasi_logger), or " + _PLUGIN_NOT_LOADED + "; the shim's "
+    "log on that node (journalctl -u k3s or k3s-agent) names the import"
 )
 
 
@@ -63,7 +75,11 @@ def _messages(statuses):
 def diagnose(texts):
     """What to do about the known failures found in these messages (each hint once)."""
     joined = "\n".join(texts)
-    return [hint for needles, hint in KNOWN_FAILURES if any(n in joined for n in needles)]
+    hints = [hint for needles, hint in KNOWN_FAILURES if any(n in joined for n in needles)]
+    linking = KNOWN_FAILURES[0][1] in hints or _PLUGIN_NOT_LOADED in hints
+    if "unknown import" in joined and not linking:
+        hints.append(UNKNOWN_IMPORT_HINT)
+    return hints
 
 
 def pod_report(client, namespace, backend):

@@ -40,9 +40,12 @@ GGML_VARIANTS = {
     "cpu": {"infix": "", "arches": ("x86_64", "aarch64"), "cuda": None},
     "noavx": {"infix": "-noavx", "arches": ("x86_64",), "cuda": None},
     "cuda-12": {"infix": "-cuda", "arches": ("x86_64", "aarch64"), "cuda": "12"},
-    "cuda-11": {"infix": "-cuda-11", "arches": ("x86_64", "aarch64"), "cuda": "11"},
+    # aarch64 + cuda-11 is not built (upstream issue #3885).
+    "cuda-11": {"infix": "-cuda-11", "arches": ("x86_64",), "cuda": "11"},
 }
-# The default (cpu) x86_64 build is tuned for these: a CPU lacking any of them crashes on it (SIGILL).
+# The default (cpu) x86_64 build: upstream builds it with GGML_NATIVE (-march=native) on its CI runner and
+# describes that as AVX/AVX2/FMA/F16C. A CPU lacking any of these crashes on it (SIGILL); one that has them all
+# may still lack another instruction the runner had, so only the node's self-test (its SIGILL verdict) proves it.
 CPU_VARIANT_X86_FLAGS = ("avx", "avx2", "fma", "f16c")
 # Registry builds marked do-not-use upstream.
 BAD_BUILDS = ("b4067", "b4242")
@@ -51,6 +54,17 @@ CHECKSUM_FILE = "SHA256SUM"
 
 _ALL_DISTS = ("ubuntu20.04", "manylinux_2_28", "manylinux2014")
 _NEW_DISTS = ("ubuntu20.04", "manylinux_2_28")
+# The GGML plugin of 0.14.1: its release workflow (.github/workflows/matrix-extensions.json) builds the cpu plugin
+# for manylinux2014 and manylinux_2_28 on x86_64 and aarch64; its installer's support table (utils/install.py)
+# adds ubuntu20.04 cpu on both, noavx and cuda-11 on x86_64, cuda (12) on both.
+_OLD_GGML = {
+    ("manylinux2014", "x86_64"): ("cpu",),
+    ("manylinux2014", "aarch64"): ("cpu",),
+    ("manylinux_2_28", "x86_64"): ("cpu",),
+    ("manylinux_2_28", "aarch64"): ("cpu",),
+    ("ubuntu20.04", "x86_64"): ("cpu", "noavx", "cuda-12", "cuda-11"),
+    ("ubuntu20.04", "aarch64"): ("cpu", "cuda-12"),
+}
 # The GGML plugin matrix from 0.15.0: manylinux_2_28 (x86_64, aarch64) and ubuntu20.04 x86_64, cpu only.
 _NEW_GGML = {
     ("manylinux_2_28", "x86_64"): ("cpu",),
@@ -59,43 +73,75 @@ _NEW_GGML = {
 }
 
 
-def _release(layout, dists, ggml_build, ggml_assets, registry_builds):
+def _release(layout, dists, ggml_build, ggml_assets, registry_builds, plugin_api):
     return {
         "layout": layout,
         "dists": dists,
         "ggml_build": ggml_build,
         "ggml_assets": ggml_assets,
+        # Single builds ("b3651") and inclusive ranges (("b4273", "b6343")) of the plugin registry.
         "registry_builds": registry_builds,
+        # The plugin API version: a plugin built for another one is rejected (with only a debug log).
+        "plugin_api": plugin_api,
     }
 
 
 # WasmEdge releases. ggml_assets: (dist, arch) -> variants upstream's release workflow builds for it.
 WASMEDGE = {
-    # 0.14.1's workflow builds the GGML plugin for ubuntu20.04 x86_64 only; its installer asks for
-    # -noavx/-cuda names that may be uploaded another way (no evidence: vouch for them).
-    "0.14.1": _release(
-        TOPDIR,
-        _ALL_DISTS,
-        "b3651",
-        {("ubuntu20.04", "x86_64"): ("cpu",)},
-        ("b5074", "b5361", "b5640", "b5896", "b6097"),
-    ),
-    "0.15.0": _release(FLAT, _NEW_DISTS, "b5896", _NEW_GGML, ("b6301", "b6343")),
+    # Registry builds for 0.14.1: b3651 and b4273 through b6343 (the registry README; BAD_BUILDS refused).
+    "0.14.1": _release(TOPDIR, _ALL_DISTS, "b3651", _OLD_GGML, ("b3651", ("b4273", "b6343")), 4),
+    "0.15.0": _release(FLAT, _NEW_DISTS, "b5896", _NEW_GGML, ("b6301", "b6343"), 4),
+    "0.15.1": _release(FLAT, _NEW_DISTS, "b5896", _NEW_GGML, (), 4),
 }
 for _version in ("0.16.0", "0.16.1", "0.16.2", "0.16.3", "0.16.4"):
-    WASMEDGE[_version] = _release(FLAT, _NEW_DISTS, "b7090", _NEW_GGML, ())
+    WASMEDGE[_version] = _release(FLAT, _NEW_DISTS, "b7090", _NEW_GGML, (), 4)
 for _version in ("0.17.0", "0.17.1"):
-    WASMEDGE[_version] = _release(FLAT, _NEW_DISTS, "b8757", _NEW_GGML, ())
-DEFAULT_WASMEDGE = "0.14.1"
+    WASMEDGE[_version] = _release(FLAT, _NEW_DISTS, "b8757", _NEW_GGML, (), 5)
+# The default: the oldest release with the fix of every vulnerability in VULNERABILITIES (0.14.1 lacks the
+# CVE-2025-69261 fix) whose plugin API (4) the runwasi v0.6.0 shim's embedded 0.14.1 loads. README: "Versions".
+DEFAULT_WASMEDGE = "0.15.1"
 
-# runwasi releases: the cargo feature that enables WASI-NN plugin loading, and the WasmEdge whose static
-# archive the wasmedge-sys crate of that release downloads at build time (WASMEDGE_STANDALONE_ARCHIVE).
+# Known vulnerabilities of WasmEdge releases, with the releases that fix them (a fix in x.y.z is in every later
+# release of that line and in every later line listed).
+VULNERABILITIES = (
+    {
+        "id": "CVE-2025-69261",
+        "summary": "memory-offset overflow",
+        "fixed": ("0.15.1", "0.16.0"),
+    },
+)
+
+# WASI-NN tensor types. WasmEdge PR #4069 renumbered them (as the wasi-nn WIT numbers them): from 0.15.0, and in
+# the 0.14.1 plugin LTS branch from registry build b5074 on. wasinnfunc.cpp accepts F16, F32, U8 and I32 only
+# and answers any other type with "[WASI-NN] Unknown tensor type N." and errno 1 (invalid_argument).
+TENSOR_TYPES_OLD = {"F16": 0, "F32": 1, "U8": 2, "I32": 3}
+TENSOR_TYPES_NEW = {"F16": 0, "F32": 1, "F64": 2, "U8": 3, "I32": 4, "I64": 5}
+TENSOR_TYPES_ACCEPTED = ("F16", "F32", "U8", "I32")
+NEW_TENSOR_TYPES_FROM_BUILD = 5074
+# The tensor type the self-test probe sends: U8 in the new numbering, I32 in the old (both accepted; the GGML
+# backend ignores the type of its prompt and metadata tensors). LlamaEdge (wasmedge-wasi-nn 0.8) sends 3 too.
+PROBE_TENSOR_TYPE = 3
+# llama.cpp builds before this one write their gguf loader errors ("gguf_init_from_file: invalid magic
+# characters") to stderr themselves; later builds route them through the log callback, which the plugin drops
+# unless logging is enabled. Of the catalog's builds only b3651 is older.
+LLAMA_LOG_CALLBACK_FROM_BUILD = 4273
+
+# runwasi releases: the cargo feature that enables WASI-NN plugin loading, the WasmEdge its wasmedge-sys pins
+# (statically embedded: its plugin API decides which plugins load), whether its shim applies the container's
+# WASMEDGE_WASINN_PRELOAD (only v0.6.0's instance.rs copies the WASMEDGE_* variables and preloads), and the Rust
+# toolchain its rust-toolchain.toml pins (rustup downloads it unless the build names one that is installed).
 RUNWASI = {
-    "0.6.0": {"nn_feature": "plugin", "wasmedge_static": "0.14.1"},
-    "0.5.0": {"nn_feature": "wasi_nn", "wasmedge_static": "0.14.1"},
-    "0.4.0": {"nn_feature": "wasi_nn", "wasmedge_static": "0.13.5"},
+    "0.6.0": {"nn_feature": "plugin", "wasmedge_static": "0.14.1", "preload": True, "toolchain": "1.85.0"},
+    "0.5.0": {"nn_feature": "wasi_nn", "wasmedge_static": "0.13.5", "preload": False, "toolchain": ""},
+    "0.4.0": {"nn_feature": "wasi_nn", "wasmedge_static": "0.13.5", "preload": False, "toolchain": ""},
 }
 DEFAULT_RUNWASI = "0.6.0"
+# The plugin API of WasmEdge versions older than the catalog's releases (embedded by old runwasi releases).
+_PLUGIN_API_BEFORE_0_14 = 3
+
+# crun: from which release WASMEDGE_PLUGIN_PATH is split on ":" (none yet: crun 1.29.1's handlers/wasmedge.c
+# passes the whole value to WasmEdge_PluginLoadFromPath, so crun gets exactly one plugin directory).
+CRUN_SPLITS_PLUGIN_PATH_FROM = None
 
 # crun: the JSON library it builds against (json-c replaced yajl in 1.28).
 CRUN_JSON_C_FROM = "1.28"
@@ -105,7 +151,7 @@ CRUN_JSON_PACKAGES = {"json-c": "libjson-c-dev", "yajl": "libyajl-dev"}
 # and {{ template "base" . }} from these (the Sept 2023 releases).
 K3S_CONFIG_V3_FROM = {31: (1, 31, 6), 32: (1, 32, 2)}
 K3S_CONFIG_V3_MINOR = 33
-K3S_BASE_FROM = {25: (1, 25, 13), 26: (1, 26, 8), 27: (1, 27, 5), 28: (1, 28, 1)}
+K3S_BASE_FROM = {24: (1, 24, 17), 25: (1, 25, 13), 26: (1, 26, 8), 27: (1, 27, 5), 28: (1, 28, 1)}
 K3S_BASE_MINOR = 29
 K3S_BASE_MINIMUM = "v1.28.1+k3s1 (or v1.27.5+k3s1, v1.26.8+k3s1, v1.25.13+k3s1 on older minors)"
 
@@ -116,6 +162,115 @@ _BUILD = re.compile(r"^b[0-9]{4,5}$")
 
 def version_key(version):
     return tuple(int(part) for part in version.split("."))
+
+
+def build_number(build):
+    """The llama.cpp build number of "bNNNN", or None."""
+    return int(str(build)[1:]) if _BUILD.match(str(build)) else None
+
+
+def registry_build_exists(version, build):
+    """Whether the plugin registry has ``build`` for WasmEdge ``version`` (ranges per the registry's README)."""
+    number = build_number(build)
+    if number is None or build in BAD_BUILDS:
+        return False
+    for entry in (wasmedge_release(version) or {}).get("registry_builds", ()):
+        if isinstance(entry, tuple):
+            if build_number(entry[0]) <= number <= build_number(entry[1]):
+                return True
+        elif entry == build:
+            return True
+    return False
+
+
+def registry_builds_text(version):
+    """The registry builds of a version for a message: "b3651, b4273-b6343 (not b4067, b4242)"."""
+    entries = (wasmedge_release(version) or {}).get("registry_builds", ())
+    return ", ".join("%s-%s" % entry if isinstance(entry, tuple) else entry for entry in entries)
+
+
+def plugin_build(version, build="release"):
+    """The llama.cpp build of the GGML plugin installed as (WasmEdge version, wasi_nn_ggml_build)."""
+    if build == "release":
+        return (wasmedge_release(version) or {}).get("ggml_build", "")
+    return str(build)
+
+
+def wasi_nn_abi(version, build="release"):
+    """What a WASI-NN guest meets in the GGML plugin of (WasmEdge version, build): the tensor type numbering
+    and the codes it accepts, and whether llama.cpp's own loader errors reach stderr."""
+    llama = build_number(plugin_build(version, build)) or 0
+    new = version_key(str(version)) >= (0, 15, 0) or llama >= NEW_TENSOR_TYPES_FROM_BUILD
+    types = TENSOR_TYPES_NEW if new else TENSOR_TYPES_OLD
+    return {
+        "numbering": "new" if new else "old",
+        "tensor_types": dict(types),
+        "accepted": sorted(types[name] for name in TENSOR_TYPES_ACCEPTED),
+        "probe_tensor_type": PROBE_TENSOR_TYPE,
+        "llama_build": plugin_build(version, build),
+        "llama_log_to_stderr": 0 < llama < LLAMA_LOG_CALLBACK_FROM_BUILD,
+    }
+
+
+def vulnerabilities(version):
+    """The known vulnerabilities WasmEdge ``version`` has (not fixed in it), each with the releases that fix it."""
+    key = version_key(str(version))
+    found = []
+    for entry in VULNERABILITIES:
+        fixes = [version_key(v) for v in entry["fixed"]]
+        # Fixed when a fixing release of the same minor line is not newer, or a fixing line is older.
+        fixed = any(key[:2] == fix[:2] and key >= fix for fix in fixes) or any(
+            key[:2] > fix[:2] for fix in fixes
+        )
+        if not fixed:
+            found.append(dict(entry))
+    return found
+
+
+def vulnerability_warnings(version, variable="wasmedge_version"):
+    return [
+        "%s=%s has %s (%s), fixed in %s: choose one of those (or later)"
+        % (variable, version, v["id"], v["summary"], " and ".join(v["fixed"]))
+        for v in vulnerabilities(version)
+    ]
+
+
+def runwasi_pairing(runwasi_version, wasmedge_version, wasi_nn=True):
+    """Whether the runwasi shim <runwasi_version> can serve WASI-NN with plugins of WasmEdge <wasmedge_version>.
+
+    The shim embeds its own WasmEdge (its wasmedge-sys pin): a plugin of another plugin API is rejected with
+    only a debug log (pods then fail with "unknown import"). Returns {"errors", "warnings", "embedded"}.
+    """
+    out = {"errors": [], "warnings": [], "embedded": ""}
+    entry = RUNWASI.get(str(runwasi_version))
+    release = wasmedge_release(wasmedge_version)
+    if entry is None or release is None or not wasi_nn:
+        return out
+    embedded = entry["wasmedge_static"]
+    out["embedded"] = embedded
+    if not entry["preload"]:
+        out["errors"].append(
+            "runwasi_version=%s cannot serve WASI-NN models: its shim never applies WASMEDGE_WASINN_PRELOAD (only "
+            'v0.6.0 does), so llama-api-server\'s load_by_name("default") fails; use runwasi_version=0.6.0 (or '
+            "runwasi_wasi_nn: false for plain WASI pods)" % runwasi_version
+        )
+        return out
+    embedded_api = (wasmedge_release(embedded) or {}).get("plugin_api", _PLUGIN_API_BEFORE_0_14)
+    if release["plugin_api"] != embedded_api:
+        out["errors"].append(
+            "WasmEdge %s plugins (plugin API %s) cannot load in the runwasi %s shim, which embeds WasmEdge %s "
+            '(plugin API %s): its pods would fail with "unknown import"; use wasmedge_version 0.14.1-0.16.x with '
+            "this shim, or serve these backends with crun (runtime_class crun-wasm)"
+            % (wasmedge_version, release["plugin_api"], runwasi_version, embedded, embedded_api)
+        )
+    elif str(wasmedge_version) != embedded:
+        out["warnings"].append(
+            "the runwasi %s shim embeds WasmEdge %s: the WasmEdge %s plugin loads in it (same plugin API %s) but "
+            "was built against other internals; pods on the shim's RuntimeClass run WasmEdge %s whatever "
+            "wasmedge_version says (crun-wasm pods run the node's %s)"
+            % (runwasi_version, embedded, wasmedge_version, embedded_api, embedded, wasmedge_version)
+        )
+    return out
 
 
 def wasmedge_versions():
@@ -168,11 +323,24 @@ def missing_cpu_flags(machine, cpu):
     return [flag for flag in CPU_VARIANT_X86_FLAGS if not (cpu or {}).get(flag)]
 
 
-def auto_variant(machine, cpu, cuda):
+def cuda_usable(machine, cuda):
+    """The CUDA variants whose driver and runtime the node has, best first."""
     runtimes = (cuda or {}).get("runtimes") or {}
     driver = (cuda or {}).get("driver_present")
-    for variant, major in (("cuda-12", "12"), ("cuda-11", "11")):
-        if driver and (runtimes.get(major) or {}).get("complete"):
+    return [
+        variant
+        for variant, major in (("cuda-12", "12"), ("cuda-11", "11"))
+        if driver
+        and (runtimes.get(major) or {}).get("complete")
+        and machine in GGML_VARIANTS[variant]["arches"]
+    ]
+
+
+def auto_variant(machine, cpu, cuda, version=None):
+    """The variant auto picks: a CUDA build the node can run and (given a version) upstream publishes for it,
+    else noavx on an x86_64 CPU lacking what the cpu build is described as needing, else cpu."""
+    for variant in cuda_usable(machine, cuda):
+        if version is None or ggml_dists(version, machine, variant):
             return variant
     return "noavx" if missing_cpu_flags(machine, cpu) else "cpu"
 
@@ -221,14 +389,14 @@ def ggml_plugin(version, build, variant, dist, arch, vouched=()):
                 % (build, ", ".join(BAD_BUILDS))
             )
             return result
-        if build not in release["registry_builds"]:
+        if not registry_build_exists(version, build):
             errors.append(
                 "the plugin registry has no build %s for WasmEdge %s: builds for %s are %s"
                 % (
                     build,
                     version,
                     version,
-                    ", ".join(release["registry_builds"]) or "none (use wasi_nn_ggml_build=release)",
+                    registry_builds_text(version) or "none (use wasi_nn_ggml_build=release)",
                 )
             )
             return result
@@ -306,7 +474,13 @@ def platform(version, node, dist="auto", variant="auto", vouched=()):
     """
     machine = node.get("machine")
     glibc = node.get("glibc_version")
-    out = {"errors": [], "machine": machine, "wasmedge_version": str(version), "glibc_version": glibc}
+    out = {
+        "errors": [],
+        "warnings": [],
+        "machine": machine,
+        "wasmedge_version": str(version),
+        "glibc_version": glibc,
+    }
     errors = out["errors"]
     release = wasmedge_release(version)
     if not _VERSION.match(str(version)) or release is None:
@@ -325,8 +499,16 @@ def platform(version, node, dist="auto", variant="auto", vouched=()):
         arch=arch["wasmedge"], k3s_arch=arch["k3s"], k3s_binary=arch["k3s_binary"], layout=release["layout"]
     )
     chosen_variant = (
-        auto_variant(machine, node.get("cpu"), node.get("cuda")) if variant == "auto" else variant
+        auto_variant(machine, node.get("cpu"), node.get("cuda"), version) if variant == "auto" else variant
     )
+    out["warnings"] = vulnerability_warnings(version, "preflight_wasmedge_version")
+    unused = [v for v in cuda_usable(machine, node.get("cuda")) if not ggml_dists(version, machine, v)]
+    if variant == "auto" and unused and not chosen_variant.startswith("cuda"):
+        out["warnings"].append(
+            "the node has the NVIDIA driver and CUDA runtime, but WasmEdge %s publishes no CUDA build of the GGML "
+            "plugin (%s): using the %s build (0.14.1 has CUDA builds)"
+            % (version, ", ".join(unused), chosen_variant)
+        )
     errors.extend(_variant_errors(chosen_variant, machine, node.get("cpu"), node.get("cuda")))
     if dist == "auto":
         fitting = [d for d in release["dists"] if glibc_fits(glibc, d)]
@@ -498,6 +680,8 @@ def runwasi_build(version, arch):
     asset = wasmedge_static_asset(static, arch)
     return {
         "errors": [],
+        "preload": entry["preload"],
+        "toolchain": entry["toolchain"],
         "nn_feature": entry["nn_feature"],
         "wasmedge_static_version": static,
         "static_asset": asset,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import platform
 import shutil
@@ -43,16 +42,7 @@ import wasmedge_tree
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_catalog():
-    """The collection's release catalog, loaded from its file (no collection path needed)."""
-    path = ROOT / "plugins" / "module_utils" / "release_catalog.py"
-    spec = importlib.util.spec_from_file_location("edgewasm_release_catalog", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-catalog = _load_catalog()
+catalog = wasmedge_tree.catalog
 
 
 def _tar(archive: Path, entries: list[tuple[Path, str]], runner: bool = True) -> None:

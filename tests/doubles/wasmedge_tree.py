@@ -17,6 +17,7 @@ against it, failing the ways the real plugin fails.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import shutil
 import subprocess
@@ -26,6 +27,18 @@ from pathlib import Path
 import wasmtime  # the test venv's (requirements/test.in), copied into the tree
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_catalog():
+    """The collection's release catalog, loaded from its file (standard library only; no collection path)."""
+    path = ROOT / "plugins" / "module_utils" / "release_catalog.py"
+    spec = importlib.util.spec_from_file_location("edgewasm_release_catalog", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+catalog = load_catalog()
 RUNNER_DIR = "libexec/edgewasm-standin"
 INTERPRETERS = {"x86_64": "/lib64/ld-linux-x86-64.so.2", "aarch64": "/lib/ld-linux-aarch64.so.1"}
 # The real plugin's DT_NEEDED after libwasmedge.so.0 (ggml/llama are linked in statically).
@@ -70,7 +83,8 @@ def install_runner(prefix: Path, version: str) -> Path:
     target = prefix / RUNNER_DIR
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(__file__).with_name("wasmedge_runner.py"), target / "wasmedge.py")
-    shutil.copyfile(ROOT / "plugins" / "module_utils" / "gguf_header.py", target / "gguf_header.py")
+    for helper in ("gguf_header.py", "release_catalog.py"):
+        shutil.copyfile(ROOT / "plugins" / "module_utils" / helper, target / helper)
     (target / "VERSION").write_text(f"{version}\n")
     shutil.rmtree(target / "wasmtime", ignore_errors=True)
     shutil.copytree(
@@ -85,8 +99,13 @@ def build(
     plugin_runpath: str = "$ORIGIN",
     cuda: bool = False,
     runner: bool = True,
+    llama_build: str = "",
 ) -> dict[str, Path]:
-    """Build <prefix>/{bin,lib,plugin} (and the runner bin/wasmedge execs, unless runner is false)."""
+    """Build <prefix>/{bin,lib,plugin} (and the runner bin/wasmedge execs, unless runner is false).
+
+    The plugin carries the llama.cpp build it stands for (the release's, from the catalog, unless llama_build
+    names a registry build): the runner's WASI-NN ABI follows it."""
+    build_tag = llama_build or catalog.plugin_build(version)
     interp = INTERPRETERS[platform.machine()]
     lib = prefix / "lib"
     plugin_dir = prefix / "plugin"
@@ -117,7 +136,10 @@ def build(
         (lib / link).symlink_to(target)
 
     plugin = plugin_dir / "libwasmedgePluginWasiNN.so"
-    src = _source(work / "plugin.c", "int WasmEdge_Plugin_GetDescriptor(void) { return 1; }")
+    src = _source(
+        work / "plugin.c",
+        f'int WasmEdge_Plugin_GetDescriptor(void) {{ return 1; }}\nconst char *edgewasm_standin_llama_build = "{build_tag}";',
+    )
     extra = []
     if cuda:
         # A CUDA build also needs the CUDA runtime, which a CPU node does not have.
@@ -187,6 +209,9 @@ def main() -> int:
     parser.add_argument("--version", default="0.14.1")
     parser.add_argument("--plugin-runpath", default="$ORIGIN")
     parser.add_argument(
+        "--llama-build", default="", help="the plugin's llama.cpp build (default: the release's)"
+    )
+    parser.add_argument(
         "--cuda", action="store_true", help="also link a stand-in libcudart.so.12 (left out of the tree)"
     )
     parser.add_argument(
@@ -195,7 +220,14 @@ def main() -> int:
         help="leave out the wasm runner (bin/wasmedge then cannot run wasm)",
     )
     args = parser.parse_args()
-    paths = build(args.prefix, args.version, args.plugin_runpath, args.cuda, runner=not args.no_runner)
+    paths = build(
+        args.prefix,
+        args.version,
+        args.plugin_runpath,
+        args.cuda,
+        runner=not args.no_runner,
+        llama_build=args.llama_build,
+    )
     print(paths["plugin"])
     return 0
 

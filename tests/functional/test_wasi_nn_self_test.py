@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import wasmtime
 from doubles import wasmedge_tree
 from site_runner import local_inventory
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import wasi_nn_probe
 
 pytestmark = pytest.mark.slow
 PLAYBOOK = "tests/functional/playbooks/wasi_nn_ggml_self_test.yml"
@@ -21,12 +25,13 @@ VERSION = "0.14.1"
 PLUGIN = "libwasmedgePluginWasiNN.so"
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
+ASSETS = wasmedge_tree.ROOT / "roles/wasi_nn_ggml/files/self_test"
+
+
+def install(prefix: Path, version: str = VERSION, llama_build: str = "") -> Path:
     """A prefix with one WasmEdge version and the environment file the wasmedge role would write."""
-    prefix = tmp_path_factory.mktemp("wasmedge")
-    home = prefix / VERSION
-    wasmedge_tree.build(home, VERSION)
+    home = prefix / version
+    wasmedge_tree.build(home, version, llama_build=llama_build)
     (prefix / "wasmedge.env").write_text(
         f"# as roles/wasmedge/templates/wasmedge.env.j2 writes it\nWASMEDGE_HOME={home}\n"
         f"WASMEDGE_PLUGIN_PATH={home}/plugin\nLD_LIBRARY_PATH={home}/lib\n"
@@ -34,10 +39,15 @@ def installed(tmp_path_factory) -> Path:
     return prefix
 
 
-def run(run_site, prefix: Path, check: bool = False, **variables):
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    return install(tmp_path_factory.mktemp("wasmedge"))
+
+
+def run(run_site, prefix: Path, check: bool = False, version: str = VERSION, **variables):
     extra = {
         "wasi_nn_ggml_prefix": str(prefix),
-        "wasi_nn_ggml_wasmedge_version": VERSION,
+        "wasi_nn_ggml_wasmedge_version": version,
         "wasi_nn_ggml_self_test_env_file": str(prefix / "wasmedge.env"),
         **variables,
     }
@@ -55,16 +65,86 @@ def scratch_dirs() -> set[Path]:
 
 
 def test_a_working_node_runs_a_completion_and_changes_nothing(run_site, installed):
+    """The random-weight model generates bytes that are not UTF-8 (as llama.cpp's do): the probe prints them
+    as hex and the verdict shows them escaped; the task never fails on them (ansible-core 2.19 refuses a
+    module result that is not UTF-8, which failed every real converge before)."""
     before = scratch_dirs()
     result = run(run_site, installed)
     assert result.rc == 0, result.output
-    assert (
-        "node1: the WASI-NN self-test ran a completion: 39 bytes:  hello from the stand-in WASI-NN plugin"
-        in (result.output)
+    found = re.search(
+        r"node1: the WASI-NN self-test ran a completion: (\d+) bytes, not valid UTF-8 \(",
+        result.output,
     )
+    assert found, result.output
+    assert int(found.group(1)) > 0
     assert "published: done ok=True" in result.output
     assert recap(result.output)["changed"] == 0
     assert scratch_dirs() == before  # the scratch directory is gone
+
+
+@pytest.mark.parametrize(
+    ("version", "llama_build"),
+    [("0.15.0", ""), ("0.14.1", "b5640"), ("0.17.1", "")],
+    ids=["0.15.0-new-tensor-types", "0.14.1-b5640-new-tensor-types", "0.17.1"],
+)
+def test_every_abi_runs_the_probe(run_site, tmp_path, version, llama_build):
+    """0.15.0+ and the 0.14.1 builds from b5074 number tensor types anew (2 is F64, refused): the probe's 3 works."""
+    prefix = install(tmp_path / "we", version, llama_build)
+    result = run(run_site, prefix, version=version)
+    assert result.rc == 0, result.output
+    assert "node1: the WASI-NN self-test ran a completion" in result.output
+
+
+def old_probe(tmp_path: Path) -> Path:
+    """The probe as it was before: tensor type 2 (U8 only in the old numbering)."""
+    source = (ASSETS / "wasi_nn_probe.wat").read_text()
+    assert source.count("(i32.store (i32.const 0x88) (i32.const 3))") == 1
+    probe = tmp_path / "old_probe.wasm"
+    probe.write_bytes(
+        wasmtime.wat2wasm(
+            source.replace(
+                "(i32.store (i32.const 0x88) (i32.const 3))", "(i32.store (i32.const 0x88) (i32.const 2))"
+            )
+        )
+    )
+    return probe
+
+
+def probe_run(prefix: Path, version: str, probe: Path, model: Path) -> dict:
+    env = wasi_nn_probe.env_from_file((prefix / "wasmedge.env").read_text())
+    env["PATH"] = "/usr/bin:/bin"
+    argv = [str(prefix / version / "bin/wasmedge"), "--nn-preload", f"default:GGML:AUTO:{model}", str(probe)]
+    return wasi_nn_probe.run(argv, env, timeout=60)
+
+
+def test_tensor_type_2_is_refused_by_the_new_abi_as_upstream_refuses_it(tmp_path):
+    """On 0.15.0 the old probe fails at set_input; upstream logs why on STDOUT, which the verdict now reads."""
+    prefix = install(tmp_path / "we", "0.15.0")
+    result = probe_run(prefix, "0.15.0", old_probe(tmp_path), ASSETS / "self-test.gguf")
+    assert result["rc"] == 12, result
+    assert "[error] [WASI-NN] Unknown tensor type 2." in result["stdout"]
+    assert "edgewasm-wasi-nn-probe: set_input (metadata) failed: wasi-nn errno 1" in result["stderr"]
+    report = wasi_nn_probe.diagnose(result["rc"], result["stdout"], result["stderr"], "plugin", "model")
+    assert report["step"] == "set_input (metadata)"
+    assert "the plugin refused tensor type 2" in report["cause"]
+    # The old numbering accepts it (2 is U8 there): 0.14.1's release build b3651.
+    old = install(tmp_path / "old", "0.14.1")
+    assert probe_run(old, "0.14.1", old_probe(tmp_path), ASSETS / "self-test.gguf")["rc"] == 0
+
+
+def test_upstreams_streams_no_plugin_is_on_stdout(tmp_path):
+    prefix = install(tmp_path / "we", "0.15.0")
+    (prefix / "0.15.0/plugin" / PLUGIN).unlink()
+    result = probe_run(prefix, "0.15.0", ASSETS / "wasi_nn_probe.wasm", ASSETS / "self-test.gguf")
+    assert (result["rc"], result["stdout"], result["stderr"]) == (1, "unknown option: nn-preload\n", "")
+    direct = subprocess.run(
+        [str(prefix / "0.15.0/bin/wasmedge"), str(ASSETS / "wasi_nn_probe.wasm")],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert direct.returncode == 1 and direct.stderr == ""
+    assert "[error] instantiation failed: unknown import, Code: 0x302" in direct.stdout
 
 
 def test_check_mode_runs_the_probe_too(run_site, installed):
@@ -135,19 +215,23 @@ def test_an_illegal_instruction_suggests_the_noavx_variant(run_site, installed):
     assert "set wasi_nn_ggml_variant: noavx for this host" in result.output
 
 
-def test_a_model_llama_cpp_cannot_load_names_the_model_step(run_site, installed, tmp_path):
+@pytest.mark.parametrize("version", ["0.14.1", "0.15.0"])
+def test_a_model_llama_cpp_cannot_load_names_the_model_step(run_site, tmp_path, version):
+    """b3651 (0.14.1) writes llama.cpp's own error to stderr; newer builds drop it: the plugin's line on stdout
+    is what names the failure there."""
+    prefix = install(tmp_path / "we", version)
     model = tmp_path / "corrupt.gguf"
-    shutil.copyfile(wasmedge_tree.ROOT / "roles/wasi_nn_ggml/files/self_test/self-test.gguf", model)
+    shutil.copyfile(ASSETS / "self-test.gguf", model)
     with model.open("r+b") as handle:
         handle.write(b"GGML")  # the magic of an older format: llama.cpp refuses it
-    result = run(run_site, installed, wasi_nn_ggml_self_test_model=str(model))
+    result = run(run_site, prefix, version=version, wasi_nn_ggml_self_test_model=str(model))
     assert result.rc != 0
     assert (
         f"failed at load_by_name: the GGML backend could not load the model {model} (wasi-nn errno 1 "
-        "(invalid_argument)): [error] [WASI-NN] GGML backend: gguf_init_from_file: invalid magic characters"
-        in result.output
+        "(invalid_argument)): " in result.output
     ), result.output
-    assert "unable to init model" in result.output
+    assert "[error] [WASI-NN] GGML backend: Error: unable to init model." in result.output
+    assert ("gguf_init_from_file: invalid magic characters" in result.output) == (version == "0.14.1")
 
 
 def test_a_model_that_is_not_on_the_node_is_refused_before_running(run_site, installed, tmp_path):
@@ -161,7 +245,7 @@ def test_a_model_that_is_not_on_the_node_is_refused_before_running(run_site, ins
 
 def test_a_good_model_of_the_nodes_own_loads(run_site, installed, tmp_path):
     model = tmp_path / "served.gguf"
-    shutil.copyfile(wasmedge_tree.ROOT / "roles/wasi_nn_ggml/files/self_test/self-test.gguf", model)
+    shutil.copyfile(ASSETS / "self-test.gguf", model)
     result = run(run_site, installed, wasi_nn_ggml_self_test_model=str(model))
     assert result.rc == 0, result.output
     assert "ran a completion" in result.output

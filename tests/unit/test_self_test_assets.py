@@ -18,6 +18,7 @@ import wasmtime
 import yaml
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import gguf_header
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import release_catalog as catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "roles" / "wasi_nn_ggml" / "files" / "self_test"
@@ -99,8 +100,15 @@ def test_llama_cpps_reader_sees_the_shapes_llama_cpp_expects():
 class ScriptedNN:
     """wasi_ephemeral_nn that records what the probe passes and fails at call number fail_at."""
 
-    def __init__(self, fail_at: int | None = None, errno: int = 5, output: bytes = b"tok tok") -> None:
+    def __init__(
+        self,
+        fail_at: int | None = None,
+        errno: int = 5,
+        output: bytes = b"tok tok",
+        written: int | None = None,
+    ) -> None:
         self.fail_at, self.errno, self.output = fail_at, errno, output
+        self.written = len(output) if written is None else written
         self.calls: list[tuple] = []
 
     def link(self, linker: wasmtime.Linker, module: wasmtime.Module) -> None:
@@ -144,7 +152,7 @@ class ScriptedNN:
 
     def _get_output(self, caller, memory, _read, ctx, index, buf, size, written_ptr):
         memory.write(caller, self.output, buf)
-        memory.write(caller, struct.pack("<I", len(self.output)), written_ptr)
+        memory.write(caller, struct.pack("<I", self.written), written_ptr)
         return ctx, index, size
 
 
@@ -180,18 +188,55 @@ def test_the_probe_drives_the_graph_as_llama_api_server_does(tmp_path):
     nn = ScriptedNN(output=b" hi there")
     code, out, err = run_probe(nn, tmp_path)
     assert (code, err) == (0, "")
-    assert out == "edgewasm-wasi-nn-probe: ok: 9 bytes:  hi there\n"
+    assert out == f"edgewasm-wasi-nn-probe: ok: 9 bytes, hex: {b' hi there'.hex()}\n"
     assert [name for name, _detail in nn.calls] == list(NN_CALLS)
     calls = dict(nn.calls[:2])
     assert calls["load_by_name"] == b"default"
     assert calls["init_execution_context"] == 7  # the graph handle load_by_name returned
     metadata, prompt = nn.calls[2][1], nn.calls[3][1]
-    assert metadata[:4] == (3, 1, [1], 2)  # context 3, index 1 (metadata), dims [1], U8
+    # Context 3, index 1 (metadata), dims [1], tensor type 3: U8 in the numbering of 0.15.0+ and the b5074+
+    # plugin builds, I32 in the old one; both accepted everywhere (2 is F64 from 0.15.0 on, and refused).
+    assert metadata[:4] == (3, 1, [1], catalog.PROBE_TENSOR_TYPE) == (3, 1, [1], 3)
     assert json.loads(metadata[4]) == {"n-predict": 8}
-    assert prompt[:4] == (3, 0, [1], 2)
+    assert prompt[:4] == (3, 0, [1], 3)
     assert prompt[4] == b"Say hello to the edgewasm self-test."
     assert nn.calls[4][1] == 3
     assert nn.calls[5][1] == (3, 0, 0xF000)
+
+
+def test_the_type_the_probe_sends_is_accepted_by_every_catalog_version_and_build():
+    for version in catalog.wasmedge_versions():
+        builds = [
+            "release",
+            *[
+                b
+                for b in ("b3651", "b4273", "b5074", "b5640", "b6301")
+                if catalog.registry_build_exists(version, b)
+            ],
+        ]
+        for build in builds:
+            abi = catalog.wasi_nn_abi(version, build)
+            assert catalog.PROBE_TENSOR_TYPE in abi["accepted"], (version, build, abi)
+    # The type the probe sent before (2) is F64 in the new numbering: refused by 0.15.0 and by b5640 on 0.14.1.
+    assert 2 not in catalog.wasi_nn_abi("0.15.0")["accepted"]
+    assert 2 not in catalog.wasi_nn_abi("0.14.1", "b5640")["accepted"]
+    assert 2 in catalog.wasi_nn_abi("0.14.1")["accepted"]
+
+
+def test_generated_bytes_that_are_not_utf8_are_printed_as_hex(tmp_path):
+    """A random model's tokens are arbitrary bytes: the probe's stdout stays ASCII whatever they are."""
+    generated = bytes([0x8C, 0xE6, 0x97, 0x00, 0xFF, 0x0A, 0x41])
+    code, out, _err = run_probe(ScriptedNN(output=generated), tmp_path)
+    assert code == 0
+    assert out == f"edgewasm-wasi-nn-probe: ok: 7 bytes, hex: {generated.hex()}\n"
+    assert out.isascii()
+
+
+def test_a_written_size_past_the_buffer_is_cut_to_the_buffer(tmp_path):
+    code, out, _err = run_probe(ScriptedNN(output=b"ab", written=0x7FFFFFFF), tmp_path)
+    assert code == 0
+    count, hexed = out.removeprefix("edgewasm-wasi-nn-probe: ok: ").rstrip("\n").split(" bytes, hex: ")
+    assert int(count) == 0xF000 and len(hexed) == 2 * 0xF000 and hexed.startswith(b"ab".hex())
 
 
 @pytest.mark.parametrize("step", range(len(NN_CALLS)), ids=STEP_NAMES)
@@ -206,4 +251,4 @@ def test_each_failing_call_has_its_exit_code_and_names_its_errno(tmp_path, step)
 
 def test_an_empty_completion_still_counts_as_a_run(tmp_path):
     code, out, _err = run_probe(ScriptedNN(output=b""), tmp_path)
-    assert (code, out) == (0, "edgewasm-wasi-nn-probe: ok: 0 bytes: \n")
+    assert (code, out) == (0, "edgewasm-wasi-nn-probe: ok: 0 bytes, hex: \n")

@@ -68,13 +68,29 @@ def test_aarch64_on_0_15_gets_the_dist_that_has_a_plugin():
     assert out["errors"] == [] and out["dist"] == "manylinux_2_28"
 
 
-def test_0_14_1_has_no_evidence_of_an_aarch64_plugin_and_says_how_to_vouch():
+def test_0_14_1_publishes_the_plugin_for_aarch64_and_both_manylinux_dists():
+    """0.14.1's matrix-extensions.json: manylinux2014 and manylinux_2_28, x86_64 and aarch64 (every aarch64 node
+    on the default version failed preflight before)."""
     out = c.platform("0.14.1", node(machine="aarch64", cpu={}))
-    assert len(out["errors"]) == 1
-    assert "edgewasm_vouched_assets" in out["errors"][0]
-    path = "0.14.1/WasmEdge-plugin-wasi_nn-ggml-0.14.1-ubuntu20.04_aarch64.tar.gz"
-    assert path in out["errors"][0]
-    assert c.platform("0.14.1", node(machine="aarch64", cpu={}), vouched=[path])["errors"] == []
+    assert out["errors"] == [] and out["dist"] == "ubuntu20.04"
+    for dist in ("manylinux2014", "manylinux_2_28"):
+        for arch in ("x86_64", "aarch64"):
+            assert "cpu" in c.ggml_variants("0.14.1", dist, arch), (dist, arch)
+    assert c.platform("0.14.1", node(machine="aarch64", cpu={}, glibc="2.28"))["dist"] == "manylinux_2_28"
+    assert c.platform("0.14.1", node(machine="aarch64", cpu={}, glibc="2.17"))["dist"] == "manylinux2014"
+    # install.py's table: ubuntu20.04 noavx and cuda-11 on x86_64 only, cuda (12) on both.
+    assert c.ggml_variants("0.14.1", "ubuntu20.04", "x86_64") == ["cpu", "noavx", "cuda-12", "cuda-11"]
+    assert c.ggml_variants("0.14.1", "ubuntu20.04", "aarch64") == ["cpu", "cuda-12"]
+
+
+def test_cuda_11_is_not_built_for_aarch64():
+    cuda11 = {"driver_present": True, "runtimes": {"12": {"complete": False}, "11": {"complete": True}}}
+    errors = c.platform("0.14.1", node(machine="aarch64", cpu={}, cuda=cuda11), variant="cuda-11")["errors"]
+    assert errors == [
+        "preflight_ggml_variant=cuda-11 exists for x86_64 only; the node is aarch64: use auto or cpu"
+    ]
+    # auto does not pick it there.
+    assert c.platform("0.14.1", node(machine="aarch64", cpu={}, cuda=cuda11))["variant"] == "cpu"
 
 
 def test_no_noavx_or_cuda_for_0_15_and_later():
@@ -83,8 +99,20 @@ def test_no_noavx_or_cuda_for_0_15_and_later():
     assert len(errors) == 1 and "WasmEdge-plugin-wasi_nn-ggml-noavx-0.15.0-" in errors[0]
     assert "cpu manylinux_2_28_x86_64" in errors[0]  # names what exists
     cuda = {"driver_present": True, "runtimes": {"12": {"complete": True}, "11": {"complete": False}}}
-    errors = c.platform("0.16.4", node(cuda=cuda))["errors"]
+    errors = c.platform("0.16.4", node(cuda=cuda), variant="cuda-12")["errors"]
     assert any("ggml-cuda-0.16.4" in e for e in errors)
+
+
+def test_auto_falls_back_to_cpu_with_a_warning_where_no_cuda_build_exists():
+    """From 0.15.0 no CUDA plugin is published: a GPU node gets the cpu build and a warning, not an error."""
+    cuda = {"driver_present": True, "runtimes": {"12": {"complete": True}, "11": {"complete": True}}}
+    out = c.platform("0.16.4", node(cuda=cuda))
+    assert (out["errors"], out["variant"]) == ([], "cpu")
+    assert any(
+        "publishes no CUDA build of the GGML plugin (cuda-12, cuda-11): using the cpu build" in w
+        for w in out["warnings"]
+    )
+    assert c.platform("0.14.1", node(cuda=cuda))["variant"] == "cuda-12"
 
 
 def test_registry_builds_exist_per_version():
@@ -97,6 +125,78 @@ def test_registry_builds_exist_per_version():
     assert "none (use wasi_nn_ggml_build=release)" in none["errors"][0]
     bad = c.ggml_plugin("0.14.1", "b4067", "cpu", "ubuntu20.04", "x86_64")
     assert "do-not-use" in bad["errors"][0]
+
+
+@pytest.mark.parametrize(
+    ("build", "exists"),
+    [
+        ("b3651", True),
+        ("b4273", True),
+        ("b5074", True),
+        ("b6301", True),
+        ("b6343", True),
+        ("b4272", False),
+        ("b6344", False),
+        ("b4242", False),
+        ("b4067", False),
+        ("b3650", False),
+    ],
+)
+def test_the_0_14_1_registry_has_b3651_and_b4273_through_b6343(build, exists):
+    """The registry README: b3651 and every build from b4273 through b6343 (b6301 and b6343 were refused before)."""
+    assert c.registry_build_exists("0.14.1", build) is exists
+    assert (c.ggml_plugin("0.14.1", build, "cpu", "ubuntu20.04", "x86_64")["errors"] == []) is exists
+    if not exists and build not in c.BAD_BUILDS:
+        error = c.ggml_plugin("0.14.1", build, "cpu", "ubuntu20.04", "x86_64")["errors"][0]
+        assert "builds for 0.14.1 are b3651, b4273-b6343" in error
+
+
+@pytest.mark.parametrize(
+    ("version", "build", "numbering", "stderr"),
+    [
+        ("0.14.1", "release", "old", True),
+        ("0.14.1", "b4273", "old", False),
+        ("0.14.1", "b5074", "new", False),
+        ("0.14.1", "b5640", "new", False),
+        ("0.15.0", "release", "new", False),
+        ("0.15.1", "release", "new", False),
+        ("0.17.1", "release", "new", False),
+    ],
+)
+def test_wasi_nn_abi_per_version_and_build(version, build, numbering, stderr):
+    abi = c.wasi_nn_abi(version, build)
+    assert (abi["numbering"], abi["llama_log_to_stderr"]) == (numbering, stderr)
+    assert abi["accepted"] == ([0, 1, 2, 3] if numbering == "old" else [0, 1, 3, 4])
+    assert abi["tensor_types"]["U8"] == (2 if numbering == "old" else 3)
+
+
+def test_known_vulnerabilities_and_their_fixes():
+    assert [v["id"] for v in c.vulnerabilities("0.14.1")] == ["CVE-2025-69261"]
+    assert [v["id"] for v in c.vulnerabilities("0.15.0")] == ["CVE-2025-69261"]
+    for fixed in ("0.15.1", "0.16.0", "0.16.4", "0.17.1"):
+        assert c.vulnerabilities(fixed) == [], fixed
+    warning = c.platform("0.14.1", node())["warnings"][0]
+    assert warning == (
+        "preflight_wasmedge_version=0.14.1 has CVE-2025-69261 (memory-offset overflow), fixed in 0.15.1 and 0.16.0: "
+        "choose one of those (or later)"
+    )
+    assert c.platform(c.DEFAULT_WASMEDGE, node())["warnings"] == []
+
+
+def test_runwasi_pairing_with_the_plugin_version():
+    ok = c.runwasi_pairing("0.6.0", "0.14.1")
+    assert ok == {"errors": [], "warnings": [], "embedded": "0.14.1"}
+    warn = c.runwasi_pairing("0.6.0", "0.15.1")
+    assert warn["errors"] == [] and "embeds WasmEdge 0.14.1" in warn["warnings"][0]
+    refused = c.runwasi_pairing("0.6.0", "0.17.1")
+    assert (
+        "WasmEdge 0.17.1 plugins (plugin API 5) cannot load in the runwasi 0.6.0 shim" in refused["errors"][0]
+    )
+    for old in ("0.5.0", "0.4.0"):
+        out = c.runwasi_pairing(old, "0.14.1")
+        assert "never applies WASMEDGE_WASINN_PRELOAD" in out["errors"][0], old
+        assert c.runwasi_pairing(old, "0.14.1", wasi_nn=False)["errors"] == []
+    assert c.RUNWASI["0.5.0"]["wasmedge_static"] == "0.13.5"  # wasmedge-sys 0.17.5
 
 
 def test_release_plugins_are_verified_against_the_release_sha256sum():
@@ -133,7 +233,8 @@ def test_checksum_files(text, expected):
         ("v1.28.0+k3s1", "2", False),
         ("v1.27.5+k3s1", "2", True),
         ("v1.27.4+k3s1", "2", False),
-        ("v1.24.17+k3s1", "2", False),
+        ("v1.24.17+k3s1", "2", True),
+        ("v1.24.16+k3s1", "2", False),
         ("v2.0.0+k3s1", "3", True),
     ],
 )

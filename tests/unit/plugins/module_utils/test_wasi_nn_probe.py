@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+
 import pytest
 from ansible.errors import AnsibleFilterError
 
@@ -17,15 +21,109 @@ def diagnose(rc, stdout="", stderr="", **context):
 
 
 def test_a_completion_is_ok():
-    report = diagnose(0, "edgewasm-wasi-nn-probe: ok: 4 bytes:  hi!\n")
-    assert report == {"ok": True, "step": "done", "cause": None, "output": "4 bytes:  hi!", "needs": []}
-    assert wasi_nn_probe.message(report, "n1") == "n1: the WASI-NN self-test ran a completion: 4 bytes:  hi!"
+    report = diagnose(0, f"edgewasm-wasi-nn-probe: ok: 4 bytes, hex: {b' hi!'.hex()}\n")
+    assert report == {
+        "ok": True,
+        "step": "done",
+        "cause": None,
+        "output": '4 bytes: " hi!"',
+        "output_bytes": 4,
+        "needs": [],
+    }
+    assert (
+        wasi_nn_probe.message(report, "n1") == 'n1: the WASI-NN self-test ran a completion: 4 bytes: " hi!"'
+    )
 
 
-def test_exit_0_without_the_ok_line_is_not_ok():
-    report = diagnose(0, "something else\n")
+def test_generated_bytes_that_are_not_utf8_are_shown_escaped_and_the_report_is_valid_json():
+    """What real llama.cpp gave for the random model: arbitrary bytes (before: a result ansible-core refused)."""
+    data = bytes([0x8C, 0x20, 0xE6, 0x97, 0xA5, 0xE6, 0x97, 0x5C, 0x0A, 0xFF])
+    report = diagnose(0, f"edgewasm-wasi-nn-probe: ok: {len(data)} bytes, hex: {data.hex()}\n")
+    assert report["ok"] is True
+    assert (
+        report["output"]
+        == '10 bytes, not valid UTF-8 (\\xNN escapes): "\\x8c \u65e5\\xe6\\x97\\x5c\\x0a\\xff"'
+    )
+    json.dumps(report).encode("utf-8")  # strict: no lone surrogate anywhere
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["ok: 3 bytes, hex: 4142", "ok: 1 bytes, hex: 4", "ok: 2 bytes, hex: zz41", "ok: 2 bytes:  hi"],
+    ids=["count-mismatch", "odd-hex", "not-hex", "raw-bytes"],
+)
+def test_a_malformed_ok_line_is_no_completion(line):
+    report = diagnose(0, f"edgewasm-wasi-nn-probe: {line}\n")
     assert (report["ok"], report["step"]) == (False, "output")
-    assert "without its ok line: something else" in report["cause"]
+    assert "ok line is malformed" in report["cause"]
+
+
+def test_output_that_is_not_utf8_never_reaches_a_message_raw():
+    """Ansible hands undecodable bytes over as lone surrogates; log lines may carry any byte."""
+    stdout = "[error] [WASI-NN] GGML backend: Error: unable to init model \udc8c\udcff.\n"
+    stderr = b"gguf_init_from_file: invalid magic characters '\x8c\xffGG'\n"
+    report = diagnose(10, stdout, stderr)
+    text = json.dumps(report, ensure_ascii=False)
+    text.encode("utf-8")
+    assert "unable to init model \\\\x8c\\\\xff." in text
+    assert "invalid magic characters '\\\\x8c\\\\xffGG'" in text
+
+
+def test_a_plugin_not_loaded_is_found_on_stdout_where_upstream_prints_it():
+    """upstream's wasmedge prints option errors and its log on STDOUT; before, only stderr was read."""
+    report = diagnose(1, stdout="unknown option: nn-preload\n", stderr="")
+    assert (report["step"], report["needs"]) == ("load the WASI-NN plugin", ["plugin_deps"])
+    spdlog = "[2026-12-06 10:00:00.000] [error] instantiation failed: unknown import, Code: 0x302\n"
+    assert diagnose(1, stdout=spdlog)["step"] == "load the WASI-NN plugin"
+
+
+def test_an_unknown_tensor_type_is_named():
+    stdout = "[2026-12-06 10:00:00.000] [error] [WASI-NN] Unknown tensor type 2.\n"
+    stderr = "edgewasm-wasi-nn-probe: set_input (metadata) failed: wasi-nn errno 1\n"
+    report = diagnose(12, stdout, stderr)
+    assert report["step"] == "set_input (metadata)"
+    assert report["cause"].startswith(
+        "WASI-NN call set_input (metadata) failed with wasi-nn errno 1 (invalid_argument): the plugin refused "
+        "tensor type 2 (Unknown tensor type 2)"
+    )
+
+
+def test_run_keeps_the_tail_of_each_stream_and_escapes_bytes(tmp_path):
+    script = (
+        "import os, sys; os.write(1, b'x' * 300000 + b'\\xff end'); os.write(2, b'err\\x8c'); sys.exit(3)"
+    )
+    result = wasi_nn_probe.run(
+        [sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, timeout=30, limit=100
+    )
+    assert (result["rc"], result["timed_out"]) == (3, False)
+    assert result["stdout"].startswith("[... 299905 bytes before this were dropped]\n")
+    assert result["stdout"].endswith("x\\xff end")
+    assert result["stderr"] == "err\\x8c"
+
+
+def test_run_kills_the_whole_group_at_the_timeout(tmp_path):
+    marker = tmp_path / "survived"
+    script = (
+        f"import subprocess, time; subprocess.Popen(['sh', '-c', 'sleep 3; touch {marker}']); time.sleep(60)"
+    )
+    result = wasi_nn_probe.run([sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, timeout=1)
+    assert (result["rc"], result["timed_out"]) == (124, True)
+    time.sleep(3.5)
+    assert not marker.exists()
+
+
+def test_run_passes_exactly_the_environment_given(tmp_path):
+    env = wasi_nn_probe.env_from_file(
+        b"# comment\nWASMEDGE_PLUGIN_PATH=/opt/p\n  LD_LIBRARY_PATH=/opt/l  \nexport X=1\nnot a line\n"
+    )
+    assert env == {"WASMEDGE_PLUGIN_PATH": "/opt/p", "LD_LIBRARY_PATH": "/opt/l"}
+    env["PATH"] = "/usr/bin:/bin"
+    result = wasi_nn_probe.run(["env"], env, timeout=30)
+    assert sorted(result["stdout"].splitlines()) == [
+        "LD_LIBRARY_PATH=/opt/l",
+        "PATH=/usr/bin:/bin",
+        "WASMEDGE_PLUGIN_PATH=/opt/p",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -98,20 +196,20 @@ def test_an_illegal_instruction_without_cpu_facts_still_gives_the_fix():
 
 
 def test_a_model_load_failure_names_the_model_and_quotes_llama_cpp():
+    """b3651: llama.cpp's line on stderr, the plugin's on stdout (the verdict reads both; stdout first)."""
+    stdout = "[info] loading\n[error] [WASI-NN] GGML backend: Error: unable to init model.\n"
     stderr = (
-        "[info] loading\n"
-        "[error] [WASI-NN] GGML backend: gguf_init_from_file: invalid magic characters 'GGML'\n"
-        "[error] [WASI-NN] GGML backend: Error: unable to init model.\n"
+        "gguf_init_from_file: invalid magic characters 'GGML'\n"
         "edgewasm-wasi-nn-probe: load_by_name failed: wasi-nn errno 1\n"
     )
-    report = diagnose(10, stderr=stderr)
+    report = diagnose(10, stdout, stderr)
     assert report["step"] == "load_by_name"
     assert report["cause"].startswith(
         f"the GGML backend could not load the model {MODEL} (wasi-nn errno 1 (invalid_argument)): "
     )
     assert (
-        "invalid magic characters 'GGML' | [error] [WASI-NN] GGML backend: Error: unable to init model."
-        in report["cause"]
+        "[error] [WASI-NN] GGML backend: Error: unable to init model. | gguf_init_from_file: invalid magic "
+        "characters 'GGML'" in report["cause"]
     )
     assert "[info] loading" not in report["cause"]
     assert "gguf_info reads its header" in report["cause"]
