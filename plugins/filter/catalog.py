@@ -9,6 +9,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import release_catalog as catalog
 
@@ -61,6 +62,10 @@ def runwasi_build(version, arch):
     return catalog.runwasi_build(version, arch)
 
 
+def runwasi_pairing(runwasi_version, wasmedge_version, wasi_nn=True):
+    return catalog.runwasi_pairing(runwasi_version, wasmedge_version, boolean(wasi_nn, strict=False))
+
+
 def crun_json_package(version):
     return catalog.crun_json_package(version)
 
@@ -82,6 +87,7 @@ class FilterModule(object):
             "k3s_containerd": k3s_containerd,
             "k3s_binary": k3s_binary,
             "runwasi_build": runwasi_build,
+            "runwasi_pairing": runwasi_pairing,
             "crun_json_package": crun_json_package,
             "release_arch": release_arch,
         }

@@ -36,6 +36,11 @@ from ansible_collections.edgewasm.llamaedge.plugins.module_utils.llama_contract 
 # crun runs a container as WASM only with one of its handler annotations; without it, a plain Linux process.
 CRUN_WASM_ANNOTATIONS = {"module.wasm.image/variant": "compat"}
 RUNTIMES = ("auto", "runwasi", "crun")
+# The RuntimeClasses the containerd_wasm role declares, and what runtime_class=auto picks between: a stock
+# llama-api-server.wasm imports wasi:logging (its wasi_logger setup), which crun's and the CLI's WasmEdge provide
+# and runwasi's shim does not (it registers WASI and wasi_nn only): such an image runs on crun.
+CRUN_CLASS = "crun-wasm"
+SHIM_CLASS = "wasmedge-nn"
 POD_MODELS_DIR = "/models"
 # Options llama_backend requires with state=present.
 REQUIRED_PRESENT = ("image", "model_file", "model_name", "prompt_template")
@@ -112,7 +117,7 @@ def backend_errors(spec):
     for index, group in enumerate(spec.get("node_groups") or []):
         if not group.get("nodes"):
             errors.append("node_groups[%d].nodes must list at least one node name" % index)
-    return errors
+    return errors + runtime_errors(spec)
 
 
 def _model_name_errors(spec):
@@ -222,12 +227,49 @@ def _backend_container(spec, group):
     return container
 
 
+def runtime_class(spec):
+    """The RuntimeClass of the pods: runtime_class, or with auto the one that can run the image (crun-wasm when
+    its wasm imports wasi:logging, as a stock llama-api-server.wasm does; the shim's wasmedge-nn otherwise), or
+    the one that runtime names."""
+    chosen = spec.get("runtime_class") or "auto"
+    if chosen != "auto":
+        return chosen
+    kind = spec.get("runtime") or "auto"
+    if kind == "auto":
+        return CRUN_CLASS if spec.get("image_wasi_logging", True) else SHIM_CLASS
+    return CRUN_CLASS if kind == "crun" else SHIM_CLASS
+
+
 def runtime_kind(spec):
     """runwasi or crun: the runtime behind the RuntimeClass (auto: crun when its name says crun)."""
     kind = spec.get("runtime") or "auto"
     if kind == "auto":
-        return "crun" if "crun" in (spec.get("runtime_class") or "") else "runwasi"
+        return "crun" if "crun" in runtime_class(spec) else "runwasi"
     return kind
+
+
+def runtime_errors(spec):
+    """What the chosen runtime cannot run: a wasm importing wasi:logging on runwasi's shim; several plugin
+    directories for crun (crun 1.29.1 hands WASMEDGE_PLUGIN_PATH to WasmEdge whole, without a ':' split)."""
+    errors = []
+    kind = runtime_kind(spec)
+    if kind == "runwasi" and spec.get("image_wasi_logging", True):
+        errors.append(
+            "runtime_class=%s is runwasi's WasmEdge shim, which provides WASI and wasi_nn only, and image_wasi_logging "
+            "is true (the image's llama-api-server.wasm imports wasi:logging, as every stock release does): its pods "
+            "would fail with \"unknown import\"; use runtime_class %s (or auto), or an image built without its "
+            "wasi_logger setup with image_wasi_logging=false" % (runtime_class(spec), CRUN_CLASS)
+        )
+    if kind == "crun":
+        for index, group in enumerate(spec.get("node_groups") or []):
+            for item in group.get("env") or []:
+                if item.get("name") == "WASMEDGE_PLUGIN_PATH" and ":" in str(item.get("value") or ""):
+                    errors.append(
+                        "node_groups[%d] (%s): WASMEDGE_PLUGIN_PATH=%s names several directories, and crun passes it "
+                        "to WasmEdge whole (no ':' split): give crun one plugin directory (llama_backends_plugin_paths)"
+                        % (index, ", ".join(group.get("nodes") or []), item.get("value"))
+                    )
+    return errors
 
 
 def pod_annotations(spec):
@@ -238,7 +280,7 @@ def _backend_deployment(spec, group, name, replicas):
     model_path = "%s/%s" % (spec["models_dir"].rstrip("/"), spec["model_file"])
     pod_labels = dict(labels(spec["name"], "backend"), **{"llamaedge/node-group": name})
     pod_spec = {
-        "runtimeClassName": spec["runtime_class"],
+        "runtimeClassName": runtime_class(spec),
         "affinity": {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -363,8 +405,11 @@ def _as_int(value):
     return value
 
 
-def _entry_spec(entry, image, namespace):
-    spec = dict(_ROLE_FIXED, image=image or "set-by-the-role", namespace=namespace)
+def _entry_spec(entry, image, namespace, runtime=None):
+    spec = dict(_ROLE_FIXED, image=image or "set-by-the-role", namespace=namespace, **(runtime or {}))
+    for key in ("runtime_class", "runtime"):
+        if entry.get(key):
+            spec[key] = entry[key]
     spec.update({key: entry.get(key) for key in ("name", "model_name", "model_aliases", "prompt_template")})
     spec.update({key: _as_int(entry.get(key)) for key in _ROLE_INTEGERS})
     for key, default in (("weight", 1), ("replicas", 1), ("slots", 1)):
@@ -373,7 +418,7 @@ def _entry_spec(entry, image, namespace):
     return spec
 
 
-def entry_errors(entry, model_files, image, namespace):
+def entry_errors(entry, model_files, image, namespace, runtime=None):
     """The problems of one llama_backends_list entry: llama_backend's own rules (backend_errors), applied to
     the parameters the role passes for it, plus the entry's model being a file of models_list."""
     types = [
@@ -388,7 +433,7 @@ def entry_errors(entry, model_files, image, namespace):
         types.append("model_aliases=%r must be a list of strings" % (aliases,))
     if types:
         return types  # the rules below read these as strings
-    spec = _entry_spec(entry, image, namespace)
+    spec = _entry_spec(entry, image, namespace, runtime)
     errors = [
         "%s is required" % key for key in ("model", "model_name", "prompt_template") if not entry.get(key)
     ]
@@ -407,8 +452,10 @@ def entry_errors(entry, model_files, image, namespace):
     return errors
 
 
-def role_errors(backends, models, image, state, namespace):
-    """Every problem with the llama_backends role's list, each naming the entry; empty when usable."""
+def role_errors(backends, models, image, state, namespace, runtime=None):
+    """Every problem with the llama_backends role's list, each naming the entry; empty when usable.
+
+    ``runtime``: the role's runtime_class and image_wasi_logging (a backend's own runtime_class wins)."""
     if not isinstance(backends, (list, tuple)) or any(not isinstance(b, dict) for b in backends):
         return [
             "llama_backends_list must be a list of mappings (name, model, model_name, ...), got %r"
@@ -428,6 +475,6 @@ def role_errors(backends, models, image, state, namespace):
         label = backend.get("name") or "#%d" % index
         errors += [
             "llama_backends_list entry %s: %s" % (label, e)
-            for e in entry_errors(backend, model_files, image, namespace)
+            for e in entry_errors(backend, model_files, image, namespace, runtime)
         ]
     return errors

@@ -40,26 +40,39 @@ options:
   image:
     description:
       - OCI image whose entrypoint file is C(llama-api-server.wasm). Required with O(state=present).
-      - Under runwasi's WasmEdge shim (O(runtime=runwasi)) the image must be built from a llama-api-server
-        whose C(wasi_logger) setup is removed - the shim provides WASI and C(wasi_nn) only, no C(wasi_logging),
-        and a stock C(llama-api-server.wasm) fails to instantiate (C(unknown import ... wasi_logging)).
-        M(edgewasm.llamaedge.llama_verify) recognises that failure in the pods' events and says so.
+      - A stock C(llama-api-server.wasm) imports C(wasi:logging) (its C(wasi_logger) setup), which crun's WasmEdge
+        provides and runwasi's WasmEdge shim does not (the shim registers WASI and C(wasi_nn) only): under the shim
+        such an image fails to instantiate with C(unknown import). Say which kind the image holds with
+        O(image_wasi_logging); a shim backend with such an image is refused before any API call, and
+        M(edgewasm.llamaedge.llama_verify) recognises the failure in a running cluster.
     type: str
+  image_wasi_logging:
+    description:
+      - Whether the image's wasm imports C(wasi:logging), as every stock C(llama-api-server.wasm) release does.
+      - V(false) for a build with its C(wasi_logger) setup removed, which runwasi's shim can run too.
+    type: bool
+    default: true
   image_pull_policy:
     description: The container's C(imagePullPolicy).
     type: str
     choices: [Always, IfNotPresent, Never]
     default: IfNotPresent
   runtime_class:
-    description: RuntimeClass that runs WASM with the WASI-NN plugin (created by the containerd_wasm role).
+    description:
+      - RuntimeClass that runs WASM with the WASI-NN plugin (the containerd_wasm role creates C(crun-wasm) and
+        C(wasmedge-nn)).
+      - V(auto) picks the one that can run the image - C(crun-wasm) when O(image_wasi_logging) is true, else
+        C(wasmedge-nn) - or the one O(runtime) names.
     type: str
-    default: wasmedge-nn
+    default: auto
   runtime:
     description:
       - What runs behind O(runtime_class). V(crun) (crun built with WasmEdge) adds the pod annotation
         C(module.wasm.image/variant=compat), without which crun starts the container as an ordinary Linux
         process; V(runwasi) adds none. V(auto) means V(crun) when the RuntimeClass name contains C(crun)
         (the containerd_wasm role's C(crun-wasm)), else V(runwasi).
+      - crun 1.29.1 hands C(WASMEDGE_PLUGIN_PATH) to WasmEdge whole, without splitting it on C(:): a crun backend
+        whose node group lists several plugin directories is refused.
     type: str
     choices: [auto, runwasi, crun]
     default: auto
@@ -188,11 +201,11 @@ EXAMPLES = r"""
     ld_library_path: [/opt/wasmedge/current/lib]
   register: plugin
 
-- name: The seed's low-cost backend, weight 3, three replicas
+- name: The seed's low-cost backend, weight 3, three replicas (a stock wasm: runtime_class auto picks crun-wasm)
   edgewasm.llamaedge.llama_backend:
     name: llama-low-cost
     namespace: llm
-    image: registry.example.com/llamaedge/llama-api-server:0.14.1
+    image: registry.example.com/llamaedge/llama-api-server:0.28.1
     model_file: Llama-3.2-1B-Instruct-Q5_K_M.gguf
     model_name: llama-3-1b
     prompt_template: llama-3-chat
@@ -205,6 +218,23 @@ EXAMPLES = r"""
         volume_mounts: "{{ plugin.volume_mounts }}"
         env: "{{ plugin.env }}"
     wait: true
+  delegate_to: localhost
+
+- name: A build without wasi_logger on runwasi's shim
+  edgewasm.llamaedge.llama_backend:
+    name: llama-shim
+    namespace: llm
+    image: registry.example.com/llamaedge/llama-api-server-nolog:0.28.1
+    image_wasi_logging: false
+    runtime_class: wasmedge-nn
+    model_file: Llama-3.2-1B-Instruct-Q5_K_M.gguf
+    model_name: llama-3-1b-shim
+    prompt_template: llama-3-chat
+    node_groups:
+      - nodes: [node1]
+        volumes: "{{ plugin.volumes }}"
+        volume_mounts: "{{ plugin.volume_mounts }}"
+        env: "{{ plugin.env }}"
   delegate_to: localhost
 
 - name: Remove it
@@ -256,7 +286,8 @@ def argument_spec():
         image_pull_policy=dict(
             type="str", choices=["Always", "IfNotPresent", "Never"], default="IfNotPresent"
         ),
-        runtime_class=dict(type="str", default="wasmedge-nn"),
+        image_wasi_logging=dict(type="bool", default=True),
+        runtime_class=dict(type="str", default="auto"),
         runtime=dict(type="str", default="auto", choices=["auto", "runwasi", "crun"]),
         model_file=dict(type="str"),
         models_dir=dict(type="path", default="/var/lib/llamaedge/models"),

@@ -34,6 +34,8 @@ BASE = {
     "state": "present",
     "image": "registry.example.com/llamaedge/llama-api-server:0.14.1",
     "image_pull_policy": "IfNotPresent",
+    # The seed's image is built with its wasi_logger setup removed: the shim's RuntimeClass runs it.
+    "image_wasi_logging": False,
     "runtime_class": "wasmedge-nn",
     "models_dir": "/var/lib/llamaedge/models",
     "model_aliases": ["default"],

@@ -260,3 +260,63 @@ def test_pods_on_crun_carry_the_wasm_handler_annotation_and_runwasi_pods_none():
     assert explicit["spec"]["template"]["metadata"]["annotations"] == {"module.wasm.image/variant": "compat"}
     forced = m.backend_manifests(dict(SEED[0], runtime_class="crun-wasm", runtime="runwasi"))[0]
     assert "annotations" not in forced["spec"]["template"]["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("wasi_logging", "runtime", "expected_class", "annotated"),
+    [
+        (True, "auto", "crun-wasm", True),
+        (False, "auto", "wasmedge-nn", False),
+        (True, "crun", "crun-wasm", True),
+        (False, "runwasi", "wasmedge-nn", False),
+    ],
+)
+def test_runtime_class_auto_runs_a_stock_wasm_on_crun(wasi_logging, runtime, expected_class, annotated):
+    """A stock llama-api-server.wasm imports wasi:logging, which runwasi's shim lacks: auto serves it with crun."""
+    spec = dict(SEED[0], runtime_class="auto", runtime=runtime, image_wasi_logging=wasi_logging)
+    assert m.backend_errors(spec) == []
+    pod = m.backend_manifests(spec)[0]["spec"]["template"]
+    assert pod["spec"]["runtimeClassName"] == expected_class
+    assert ("annotations" in pod["metadata"]) is annotated
+    container = pod["spec"]["containers"][0]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_a_stock_wasm_on_the_shim_is_refused_before_any_api_call():
+    errors = m.backend_errors(dict(SEED[0], runtime_class="wasmedge-nn", image_wasi_logging=True))
+    assert len(errors) == 1
+    assert errors[0].startswith("runtime_class=wasmedge-nn is runwasi's WasmEdge shim")
+    assert "use runtime_class crun-wasm (or auto)" in errors[0]
+    role = m.role_errors(
+        [{"name": "a", "model": "m.gguf", "model_name": "a", "prompt_template": "chatml"}],
+        [{"file": "m.gguf"}],
+        "img",
+        "present",
+        "llm",
+        {"runtime_class": "wasmedge-nn", "image_wasi_logging": True},
+    )
+    assert role and role[0].startswith("llama_backends_list entry a: runtime_class=wasmedge-nn is runwasi's")
+    # An entry's own runtime_class wins over the role's.
+    entry = {
+        "name": "a",
+        "model": "m.gguf",
+        "model_name": "a",
+        "prompt_template": "chatml",
+        "runtime_class": "crun-wasm",
+    }
+    ok = m.role_errors(
+        [entry], [{"file": "m.gguf"}], "img", "present", "llm", {"runtime_class": "wasmedge-nn"}
+    )
+    assert ok == []
+
+
+def test_crun_gets_exactly_one_plugin_directory():
+    """crun 1.29.1 passes WASMEDGE_PLUGIN_PATH to WasmEdge whole (no ':' split)."""
+    group = dict(GROUPS[0], env=[{"name": "WASMEDGE_PLUGIN_PATH", "value": "/opt/a/plugin:/opt/b/plugin"}])
+    errors = m.backend_errors(dict(SEED[0], runtime_class="crun-wasm", node_groups=[group]))
+    assert errors == [
+        "node_groups[0] (amd1, amd2): WASMEDGE_PLUGIN_PATH=/opt/a/plugin:/opt/b/plugin names several directories, "
+        "and crun passes it to WasmEdge whole (no ':' split): give crun one plugin directory "
+        "(llama_backends_plugin_paths)"
+    ]
+    assert m.backend_errors(dict(SEED[0], node_groups=[group])) == []  # runwasi splits it
