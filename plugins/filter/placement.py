@@ -50,9 +50,18 @@ def backend_nodes(backends, models, hosts):
 
 
 def llama_backend_errors(
-    backends, models, image="", state="present", namespace="default", runtime_class="auto", image_wasi_logging=True
+    backends,
+    models,
+    image="",
+    state="present",
+    namespace="default",
+    runtime_class="auto",
+    image_wasi_logging=True,
 ):
-    runtime = {"runtime_class": runtime_class, "image_wasi_logging": boolean(image_wasi_logging, strict=False)}
+    runtime = {
+        "runtime_class": runtime_class,
+        "image_wasi_logging": boolean(image_wasi_logging, strict=False),
+    }
     return llama_backend_manifests.role_errors(backends, models, image, state, namespace, runtime)
 
 

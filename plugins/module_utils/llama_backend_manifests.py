@@ -257,7 +257,7 @@ def runtime_errors(spec):
         errors.append(
             "runtime_class=%s is runwasi's WasmEdge shim, which provides WASI and wasi_nn only, and image_wasi_logging "
             "is true (the image's llama-api-server.wasm imports wasi:logging, as every stock release does): its pods "
-            "would fail with \"unknown import\"; use runtime_class %s (or auto), or an image built without its "
+            'would fail with "unknown import"; use runtime_class %s (or auto), or an image built without its '
             "wasi_logger setup with image_wasi_logging=false" % (runtime_class(spec), CRUN_CLASS)
         )
     if kind == "crun":

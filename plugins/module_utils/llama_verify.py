@@ -54,7 +54,7 @@ KNOWN_FAILURES = (
 )
 # runwasi's bare "unknown import": either cause above; the shim's log on the node says which.
 UNKNOWN_IMPORT_HINT = (
-    "the runtime could not link an import of llama-api-server.wasm (runwasi's shim says only \"unknown import\"): "
+    'the runtime could not link an import of llama-api-server.wasm (runwasi\'s shim says only "unknown import"): '
     "either the image's wasm imports wasi:logging, which the shim does not provide (serve it with crun, "
     "runtime_class crun-wasm, or use a build without wasi_logger), or " + _PLUGIN_NOT_LOADED + "; the shim's "
     "log on that node (journalctl -u k3s or k3s-agent) names the import"

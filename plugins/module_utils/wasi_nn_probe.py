@@ -156,6 +156,13 @@ def _sigill_cause(variant, cpu):
     )
     if lacking:
         cause += " (it lacks %s)" % ", ".join(lacking)
+    elif cpu:
+        # Upstream builds the cpu plugin with GGML_NATIVE on its CI runner: the four flags are a description of
+        # that runner, not a list; the crash on this node is the proof.
+        cause += (
+            " although it has %s: upstream builds the plugin with GGML_NATIVE (-march=native) on its CI runner, "
+            "which had more" % "/".join(f.upper() for f in CPU_VARIANT_X86_FLAGS)
+        )
     return cause + ": set wasi_nn_ggml_variant: noavx for this host (or let preflight choose with auto)"
 
 

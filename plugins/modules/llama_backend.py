@@ -41,7 +41,7 @@ options:
     description:
       - OCI image whose entrypoint file is C(llama-api-server.wasm). Required with O(state=present).
       - A stock C(llama-api-server.wasm) imports C(wasi:logging) (its C(wasi_logger) setup), which crun's WasmEdge
-        provides and runwasi's WasmEdge shim does not (the shim registers WASI and C(wasi_nn) only): under the shim
+        provides and runwasi's WasmEdge shim does not (the shim registers WASI and C(wasi_nn) only) - under the shim
         such an image fails to instantiate with C(unknown import). Say which kind the image holds with
         O(image_wasi_logging); a shim backend with such an image is refused before any API call, and
         M(edgewasm.llamaedge.llama_verify) recognises the failure in a running cluster.
@@ -71,7 +71,7 @@ options:
         C(module.wasm.image/variant=compat), without which crun starts the container as an ordinary Linux
         process; V(runwasi) adds none. V(auto) means V(crun) when the RuntimeClass name contains C(crun)
         (the containerd_wasm role's C(crun-wasm)), else V(runwasi).
-      - crun 1.29.1 hands C(WASMEDGE_PLUGIN_PATH) to WasmEdge whole, without splitting it on C(:): a crun backend
+      - crun 1.29.1 hands C(WASMEDGE_PLUGIN_PATH) to WasmEdge whole, without splitting it on colons - a crun backend
         whose node group lists several plugin directories is refused.
     type: str
     choices: [auto, runwasi, crun]
@@ -201,7 +201,7 @@ EXAMPLES = r"""
     ld_library_path: [/opt/wasmedge/current/lib]
   register: plugin
 
-- name: The seed's low-cost backend, weight 3, three replicas (a stock wasm: runtime_class auto picks crun-wasm)
+- name: The seed's low-cost backend, weight 3, three replicas (a stock wasm - runtime_class auto picks crun-wasm)
   edgewasm.llamaedge.llama_backend:
     name: llama-low-cost
     namespace: llm

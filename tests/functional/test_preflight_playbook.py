@@ -111,21 +111,19 @@ def test_variant_without_upstream_evidence_is_rejected_naming_what_exists(run_pr
 
 
 def test_vouched_asset_is_accepted(run_preflight, tmp_path):
-    """0.14.1 has no evidence of a manylinux_2_28 plugin: vouching for it (either variant auto may pick on this
-    machine) lets preflight choose it; without the vouch it is refused (checked first)."""
+    """0.15.1 publishes no noavx plugin (and no ubuntu20.04 one for aarch64): vouching for it lets preflight choose
+    it; without the vouch it is refused (checked first)."""
     arch = os.uname().machine
-    extra = {**LENIENT, "preflight_wasmedge_version": "0.14.1", "preflight_wasmedge_dist": "manylinux_2_28"}
+    if arch == "x86_64":
+        extra = {**LENIENT, "preflight_wasmedge_version": "0.15.1", "preflight_ggml_variant": "noavx"}
+        vouched = ["0.15.1/WasmEdge-plugin-wasi_nn-ggml-noavx-0.15.1-ubuntu20.04_x86_64.tar.gz"]
+    else:
+        extra = {**LENIENT, "preflight_wasmedge_version": "0.15.1", "preflight_wasmedge_dist": "ubuntu20.04"}
+        vouched = [f"0.15.1/WasmEdge-plugin-wasi_nn-ggml-0.15.1-ubuntu20.04_{arch}.tar.gz"]
     refused = run_preflight(local_inventory(["s1"], []), extra)
     assert refused.rc != 0 and "edgewasm_vouched_assets" in refused.output, refused.output
-    vouched = [
-        f"0.14.1/WasmEdge-plugin-wasi_nn-ggml{infix}-0.14.1-manylinux_2_28_{arch}.tar.gz"
-        for infix in ("", "-noavx")
-    ]
     result = run_preflight(local_inventory(["s1"], []), {**extra, "edgewasm_vouched_assets": vouched})
     assert result.rc == 0, result.output
-    facts = json.loads((tmp_path / "facts" / "edgewasm.fact").read_text())
-    assert facts["wasmedge_dist"] == "manylinux_2_28"
-    assert facts["ggml_variant"] in ("cpu", "noavx")
 
 
 def test_unsupported_os_is_rejected(run_preflight):
@@ -151,3 +149,32 @@ def test_disk_requirement_too_large_is_rejected(run_preflight):
     result = run_preflight(local_inventory(["s1"], []), {**LENIENT, "preflight_disk_requirements": huge})
     assert result.rc != 0
     assert "preflight_disk_requirements asks for 1000000000000 MiB" in result.output
+
+
+def test_a_known_vulnerability_is_a_warning_naming_the_fix(run_preflight):
+    result = run_preflight(local_inventory(["s1"], []), {**LENIENT, "preflight_wasmedge_version": "0.14.1"})
+    assert result.rc == 0, result.output
+    assert (
+        "WARNING s1: preflight_wasmedge_version=0.14.1 has CVE-2025-69261 (memory-offset overflow), fixed in 0.15.1 "
+        "and 0.16.0" in result.output
+    ), result.output
+    default = run_preflight(local_inventory(["s1"], []), LENIENT)
+    assert default.rc == 0 and "CVE-" not in default.output
+
+
+def test_the_runwasi_shim_and_the_plugin_are_checked_as_a_pair(run_preflight):
+    """v0.6.0 embeds WasmEdge 0.14.1 (plugin API 4): a 0.17.x plugin (API 5) would never load in it."""
+    shim = {**LENIENT, "runwasi_enabled": True}
+    refused = run_preflight(local_inventory(["s1"], []), {**shim, "preflight_wasmedge_version": "0.17.1"})
+    assert refused.rc != 0
+    assert "WasmEdge 0.17.1 plugins (plugin API 5) cannot load in the runwasi 0.6.0 shim" in refused.output
+    warned = run_preflight(local_inventory(["s1"], []), {**shim, "preflight_wasmedge_version": "0.15.1"})
+    assert warned.rc == 0, warned.output
+    assert "WARNING s1: the runwasi 0.6.0 shim embeds WasmEdge 0.14.1" in warned.output
+    old = run_preflight(local_inventory(["s1"], []), {**shim, "runwasi_version": "0.5.0"})
+    assert old.rc != 0 and "runwasi_version=0.5.0 cannot serve WASI-NN models" in old.output
+    # Without the shim (the default) there is nothing to pair.
+    assert (
+        run_preflight(local_inventory(["s1"], []), {**LENIENT, "preflight_wasmedge_version": "0.17.1"}).rc
+        == 0
+    )

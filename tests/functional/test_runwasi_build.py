@@ -149,7 +149,9 @@ def test_missing_cargo_fails_naming_the_variable(run_site, tmp_path, site):
         inventory(tmp_path), {**site, "runwasi_cargo": str(tmp_path / "no-cargo")}, playbook=PLAYBOOK
     )
     assert result.rc != 0
-    assert f"runwasi_cargo={tmp_path / 'no-cargo'} with the Rust toolchain 1.85.0" in result.output, result.output
+    assert f"runwasi_cargo={tmp_path / 'no-cargo'} with the Rust toolchain 1.85.0" in result.output, (
+        result.output
+    )
     assert "does not run" in result.output
     assert not (tmp_path / "node1" / "bin" / "containerd-shim-wasmedge-v1").exists()
     assert not (tmp_path / "node2" / "bin" / "containerd-shim-wasmedge-v1").exists()

@@ -189,6 +189,16 @@ def test_an_illegal_instruction_names_the_flags_the_cpu_lacks(rc):
     )
 
 
+def test_an_illegal_instruction_on_a_cpu_with_all_four_flags_is_still_the_verdict():
+    """The catalog's flags describe upstream's GGML_NATIVE runner; only running the plugin proves a node."""
+    report = diagnose(-4, variant="cpu", cpu={"avx": True, "avx2": True, "fma": True, "f16c": True})
+    assert report["step"] == "compute (illegal instruction)"
+    assert "although it has AVX/AVX2/FMA/F16C: upstream builds the plugin with GGML_NATIVE" in report["cause"]
+    assert report["cause"].endswith(
+        "set wasi_nn_ggml_variant: noavx for this host (or let preflight choose with auto)"
+    )
+
+
 def test_an_illegal_instruction_without_cpu_facts_still_gives_the_fix():
     report = diagnose(-4)
     assert "the installed build of the plugin" in report["cause"]
