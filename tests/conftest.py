@@ -6,8 +6,10 @@ scripts/setup.sh links the repository into $EDGEWASM_COLLECTIONS (default
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -58,3 +60,27 @@ def cluster(monkeypatch):
     fake = FakeDynamicClient()
     monkeypatch.setattr(k8s_apply, "connect", lambda kubeconfig=None, context=None: fake)
     return fake
+
+
+class TimeLimitExceeded(Exception):  # noqa: N818 - not an OSError: code under test cannot swallow it
+    """The code under test ran past the test's time limit (a hang)."""
+
+
+@pytest.fixture
+def time_limit():
+    """``with time_limit(seconds):`` fails the test with TimeLimitExceeded when the block runs longer (SIGALRM)."""
+
+    @contextlib.contextmanager
+    def limit(seconds: int):
+        def expire(_signum, _frame):
+            raise TimeLimitExceeded(f"still running after {seconds} s")
+
+        previous = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+
+    return limit

@@ -63,6 +63,7 @@ def resolve(params):
         ld_library_path=params["ld_library_path"],
         preloaded=params["exclude"],
         hwcaps=params["hwcaps"],
+        max_conf_files=params.get("max_ld_so_conf_files") or elf.MAX_CONF_FILES,
     )
     plugins = expand_paths(resolver.fs, params["paths"])
     expected = params["architecture"]

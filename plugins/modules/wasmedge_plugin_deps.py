@@ -85,6 +85,14 @@ options:
       - Report missing libraries in RV(missing) instead of failing.
     type: bool
     default: false
+  max_ld_so_conf_files:
+    description:
+      - At most this many files of C(/etc/ld.so.conf) and its C(include) lines are read. Each file is read once,
+        by its real path, however many paths (symbolic links, overlapping globs) lead to it; a configuration that
+        includes more fails naming C(/etc/ld.so.conf) instead of running for ever (an include loop through
+        directory links doubles the work at each level).
+    type: int
+    default: 256
 extends_documentation_fragment:
   - edgewasm.llamaedge.attributes.READ_ONLY
 notes:
@@ -191,11 +199,14 @@ def main():
             volume_name_prefix=dict(type="str", default="wasmedge"),
             collapse_directories=dict(type="bool", default=True),
             allow_missing=dict(type="bool", default=False),
+            max_ld_so_conf_files=dict(type="int", default=elf.MAX_CONF_FILES),
         ),
         supports_check_mode=True,
     )
     if not elf.HAS_ELFTOOLS:
         module.fail_json(msg=missing_required_lib("pyelftools"), exception=str(elf.ELFTOOLS_IMPORT_ERROR))
+    if module.params["max_ld_so_conf_files"] < 1:
+        module.fail_json(msg="max_ld_so_conf_files=%d must be at least 1" % module.params["max_ld_so_conf_files"])
     problem = plugin_mounts.check_prefix(module.params["volume_name_prefix"])
     if problem:
         module.fail_json(msg=problem)

@@ -27,6 +27,7 @@ from ansible_collections.edgewasm.llamaedge.plugins.module_utils.elf.resolver im
     format_tree,
 )
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils.elf.search import (  # noqa: F401
+    MAX_CONF_FILES,
     FileSystem,
     parse_ld_so_conf,
 )

@@ -46,6 +46,7 @@ from ansible_collections.edgewasm.llamaedge.plugins.module_utils.elf.parsing imp
 )
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils.elf.search import (
     DEFAULT_INTERPRETERS,
+    MAX_CONF_FILES,
     TRIPLETS,
     FileSystem,
     dedupe,
@@ -99,6 +100,7 @@ class Resolver:
         platform=None,
         ld_so_conf="/etc/ld.so.conf",
         default_interpreter=True,
+        max_conf_files=MAX_CONF_FILES,
     ):
         if not HAS_ELFTOOLS:
             raise ResolverError("pyelftools is required: pip install pyelftools (%s)" % ELFTOOLS_IMPORT_ERROR)
@@ -111,6 +113,7 @@ class Resolver:
         self.default_interpreter = default_interpreter
         self._conf_dirs = None
         self._ld_so_conf = ld_so_conf
+        self._max_conf_files = max_conf_files
         self._objects = {}  # realpath -> ElfObject
         self._headers = {}  # host path -> Header or None
         self._dir_cache = {}  # inside dir -> set of names, or None
@@ -157,7 +160,11 @@ class Resolver:
     # --------------------------------------------------------------- searching
     def conf_dirs(self):
         if self._conf_dirs is None:
-            self._conf_dirs = dedupe(parse_ld_so_conf(self.fs.read_text, self.fs.glob, self._ld_so_conf))
+            self._conf_dirs = dedupe(
+                parse_ld_so_conf(
+                    self.fs.read_text, self.fs.glob, self._ld_so_conf, self.fs.realpath, self._max_conf_files
+                )
+            )
         return self._conf_dirs
 
     def expand(self, entry, obj):

@@ -35,38 +35,66 @@ DEFAULT_INTERPRETERS = {
 MAX_SYMLINKS = 40
 
 
-def parse_ld_so_conf(read_file, expand_glob, path="/etc/ld.so.conf", _seen=None):
+MAX_CONF_FILES = 256
+
+
+class _ConfWalk(object):
+    """One walk of ld.so.conf and its includes: files read once each (by real path), at most ``limit``."""
+
+    def __init__(self, read_file, expand_glob, identity, limit):
+        self.read_file = read_file
+        self.expand_glob = expand_glob
+        self.identity = identity or (lambda path: path)
+        self.limit = limit
+        self.seen = set()
+
+    def visit(self, path, top):
+        try:
+            key = self.identity(path)
+        except ResolverError:
+            return []  # a symlink loop: glibc cannot open it either
+        if key in self.seen:
+            return []
+        if len(self.seen) >= self.limit:
+            raise ResolverError(
+                "%s includes more than %d configuration files (an include loop through symbolic links?): check "
+                "the include lines under %s, or raise max_ld_so_conf_files" % (top, self.limit, os.path.dirname(top))
+            )
+        self.seen.add(key)
+        text = self.read_file(path)
+        return [] if text is None else self.lines(text, path, top)
+
+    def lines(self, text, path, top):
+        dirs = []
+        for raw in text.splitlines():
+            line = raw.split("#", 1)[0].strip()
+            if not line:
+                continue
+            words = line.split()
+            if words[0] == "include":
+                for word in words[1:]:
+                    pattern = word if word.startswith("/") else os.path.join(os.path.dirname(path), word)
+                    for included in sorted(self.expand_glob(pattern)):
+                        dirs.extend(self.visit(included, top))
+                continue
+            if words[0] == "hwcap":
+                continue
+            for word in line.replace(",", " ").replace(":", " ").split():
+                directory = word.split("=", 1)[0].rstrip("/") or "/"
+                if directory.startswith("/"):
+                    dirs.append(directory)
+        return dirs
+
+
+def parse_ld_so_conf(read_file, expand_glob, path="/etc/ld.so.conf", identity=None, limit=MAX_CONF_FILES):
     """Directories listed by an ld.so.conf file, following ``include`` globs in order.
 
     ``read_file(path)`` returns the text or None; ``expand_glob(pattern)`` returns
-    matching paths. Both work on paths inside the resolver's root.
+    matching paths. Both work on paths inside the resolver's root. ``identity(path)``
+    names the file a path is (its real path): each file is read once however many
+    paths lead to it, and at most ``limit`` files are read (ResolverError beyond).
     """
-    seen = _seen if _seen is not None else set()
-    if path in seen:
-        return []
-    seen.add(path)
-    text = read_file(path)
-    if text is None:
-        return []
-    dirs = []
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        words = line.split()
-        if words[0] == "include":
-            for word in words[1:]:
-                pattern = word if word.startswith("/") else os.path.join(os.path.dirname(path), word)
-                for included in sorted(expand_glob(pattern)):
-                    dirs.extend(parse_ld_so_conf(read_file, expand_glob, included, seen))
-            continue
-        if words[0] == "hwcap":
-            continue
-        for word in line.replace(",", " ").replace(":", " ").split():
-            directory = word.split("=", 1)[0].rstrip("/") or "/"
-            if directory.startswith("/"):
-                dirs.append(directory)
-    return dirs
+    return _ConfWalk(read_file, expand_glob, identity, limit).visit(path, path)
 
 
 def default_dirs(machine, elfclass):

@@ -198,6 +198,48 @@ def test_ld_so_conf_includes_are_followed_in_order(tmp_path):
     ]
 
 
+def include_loop(root: Path) -> Path:
+    """ld.so.conf.d with links s1 -> . and s2 -> . and a.conf including s1/*.conf and s2/*.conf: without files
+    keyed by their real path, each level doubles the work up to the 40-hop link limit (days of reads)."""
+    confd = root / "etc" / "ld.so.conf.d"
+    confd.mkdir(parents=True)
+    (root / "etc" / "ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
+    (confd / "s1").symlink_to(".")
+    (confd / "s2").symlink_to(".")
+    (confd / "a.conf").write_text("/opt/a\ninclude s1/*.conf s2/*.conf\n")
+    return root
+
+
+@pytest.mark.parametrize("chrooted", [True, False], ids=["root", "host-paths"])
+def test_an_include_loop_through_directory_links_reads_each_file_once(tmp_path, chrooted, time_limit):
+    root = include_loop(tmp_path / "r")
+    reads = []
+    fs = er.FileSystem(str(root) if chrooted else "/")
+    top = "/etc/ld.so.conf" if chrooted else str(root / "etc" / "ld.so.conf")
+    if not chrooted:
+        (root / "etc" / "ld.so.conf").write_text(f"include {root}/etc/ld.so.conf.d/*.conf\n")
+
+    def read(path):
+        reads.append(path)
+        return fs.read_text(path)
+
+    with time_limit(30):
+        assert er.parse_ld_so_conf(read, fs.glob, top, fs.realpath) == ["/opt/a"]
+    assert len(reads) == 2  # ld.so.conf and a.conf, once
+
+
+def test_more_include_files_than_the_limit_fail_naming_the_file(tmp_path):
+    confd = tmp_path / "etc" / "ld.so.conf.d"
+    confd.mkdir(parents=True)
+    (tmp_path / "etc" / "ld.so.conf").write_text("include ld.so.conf.d/*.conf\n")
+    for index in range(10):
+        (confd / f"{index}.conf").write_text(f"/opt/{index}\n")
+    fs = er.FileSystem(str(tmp_path))
+    assert len(er.parse_ld_so_conf(fs.read_text, fs.glob, "/etc/ld.so.conf", fs.realpath, limit=11)) == 10
+    with pytest.raises(er.ResolverError, match=r"/etc/ld.so.conf includes more than 5 configuration files"):
+        er.parse_ld_so_conf(fs.read_text, fs.glob, "/etc/ld.so.conf", fs.realpath, limit=5)
+
+
 def test_glibc_hwcaps_subdirectories_come_first(tmp_path):
     base = shared_lib(tmp_path / "l" / "libh.so.1", soname="libh.so.1", symbol="base")
     tuned = shared_lib(

@@ -170,6 +170,27 @@ def test_allow_missing_and_exclude(tree, run_module):
     assert excluded["missing"] == []
 
 
+def test_an_ld_so_conf_include_loop_ends_and_a_budget_is_an_option(tmp_path, run_module, time_limit):
+    """Before: still running after 60 s (6,547 reads in 8 s, doubling per level)."""
+    root = tmp_path / "root"
+    tree = wasmedge_tree.build(root / "opt" / "wasmedge", "0.14.1", runner=False)
+    confd = root / "etc" / "ld.so.conf.d"
+    confd.mkdir(parents=True)
+    (root / "etc" / "ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
+    (confd / "s1").symlink_to(".")
+    (confd / "s2").symlink_to(".")
+    (confd / "a.conf").write_text("/opt/wasmedge/lib\ninclude s1/*.conf s2/*.conf\n")
+    inside = "/" + str(tree["plugin"].relative_to(root))
+    with time_limit(60):
+        result = run_module(module.main, {"paths": [inside], "root": str(root), "allow_missing": True})
+    assert result.get("failed") is not True, result
+    assert "libwasmedge.so.0" in [lib["name"] for lib in result["libraries"]]
+    refused = run_module(module.main, {"paths": [inside], "root": str(root), "max_ld_so_conf_files": 1})
+    assert refused["failed"] is True
+    assert "/etc/ld.so.conf includes more than 1 configuration files" in refused["msg"]
+    assert "max_ld_so_conf_files" in refused["msg"]
+
+
 def test_check_mode_reports_unchanged(tree, run_module):
     result = run_module(
         module.main,
