@@ -130,3 +130,24 @@ def elf_regions(path: Path) -> list[tuple[int, int]]:
         if dynstr is not None:
             regions.append((dynstr["sh_offset"], dynstr["sh_size"]))
     return regions
+
+
+def sparse_gguf_with_long_name(path, name_bytes: int = 100 << 20) -> None:
+    """A valid GGUF whose general.name is ``name_bytes`` NULs: a sparse file, so it costs no disk."""
+    with open(path, "wb") as handle:
+        handle.write(b"GGUF" + struct.pack("<IQQ", 3, 1, 2) + GGUF_ARCH)
+        handle.write(
+            gguf_string(b"general.name") + struct.pack("<I", GGUF_STRING) + struct.pack("<Q", name_bytes)
+        )
+        handle.seek(name_bytes, 1)  # the NULs: a hole
+        info = gguf_string(b"w0") + struct.pack("<I", 2) + struct.pack("<QQ", 2, 2) + struct.pack("<IQ", 0, 0)
+        handle.write(info)
+        handle.write(bytes(-handle.tell() % 32) + bytes(32))
+
+
+def sparse_gguf_with_many_entries(path, entries: int = 330_000_000, size: int = 4 << 30) -> None:
+    """A ``size``-byte sparse GGUF declaring ``entries`` metadata entries (each of them an empty key holding a
+    uint8 0, as the holes read): enough bytes that every count check passes."""
+    with open(path, "wb") as handle:
+        handle.write(b"GGUF" + struct.pack("<IQQ", 3, 1, entries))
+        handle.truncate(size)

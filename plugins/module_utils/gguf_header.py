@@ -5,6 +5,13 @@
 
 Only the standard library: it runs on the nodes, where llama.cpp's ``gguf`` package (and numpy) are
 not installed. Large arrays (the tokenizer's vocabulary) are skipped, not kept.
+
+The work is bounded whatever the file says (LIMITS, each overridable): a string is kept up to
+``max_string_bytes`` (the rest is skipped, and the value says how long it was), at most
+``max_metadata_entries`` entries and ``max_tensors`` tensor descriptions are read, and the metadata may span
+at most ``max_metadata_bytes``; beyond a limit the file is refused with a message naming the limit. A sparse
+file can declare gigabytes of metadata without holding them: without these, a 100 MiB name became a 629 MB
+module result, and 330 M declared entries took most of an hour.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,6 +27,16 @@ SUPPORTED_VERSIONS = (2, 3)
 SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 STRING, ARRAY = 8, 9
 KEEP_ARRAY_ITEMS = 16
+LIMITS = {
+    # Characters of a string value kept (a chat template is a few KiB; a name, a few dozen characters).
+    "max_string_bytes": 4096,
+    # Real models have a few dozen metadata keys, and a few thousand tensors (tens of thousands for large MoE).
+    "max_metadata_entries": 65536,
+    "max_tensors": 1 << 20,
+    # The vocabulary and merges of a 256k-token tokenizer take about 10 MiB.
+    "max_metadata_bytes": 256 << 20,
+}
+TRUNCATED = "... [truncated: %d bytes]"
 FILE_TYPES = {
     0: "F32",
     1: "F16",
@@ -93,12 +110,28 @@ class _Array:
 
 
 class _Reader:
-    """Reads a GGUF file checking every length and count against the bytes left, before reading."""
+    """Reads a GGUF file checking every length and count against the bytes left, before reading, and the
+    metadata against the limits."""
 
-    def __init__(self, handle, path, size):
+    def __init__(self, handle, path, size, limits=None):
         self.handle = handle
         self.path = path
         self.size = size
+        self.limits = dict(LIMITS, **(limits or {}))
+        self.metadata_end = None  # the offset the metadata may not pass, once it starts
+
+    def beyond(self, limit, what):
+        return NotGGUF(
+            "%s: %s, beyond %s=%d: if the file is genuine, raise that limit"
+            % (self.path, what, limit, self.limits[limit])
+        )
+
+    def check_budget(self):
+        if self.metadata_end is not None and self.handle.tell() > self.metadata_end:
+            raise self.beyond(
+                "max_metadata_bytes",
+                "its metadata is larger than %d bytes" % self.limits["max_metadata_bytes"],
+            )
 
     def left(self):
         return self.size - self.handle.tell()
@@ -119,7 +152,15 @@ class _Reader:
 
     def string(self, what="a string"):
         length = self.scalar("Q", what)
-        return self.take(length, what).decode("utf-8", errors="replace")
+        keep = self.limits["max_string_bytes"]
+        if length <= keep:
+            text = self.take(length, what).decode("utf-8", errors="replace")
+        else:
+            self.need(length, what)
+            text = self.handle.read(keep).decode("utf-8", errors="replace") + TRUNCATED % length
+            self.handle.seek(length - keep, 1)
+        self.check_budget()
+        return text
 
     def _open_array(self, key):
         kind = self.scalar("I", "the array %s" % key)
@@ -154,6 +195,7 @@ class _Reader:
                 size = _MIN_ITEM[top.kind] * top.count
                 self.need(size, "the array %s" % key)
                 self.handle.seek(size, 1)  # a vocabulary's scores: skipped, not read
+                self.check_budget()
                 top.index = top.count
             else:
                 top.add(self.value(top.kind, key))
@@ -198,13 +240,14 @@ def _check_tensor_data(reader, infos, alignment):
     return available
 
 
-def read_header(path):
+def read_header(path, limits=None):
     """Version, tensor count and metadata of the GGUF file at ``path``, and the size of its tensor data
-    (which must be all there); raises NotGGUF naming the file and what is wrong."""
+    (which must be all there); raises NotGGUF naming the file and what is wrong. ``limits``: LIMITS to
+    override."""
     try:
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            return _read(_Reader(handle, path, size))
+            return _read(_Reader(handle, path, size, limits))
     except (OSError, OverflowError, MemoryError) as exc:
         raise NotGGUF("%s: cannot read it: %s" % (path, getattr(exc, "strerror", None) or exc)) from exc
 
@@ -219,7 +262,12 @@ def _read(reader):
         raise NotGGUF("%s: GGUF version %d is not supported (only %s)" % (path, version, SUPPORTED_VERSIONS))
     tensors = reader.scalar("Q")
     count = reader.scalar("Q")
+    if count > reader.limits["max_metadata_entries"]:
+        raise reader.beyond("max_metadata_entries", "it declares %d metadata entries" % count)
+    if tensors > reader.limits["max_tensors"]:
+        raise reader.beyond("max_tensors", "it declares %d tensors" % tensors)
     reader.need(count * (8 + 4), "the %d metadata entries" % count)
+    reader.metadata_end = reader.handle.tell() + reader.limits["max_metadata_bytes"]
     metadata = {}
     for _index in range(count):
         key = reader.string("a metadata key")
@@ -232,6 +280,7 @@ def _read(reader):
         or alignment & (alignment - 1)
     ):
         raise NotGGUF("%s: general.alignment must be a power of two, not %r" % (path, alignment))
+    reader.metadata_end = None
     infos = _tensor_infos(reader, tensors)
     data = _check_tensor_data(reader, infos, alignment)
     return {"version": version, "tensor_count": tensors, "metadata": metadata, "tensor_data_bytes": data}

@@ -22,6 +22,10 @@ description:
   - Every count and length in the file is checked against the bytes left before anything is read, nested
     arrays are read without recursion, and the tensor descriptions are read too - a file that describes no
     tensors, or whose tensor data is not all there (a header alone), is not a model and fails.
+  - The work is bounded whatever a file declares (a sparse file can declare gigabytes it does not hold): string
+    values are kept up to O(max_string_bytes) (the rest is skipped and the value ends with
+    C(... [truncated: N bytes])), and a file with more metadata entries, tensors or metadata bytes than the limits
+    below is refused with a message naming the limit.
   - Never changes the node.
 extends_documentation_fragment:
   - edgewasm.llamaedge.attributes.READ_ONLY
@@ -31,6 +35,22 @@ options:
     type: list
     elements: path
     required: true
+  max_string_bytes:
+    description: Bytes of a string value kept in the result; longer ones are cut with a marker.
+    type: int
+    default: 4096
+  max_metadata_entries:
+    description: A file declaring more metadata entries is refused (real models have a few dozen).
+    type: int
+    default: 65536
+  max_metadata_bytes:
+    description: A file whose metadata spans more bytes is refused (a 256k-token vocabulary takes about 10 MiB).
+    type: int
+    default: 268435456
+  max_tensors:
+    description: A file declaring more tensors is refused (real models have thousands).
+    type: int
+    default: 1048576
 author:
   - edgewasm.llamaedge maintainers (@edgewasm)
 """
@@ -69,23 +89,29 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import gguf_header
 
+LIMITS = tuple(sorted(gguf_header.LIMITS))
 
-def inspect(path):
+
+def inspect(path, limits=None):
     if not os.path.isfile(path):
         raise gguf_header.NotGGUF("%s does not exist or is not a regular file" % path)
-    info = gguf_header.summary(gguf_header.read_header(path))
+    info = gguf_header.summary(gguf_header.read_header(path, limits))
     info.update(path=path, size=os.path.getsize(path))
     return info
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(paths=dict(type="list", elements="path", required=True)), supports_check_mode=True
-    )
+    spec = dict(paths=dict(type="list", elements="path", required=True))
+    spec.update((name, dict(type="int", default=gguf_header.LIMITS[name])) for name in LIMITS)
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    limits = dict((name, module.params[name]) for name in LIMITS)
+    for name, value in sorted(limits.items()):
+        if value < 1:
+            module.fail_json(msg="%s=%d must be at least 1" % (name, value))
     models, errors = [], []
     for path in module.params["paths"]:
         try:
-            models.append(inspect(path))
+            models.append(inspect(path, limits))
         except (gguf_header.NotGGUF, OSError) as exc:
             errors.append(str(exc))
     if errors:

@@ -206,7 +206,9 @@ def main():
     if not elf.HAS_ELFTOOLS:
         module.fail_json(msg=missing_required_lib("pyelftools"), exception=str(elf.ELFTOOLS_IMPORT_ERROR))
     if module.params["max_ld_so_conf_files"] < 1:
-        module.fail_json(msg="max_ld_so_conf_files=%d must be at least 1" % module.params["max_ld_so_conf_files"])
+        module.fail_json(
+            msg="max_ld_so_conf_files=%d must be at least 1" % module.params["max_ld_so_conf_files"]
+        )
     problem = plugin_mounts.check_prefix(module.params["volume_name_prefix"])
     if problem:
         module.fail_json(msg=problem)

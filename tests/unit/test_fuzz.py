@@ -65,6 +65,43 @@ def test_fuzz_gguf_random_bodies(data: bytes) -> None:
     _parse(data)
 
 
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+@FUZZ
+@given(
+    mutated_gguf(),
+    st.fixed_dictionaries(
+        {
+            "max_string_bytes": st.integers(1, 64),
+            "max_metadata_entries": st.integers(1, 8),
+            "max_metadata_bytes": st.integers(1, 4096),
+            "max_tensors": st.integers(1, 8),
+        }
+    ),
+)
+def test_fuzz_gguf_limits_bound_what_is_kept(data: bytes, limits: dict) -> None:
+    """Whatever the file, with any limits: a result within them, or an error naming the file."""
+    path = WORK / "fuzz-limits.gguf"
+    path.write_bytes(data)
+    try:
+        header = gguf_header.read_header(str(path), limits)
+    except gguf_header.NotGGUF as exc:
+        assert str(exc).startswith(str(path)), exc
+        return
+    assert len(header["metadata"]) <= limits["max_metadata_entries"]
+    assert header["tensor_count"] <= limits["max_tensors"]
+    marker = len(gguf_header.TRUNCATED % len(data))
+    for key, value in header["metadata"].items():
+        for text in (key, *_strings(value)):
+            assert len(text) <= limits["max_string_bytes"] + marker
+
+
 def test_gguf_seeds_give_results_or_named_errors() -> None:
     for seed in gguf_seeds():
         _parse(seed)

@@ -58,7 +58,8 @@ class _ConfWalk(object):
         if len(self.seen) >= self.limit:
             raise ResolverError(
                 "%s includes more than %d configuration files (an include loop through symbolic links?): check "
-                "the include lines under %s, or raise max_ld_so_conf_files" % (top, self.limit, os.path.dirname(top))
+                "the include lines under %s, or raise max_ld_so_conf_files"
+                % (top, self.limit, os.path.dirname(top))
             )
         self.seen.add(key)
         text = self.read_file(path)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
 import struct
+import subprocess
+import sys
 
 import gguf
 import numpy as np
 import pytest
-from fuzzseeds import GGUF_ARCH, gguf_bytes, gguf_kv, gguf_nested, gguf_string
+from conftest import COLLECTIONS
+from fuzzseeds import (
+    GGUF_ARCH,
+    gguf_bytes,
+    gguf_kv,
+    gguf_nested,
+    gguf_string,
+    sparse_gguf_with_long_name,
+    sparse_gguf_with_many_entries,
+)
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import gguf_header
 from ansible_collections.edgewasm.llamaedge.plugins.modules import gguf_info as module
@@ -111,7 +124,8 @@ def test_a_well_formed_handmade_file_parses(tmp_path):
             "the value of name needs 9223372036854775808 bytes",
         ),
         ([_kv(b"odd", 13, b"")], {}, "unknown GGUF value type 13 for odd"),
-        ([ARCH], {"declared": 2**40}, "the 1099511627776 tensor descriptions"),
+        ([ARCH], {"declared": 2**40}, "it declares 1099511627776 tensors, beyond max_tensors=1048576"),
+        ([ARCH], {"declared": 2**19}, "the 524288 tensor descriptions"),
         ([ARCH], {"tensor_data": False}, "the data of tensor w0 ends at byte"),
         ([ARCH], {"tensors": 0}, "describes no tensors"),
         (
@@ -171,3 +185,74 @@ def test_an_empty_tensor_at_the_end_of_the_data_is_not_truncation(tmp_path):
     path = tmp_path / "empty-tensor.gguf"
     path.write_bytes(body)
     assert gguf_header.read_header(str(path))["tensor_count"] == 2
+
+
+PEAK = """
+import json, resource, sys, time
+from ansible_collections.edgewasm.llamaedge.plugins.modules import gguf_info
+start = time.monotonic()
+try:
+    out = {"info": gguf_info.inspect(sys.argv[1])}
+except gguf_info.gguf_header.NotGGUF as exc:
+    out = {"error": str(exc)}
+out["seconds"] = time.monotonic() - start
+out["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out["result_bytes"] = len(json.dumps(out))
+print(json.dumps(out))
+"""
+
+
+def inspect_in_a_process(path) -> dict:
+    """gguf_info's work on one file in a process of its own: its result, and its peak RSS."""
+    env = dict(os.environ, PYTHONPATH=str(COLLECTIONS))
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+        env=env,
+    )
+    return json.loads(done.stdout)
+
+
+def test_a_100_mib_name_is_kept_truncated_not_whole(tmp_path):
+    """Before: a 629 MB module result and 2.5 GB peak RSS from one sparse file."""
+    path = tmp_path / "long-name.gguf"
+    sparse_gguf_with_long_name(path)
+    out = inspect_in_a_process(path)
+    name = out["info"]["name"]
+    assert name == "\0" * gguf_header.LIMITS["max_string_bytes"] + "... [truncated: 104857600 bytes]"
+    assert out["result_bytes"] < 64 * 1024
+    assert out["peak_rss_kib"] < 128 * 1024, out  # MiB, not GiB
+
+
+def test_330_million_declared_entries_are_refused_at_once(tmp_path):
+    """Before: a 4 GiB sparse file declaring 330 M entries kept the module busy for about 48 minutes."""
+    path = tmp_path / "many.gguf"
+    sparse_gguf_with_many_entries(path)
+    out = inspect_in_a_process(path)
+    assert out["error"] == (
+        f"{path}: it declares 330000000 metadata entries, beyond max_metadata_entries=65536: if the file is "
+        "genuine, raise that limit"
+    )
+
+
+def test_the_limits_are_options_and_metadata_bytes_are_bounded(run_module, tmp_path):
+    tokens = [b"tok%06d" % i for i in range(20000)]
+    vocab = gguf_kv(
+        b"tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, len(tokens)) + b"".join(map(gguf_string, tokens))
+    )
+    path = tmp_path / "vocab.gguf"
+    name = gguf_kv(b"general.name", 8, gguf_string(b"n" * 100))
+    path.write_bytes(gguf_bytes([GGUF_ARCH, name, vocab]))
+    assert run_module(module.main, {"paths": [str(path)]})["models"][0]["architecture"] == "llama"
+    small = run_module(module.main, {"paths": [str(path)], "max_metadata_bytes": 65536})
+    assert small["failed"] is True
+    assert "its metadata is larger than 65536 bytes, beyond max_metadata_bytes=65536" in small["msg"]
+    few = run_module(module.main, {"paths": [str(path)], "max_metadata_entries": 1})
+    assert "it declares 3 metadata entries, beyond max_metadata_entries=1" in few["msg"]
+    short = run_module(module.main, {"paths": [str(path)], "max_string_bytes": 30})
+    assert short["models"][0]["name"] == "n" * 30 + "... [truncated: 100 bytes]"
+    bad = run_module(module.main, {"paths": [str(path)], "max_tensors": 0})
+    assert bad["failed"] is True and bad["msg"] == "max_tensors=0 must be at least 1"
