@@ -29,6 +29,44 @@ class InterruptedDownload(DownloadError):  # noqa: N818 - reads as what happened
     """The transfer stopped early; the partial file is kept for the next run to resume."""
 
 
+class Limits(object):
+    """What one download may take: at most ``max_bytes`` (None: no limit), and never the destination's file
+    system below ``min_free_bytes`` free (checked as the bytes arrive). ``what`` names the options."""
+
+    def __init__(self, max_bytes=None, min_free_bytes=0, what="max_bytes"):
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+        self.what = what
+
+    def refuse_declared(self, url, declared, offset):
+        if self.max_bytes is not None and declared is not None and offset + declared > self.max_bytes:
+            raise DownloadError(
+                "%s is %d bytes, more than %s=%d allows: refused before reading it; nothing was installed. "
+                "Check the URL, or raise %s if the file is genuine."
+                % (url, offset + declared, self.what, self.max_bytes, self.what)
+            )
+
+    def check(self, url, total, part):
+        if self.max_bytes is not None and total > self.max_bytes:
+            os.unlink(part)
+            raise DownloadError(
+                "%s sent more than %s=%d bytes: the download was stopped and removed; nothing was installed. "
+                "Check the URL, or raise %s if the file is genuine."
+                % (url, self.what, self.max_bytes, self.what)
+            )
+        if self.min_free_bytes:
+            stats = os.statvfs(os.path.dirname(part) or ".")
+            if stats.f_bavail * stats.f_frsize < self.min_free_bytes:
+                os.unlink(part)
+                raise DownloadError(
+                    "downloading %s would leave less than min_free_bytes=%d free where %s is: the download was "
+                    "stopped and removed; nothing was installed" % (url, self.min_free_bytes, part)
+                )
+
+
+NO_LIMITS = Limits()
+
+
 def sha256_of(path):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -125,12 +163,15 @@ def _open(url, offset, opener):
         raise DownloadError("cannot download %s: %s. Run again to retry." % (url, exc)) from exc
 
 
-def _copy(response, handle, url, part):
+def _copy(response, handle, url, part, limits=NO_LIMITS, offset=0):
     received = 0
     try:
         for block in iter(lambda: response.read(CHUNK), b""):
             handle.write(block)
             received += len(block)
+            limits.check(url, offset + received, part)
+    except DownloadError:
+        raise
     except Exception as exc:  # IncompleteRead, resets, timeouts  # pylint: disable=broad-except
         raise InterruptedDownload(
             "download of %s stopped after %d bytes (%s); %s keeps what arrived. Run again to resume."
@@ -139,7 +180,7 @@ def _copy(response, handle, url, part):
     return received
 
 
-def _verify_complete_part(part, dest, sha256, url, opener):
+def _verify_complete_part(part, dest, sha256, url, opener, limits):
     """A 416 for our Range: the partial file is as long as the file, or longer. Install it if its checksum
     is the expected one; otherwise it is stale or oversized: remove it and download again."""
     if sha256 is not None and sha256_of(part) == sha256:
@@ -151,17 +192,18 @@ def _verify_complete_part(part, dest, sha256, url, opener):
             "sha256": sha256,
         }
     os.unlink(part)
-    return fetch(url, dest, sha256, opener, resume=False)
+    return fetch(url, dest, sha256, opener, resume=False, limits=limits)
 
 
-def fetch(url, dest, sha256, opener, *, resume=True):
+def fetch(url, dest, sha256, opener, *, resume=True, limits=NO_LIMITS):
     """Make ``dest`` the verified content of ``url``; returns a dict describing what happened.
 
     ``opener(url, headers)`` returns a file-like response with ``.status`` (or ``.code``) and
     ``.headers``, and raises an exception with ``.code`` for HTTP errors; the module passes Ansible's
     open_url so proxies and CA settings apply. With ``sha256=None`` (trust on first use, the caller
     records the result) the body must have a declared length (or a complete chunked encoding) that was
-    met exactly: a body whose end cannot be confirmed is never installed nor recorded.
+    met exactly: a body whose end cannot be confirmed is never installed nor recorded. ``limits``: a body
+    longer than they allow is refused (a declared length before reading, the bytes as they arrive) and removed.
     """
     if sha256 is not None and not SHA256.match(sha256):
         raise DownloadError("sha256=%r must be 64 lowercase hex digits" % sha256)
@@ -169,17 +211,18 @@ def fetch(url, dest, sha256, opener, *, resume=True):
     offset = os.path.getsize(part) if resume and os.path.isfile(part) else 0
     response, offset = _open(url, offset, opener)
     if response is None:
-        return _verify_complete_part(part, dest, sha256, url, opener)
+        return _verify_complete_part(part, dest, sha256, url, opener, limits)
     if offset and (_status(response) != 206 or _content_range_start(response) != offset):
         offset = 0  # the server sent the whole file (or another range): start over
     expected = _declared_length(response)
+    limits.refuse_declared(url, expected, offset)
     if sha256 is None and expected is None and not _chunked(response):
         raise DownloadError(
             "%s came without a Content-Length (and not chunked): its end cannot be confirmed, so no checksum "
             "is recorded from it. Give sha256 for this artifact, or serve it with a length." % url
         )
     with open(part, "ab" if offset else "wb") as handle:
-        received = _copy(response, handle, url, part)
+        received = _copy(response, handle, url, part, limits, offset)
     if expected is not None and received != expected:
         raise InterruptedDownload(
             "download of %s stopped after %d of %d bytes; %s keeps what arrived. Run again to resume."

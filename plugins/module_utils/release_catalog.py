@@ -609,6 +609,19 @@ def archive_root(listing, version):
     return found
 
 
+_CHECKSUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *]?(\S.*)$")
+
+
+def checksum_file_problem(text):
+    """Why ``text`` is not a sha256sum-format file (``<64 hex>  <name>`` or ``<64 hex> *<name>`` lines, blank
+    lines allowed), or "" when it is one."""
+    for number, line in enumerate((text or "").splitlines(), 1):
+        if line.strip() and not _CHECKSUM_LINE.match(line.rstrip("\r")):
+            shown = line if len(line) <= 80 else line[:80] + "..."
+            return "line %d is not '<sha256> <name>': %r" % (number, shown)
+    return ""
+
+
 def parse_checksums(text, asset):
     """The sha256 of ``asset`` in a sha256sum-format file (``<hex>  <name>`` or ``<hex> *<name>``), or ""."""
     for line in (text or "").splitlines():

@@ -17,7 +17,15 @@ import os
 import re
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import download
-from ansible_collections.edgewasm.llamaedge.plugins.module_utils.release_catalog import parse_checksums
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils.release_catalog import (
+    checksum_file_problem,
+    parse_checksums,
+)
+
+# What a release's checksum file may weigh (upstream's SHA256SUM lists a few dozen assets: a few KiB), and an
+# artifact (a WasmEdge archive is about 100 MB, a CUDA plugin or k3s's air-gap images some hundreds).
+MAX_CHECKSUM_FILE_BYTES = 4 << 20
+MAX_ARTIFACT_BYTES = 4 << 30
 
 
 class FetchError(Exception):
@@ -52,8 +60,22 @@ def unknown_checksums(items, checksum_files, trusted, lock):
 class Fetcher:
     """Downloads and verifies release paths into ``cache_dir`` (``opener`` as download.fetch takes it)."""
 
-    def __init__(self, source, cache_dir, lock_file, opener, *, check_mode=False):
+    def __init__(
+        self,
+        source,
+        cache_dir,
+        lock_file,
+        opener,
+        *,
+        check_mode=False,
+        max_bytes=None,
+        max_checksum_bytes=None,
+    ):
         self.source = source
+        self.limits = download.Limits(max_bytes or MAX_ARTIFACT_BYTES, what="max_bytes")
+        self.checksum_limits = download.Limits(
+            max_checksum_bytes or MAX_CHECKSUM_FILE_BYTES, what="max_checksum_file_bytes"
+        )
         self.cache_dir = cache_dir
         self.lock_file = lock_file
         self.opener = opener
@@ -66,8 +88,9 @@ class Fetcher:
     def url(self, path):
         return "%s/%s" % (self.source, path.replace("+", "%2B"))
 
-    def get(self, path, expected):
-        """Make cache_dir/path the verified file; its sha256, or None in check mode when it is not there."""
+    def get(self, path, expected, checksum_file=False):
+        """Make cache_dir/path the verified file; its sha256, or None in check mode when it is not there.
+        A checksum file is held to its own size limit and to the sha256sum format before it is recorded."""
         self.current = path
         dest = os.path.join(self.cache_dir, path)
         expected = (expected or self.lock.get(path) or "").strip().lower() or None
@@ -79,12 +102,25 @@ class Fetcher:
         parent = os.path.dirname(dest)
         if not os.path.isdir(parent):
             os.makedirs(parent, 0o700)
-        result = download.fetch(self.url(path), dest, expected, self.opener)
+        limits = self.checksum_limits if checksum_file else self.limits
+        result = download.fetch(self.url(path), dest, expected, self.opener, limits=limits)
+        if checksum_file:
+            self._check_format(path, dest)
         if expected is None:
             download.record(self.lock_file, path, result["sha256"])
             self.lock[path] = result["sha256"]
             self.recorded.append(path)
         return result["sha256"]
+
+    def _check_format(self, path, dest):
+        with open(dest, encoding="utf-8", errors="replace") as handle:
+            problem = checksum_file_problem(handle.read(MAX_CHECKSUM_FILE_BYTES + 1))
+        if problem:
+            os.unlink(dest)
+            raise FetchError(
+                "%s (%s) is not a checksum file: %s. It was removed and nothing was recorded: check the mirror."
+                % (path, self.url(path), problem)
+            )
 
     def listed(self, checksum_file, path):
         """The sha256 the release's checksum file gives ``path``; "" when the file is not there (check mode)."""
@@ -92,6 +128,11 @@ class Fetcher:
         text_path = os.path.join(self.cache_dir, checksum_file)
         if not os.path.isfile(text_path):
             return ""
+        if os.path.getsize(text_path) > self.checksum_limits.max_bytes:
+            raise FetchError(
+                "%s (%s) is larger than max_checksum_file_bytes=%d: remove it and check the mirror"
+                % (checksum_file, text_path, self.checksum_limits.max_bytes)
+            )
         with open(text_path, encoding="utf-8", errors="replace") as handle:
             sha256 = parse_checksums(handle.read(), os.path.basename(path))
         if not sha256:
@@ -115,7 +156,7 @@ def fetch_all(fetcher, items, checksum_files, trusted, *, record_new=True):
             )
     verified = {}
     for checksum_file in dict.fromkeys(checksum_files[i] for i in items if i in checksum_files):
-        sha256 = fetcher.get(checksum_file, trusted.get(checksum_file))
+        sha256 = fetcher.get(checksum_file, trusted.get(checksum_file), checksum_file=True)
         if sha256:
             verified[checksum_file] = sha256
     for item in dict.fromkeys(items):
@@ -139,6 +180,8 @@ ARGUMENT_SPEC = dict(
     record_new=dict(type="bool", default=True),
     timeout=dict(type="int", default=120),
     validate_certs=dict(type="bool", default=True),
+    max_bytes=dict(type="int", default=MAX_ARTIFACT_BYTES),
+    max_checksum_file_bytes=dict(type="int", default=MAX_CHECKSUM_FILE_BYTES),
 )
 
 
@@ -154,7 +197,18 @@ def run(params, open_url, *, check_mode):
     fetcher = None
     try:
         source = source_url(params["mirror"], params["base_url"])
-        fetcher = Fetcher(source, params["cache_dir"], params["lock_file"], opener, check_mode=check_mode)
+        for name in ("max_bytes", "max_checksum_file_bytes"):
+            if params[name] is not None and params[name] < 1:
+                raise FetchError("%s=%s must be at least 1" % (name, params[name]))
+        fetcher = Fetcher(
+            source,
+            params["cache_dir"],
+            params["lock_file"],
+            opener,
+            check_mode=check_mode,
+            max_bytes=params["max_bytes"],
+            max_checksum_bytes=params["max_checksum_file_bytes"],
+        )
         verified = fetch_all(
             fetcher,
             params["items"],

@@ -68,6 +68,18 @@ options:
     description: Verify the server's TLS certificate.
     type: bool
     default: true
+  max_bytes:
+    description:
+      - A file larger than this is refused - before reading when the server declares its length, else as the bytes
+        arrive - and the partial download removed; nothing is installed or recorded. Unset - no size limit (models
+        run to tens of GB), but see O(min_free_bytes).
+    type: int
+  min_free_bytes:
+    description:
+      - The download stops, and its partial file is removed, before the file system of O(dest) has less than this
+        free, so an endless or oversized stream never fills the disk. V(0) turns the check off.
+    type: int
+    default: 1073741824
 author:
   - edgewasm.llamaedge maintainers (@edgewasm)
 """
@@ -137,12 +149,17 @@ def main():
             resume=dict(type="bool", default=True),
             timeout=dict(type="int", default=60),
             validate_certs=dict(type="bool", default=True),
+            max_bytes=dict(type="int"),
+            min_free_bytes=dict(type="int", default=1 << 30),
         ),
         required_one_of=[("sha256", "lock_file")],
         supports_check_mode=True,
     )
     params = module.params
     dest = params["dest"]
+    for name in ("max_bytes", "min_free_bytes"):
+        if params[name] is not None and params[name] < (1 if name == "max_bytes" else 0):
+            module.fail_json(msg="%s=%s must be at least %d" % (name, params[name], 1 if name == "max_bytes" else 0))
     try:
         sha256, key = expected_checksum(params)
         if sha256 is not None and download.is_current(dest, sha256):
@@ -157,7 +174,8 @@ def main():
                 url, headers=headers, timeout=params["timeout"], validate_certs=params["validate_certs"]
             )
 
-        result = download.fetch(params["url"], dest, sha256, opener, resume=params["resume"])
+        limits = download.Limits(params["max_bytes"], params["min_free_bytes"])
+        result = download.fetch(params["url"], dest, sha256, opener, resume=params["resume"], limits=limits)
         if sha256 is None:
             download.record(params["lock_file"], key, result["sha256"])
     except download.DownloadError as exc:

@@ -77,6 +77,20 @@ options:
     description: Verify TLS certificates of https sources.
     type: bool
     default: true
+  max_bytes:
+    description:
+      - An artifact larger than this is refused - before reading when the server declares its length, else as
+        the bytes arrive - and removed; nothing is installed or recorded. A WasmEdge archive is about 100 MB,
+        k3s's air-gap images some hundreds.
+    type: int
+    default: 4294967296
+  max_checksum_file_bytes:
+    description:
+      - A checksum file larger than this is refused the same way (upstream's lists a few dozen assets - a few KiB).
+        A downloaded checksum file must also be in sha256sum format (C(<sha256> <name>) lines); one that is not
+        (an error page, say) is removed and not recorded.
+    type: int
+    default: 4194304
 author:
   - edgewasm.llamaedge maintainers (@edgewasm)
 """

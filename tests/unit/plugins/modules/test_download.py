@@ -23,6 +23,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     send_length = True  # False: a body delimited only by the end of the connection
     chunked = False  # True: chunked encoding (cut_after then stops before the last chunk)
     status: int | None = None  # answer every request with this error status
+    endless = False  # True: an unbounded body (no length), bounded here at 256 MiB so the test ends by itself
     ranges: typing.ClassVar[list[str | None]] = []
 
     def do_GET(self):
@@ -30,6 +31,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         type(self).ranges.append(header)
         if self.status:
             self.send_error(self.status)
+            return
+        if self.endless:
+            self.send_response(200)
+            self.end_headers()
+            block = b"\0" * (1 << 20)
+            try:
+                for _block in range(256):
+                    self.wfile.write(block)
+            except OSError:
+                pass  # the client stopped reading: what the test wants
             return
         start = int(header.split("=")[1].rstrip("-")) if header and self.honour_range else 0
         if start >= len(PAYLOAD):  # what real servers answer for a Range past the end
@@ -70,7 +81,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     Handler.cut_after, Handler.honour_range, Handler.ranges = None, True, []
-    Handler.send_length, Handler.chunked, Handler.status = True, False, None
+    Handler.send_length, Handler.chunked, Handler.status, Handler.endless = True, False, None, False
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -225,3 +236,40 @@ def test_an_http_error_says_what_it_is_and_not_to_resume(run_module, server, tmp
     result = run_module(module.main, {"url": server, "dest": str(tmp_path / "m"), "sha256": SHA})
     assert result["failed"] is True
     assert "HTTP 404" in result["msg"] and "resume" not in result["msg"]
+
+
+def test_an_endless_stream_is_stopped_at_max_bytes_and_removed(run_module, server, tmp_path):
+    """Before: an endless stream filled the disk before any checksum was compared."""
+    Handler.endless = True
+    dest = tmp_path / "model.gguf"
+    failed = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA, "max_bytes": 5 << 20})
+    assert failed["failed"] is True
+    assert (
+        f"{server} sent more than max_bytes=5242880 bytes: the download was stopped and removed"
+        in failed["msg"]
+    )
+    assert not dest.exists() and not (tmp_path / "model.gguf.part").exists()
+
+
+def test_a_declared_length_over_max_bytes_is_refused_before_reading(run_module, server, tmp_path):
+    dest = tmp_path / "model.gguf"
+    failed = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA, "max_bytes": 1 << 20})
+    assert failed["failed"] is True
+    assert (
+        f"{server} is {len(PAYLOAD)} bytes, more than max_bytes=1048576 allows: refused before reading"
+        in failed["msg"]
+    )
+    assert not (tmp_path / "model.gguf.part").exists()
+
+
+def test_the_free_space_of_dest_is_kept(run_module, server, tmp_path):
+    """No file system has an exabyte free: the first block already stops the download."""
+    dest = tmp_path / "model.gguf"
+    failed = run_module(
+        module.main, {"url": server, "dest": str(dest), "sha256": SHA, "min_free_bytes": 1 << 60}
+    )
+    assert failed["failed"] is True
+    assert "would leave less than min_free_bytes=1152921504606846976 free" in failed["msg"]
+    assert not dest.exists() and not (tmp_path / "model.gguf.part").exists()
+    ok = run_module(module.main, {"url": server, "dest": str(dest), "sha256": SHA, "min_free_bytes": 0})
+    assert ok["changed"] is True and dest.read_bytes() == PAYLOAD

@@ -29,7 +29,7 @@ def mirror(tmp_path):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(data)
     (root / SUMS).write_text(
-        "".join(f"{sha(files[p])}  {os.path.basename(p)}\n" for p in (CORE, PLUGIN)) + "garbage line\n"
+        "".join(f"{sha(files[p])}  {os.path.basename(p)}\n" for p in (CORE, PLUGIN)) + "\n"
     )
     return {"root": root, "files": files}
 
@@ -132,9 +132,47 @@ def test_a_missing_mirror_file_says_which_and_how_to_go_on(run_module, tmp_path,
     assert not (tmp_path / "cache" / OWN).exists()
 
 
-def test_a_checksum_file_that_is_not_text_is_read_without_a_crash(run_module, tmp_path, mirror):
-    # A mirror serving a binary file under the checksum file's name: the path is simply not listed in it.
-    (mirror["root"] / SUMS).write_bytes(b"\xff\xfe\x00garbage\n")
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfe\x00garbage\n", "line 1 is not '<sha256> <name>'"),
+        (b"<html><body>Not Found</body></html>\n", "line 1 is not '<sha256> <name>': '<html><body>Not Found"),
+        (b"%s  WasmEdge-0.14.1-ubuntu20.04_x86_64.tar.gz\ngarbage line\n" % (b"a" * 64), "line 2 is not"),
+    ],
+    ids=["binary", "error-page", "a-stray-line"],
+)
+def test_a_checksum_file_that_is_not_one_is_removed_and_not_recorded(
+    run_module, tmp_path, mirror, content, problem
+):
+    """Before: whatever the mirror served was recorded in the lock file and read whole."""
+    (mirror["root"] / SUMS).write_bytes(content)
     failed = run_module(module.main, args(tmp_path, mirror, items=[CORE], checksum_files={CORE: SUMS}))
     assert failed["failed"] is True
-    assert failed["msg"].startswith(f"{os.path.basename(CORE)} is not listed in {SUMS} ("), failed["msg"]
+    assert failed["msg"].startswith(f"{SUMS} (file://{mirror['root']}/{SUMS}) is not a checksum file: "), (
+        failed["msg"]
+    )
+    assert problem in failed["msg"]
+    assert not (tmp_path / "cache" / SUMS).exists()
+    lock = tmp_path / "edgewasm.lock.json"
+    assert not lock.exists() or SUMS not in json.loads(lock.read_text())["artifacts"]
+
+
+def test_an_oversized_checksum_file_or_artifact_is_refused_and_nothing_recorded(run_module, tmp_path, mirror):
+    """Before: a 300 MB SHA256SUM was downloaded whole, read whole (893 MB peak RSS) and recorded."""
+    sums = (mirror["root"] / SUMS).read_text()
+    (mirror["root"] / SUMS).write_text(sums + (f"{'0' * 64}  padding\n" * 100))
+    small = run_module(
+        module.main,
+        args(tmp_path, mirror, items=[CORE], checksum_files={CORE: SUMS}, max_checksum_file_bytes=4096),
+    )
+    assert small["failed"] is True
+    assert "more than max_checksum_file_bytes=4096 allows: refused before reading it" in small["msg"], small[
+        "msg"
+    ]
+    big = run_module(module.main, args(tmp_path, mirror, items=[OWN], checksum_files={}, max_bytes=10))
+    assert big["failed"] is True
+    assert "more than max_bytes=10 allows" in big["msg"]
+    assert not (tmp_path / "cache" / OWN).exists() and not (tmp_path / "cache" / SUMS).exists()
+    assert not (tmp_path / "edgewasm.lock.json").exists()
+    ok = run_module(module.main, args(tmp_path, mirror))
+    assert ok.get("failed") is not True, ok
