@@ -25,6 +25,9 @@ ON_OTHER = ("fail", "keep", "replace")
 DIFF_LIMIT = 64 * 1024
 _LARGE = object()  # an existing file too large to read for --diff that differs from the content
 SECRET_DIFF = "(secret content not shown)\n"  # noqa: S105 - a placeholder, not a secret
+PRIVATE_DIFF = "(content not shown: the file is not readable by everyone)\n"
+# A new file given secret_content and no mode.
+SECRET_MODE = 0o600
 
 
 class NodeFilesError(Exception):
@@ -72,7 +75,7 @@ def _kind(path):
     """'absent', 'link', 'directory', 'file' or 'other' for what is at path (links not followed)."""
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # under a file: nothing is there (conflict() says why)
         return "absent"
     if stat.S_ISLNK(mode):
         return "link"
@@ -106,9 +109,11 @@ def _text(data):
         return None
 
 
-def _content_diff(path, old, new, secret):
+def _content_diff(path, old, new, secret, private=False):
     if secret:
         before, after = (SECRET_DIFF if old is not None else ""), SECRET_DIFF
+    elif private:
+        before, after = (PRIVATE_DIFF if old is not None else ""), PRIVATE_DIFF
     elif old is _LARGE:
         before, after = "(content not shown)\n", "(%d bytes)\n" % len(new)
     else:
@@ -168,9 +173,24 @@ def _missing_parents(path):
     return list(reversed(parents))
 
 
+def _file_parent(path):
+    """The closest existing parent of path when it is not a directory (nothing can be created under it)."""
+    parent = os.path.dirname(path)
+    while parent and parent != os.path.dirname(parent) and not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    return parent if parent and os.path.lexists(parent) and not os.path.isdir(parent) else None
+
+
 def conflict(entry):
     """Why the entry cannot be converged over what is at its path now, or None."""
     path = os.path.normpath(entry["path"])
+    blocking = _file_parent(path) if entry["state"] != "absent" else None
+    if blocking:
+        return "%s cannot be created: %s is a %s, not a directory: move it away, or change this path" % (
+            path,
+            blocking,
+            _kind(blocking),
+        )
     kind = _kind(path)
     state = entry["state"]
     if state == "absent" or kind in ("absent", state):
@@ -236,11 +256,16 @@ class Converger:
         if old == data:
             return "updated" if self._attributes(entry, path, False) else "unchanged"
         self._parents(path)
-        self.diffs.append(_content_diff(path, old, data, secret))
+        keep = os.stat(path) if old is not None else None
+        mode = _mode_bits(entry.get("mode"))
+        if mode is None and keep is None and secret:
+            mode = SECRET_MODE
+        # What only some may read is never shown, before or after (a token in k3s's config.yaml, 0600).
+        modes = [m for m in (mode, stat.S_IMODE(keep.st_mode) if keep else None) if m is not None]
+        private = any(not m & stat.S_IROTH for m in modes)
+        self.diffs.append(_content_diff(path, old, data, secret, private))
         if not self.check_mode:
-            _write_atomic(
-                path, data, _mode_bits(entry.get("mode")), os.stat(path) if old is not None else None
-            )
+            _write_atomic(path, data, mode, keep)
             self.module.set_default_selinux_context(path, False)
             self._attributes(entry, path, True)
         return "created" if old is None else "updated"

@@ -25,7 +25,10 @@ description:
     paths are the policy defaults.
   - Every entry is checked against what is on the node before any is touched; an entry that cannot be converged
     (a directory where a file belongs, for example) fails the module with its path, and nothing is changed.
-  - C(--diff) shows one diff per changed path; contents of O(files[].secret_content) never appear.
+  - C(--diff) shows one diff per changed path; contents of O(files[].secret_content) never appear, nor the content
+    of a file whose old or new mode does not let everyone read it (a C(0600) configuration file may hold a token).
+  - An entry under a path that is a regular file (not a directory) fails naming both paths, before anything is
+    changed.
 extends_documentation_fragment:
   - edgewasm.llamaedge.attributes.CHECK_AND_DIFF
 options:
@@ -47,7 +50,7 @@ options:
         choices: [file, directory, link, absent]
         default: file
       content:
-        description: The file's content (UTF-8), shown in C(--diff).
+        description: The file's content (UTF-8), shown in C(--diff) unless the file is not readable by everyone.
         type: str
       secret_content:
         description: The file's content when it holds a secret; never returned, logged or shown in C(--diff).
@@ -64,7 +67,9 @@ options:
         choices: [fail, keep, replace]
         default: fail
       mode:
-        description: Permissions as an octal string (V('0644')); unset keeps an existing file's mode, 0644 for a new file.
+        description:
+          - Permissions as an octal string (V('0644')); unset keeps an existing file's mode, V('0644') for a new file, or
+            V('0600') for a new file given O(files[].secret_content).
         type: str
       owner:
         description: Owner name or uid; unset keeps the current one (the user Ansible runs as for a new path).

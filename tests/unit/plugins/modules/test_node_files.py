@@ -70,24 +70,75 @@ def test_secret_content_never_in_the_result_or_diff(run_module, tmp_path):
 
 
 def test_content_diff_and_attribute_drift(run_module, tmp_path):
-    run_module(node_files.main, {"files": _layout(tmp_path)})
-    config = tmp_path / "etc/k3s/config.yaml"
-    config.chmod(0o644)
     files = _layout(tmp_path)
+    files[1]["mode"] = "0644"
+    run_module(node_files.main, {"files": files})
+    config = tmp_path / "etc/k3s/config.yaml"
+    config.chmod(0o600)
     files[1]["content"] = "node-name: b\n"
     result = run_module(node_files.main, {"files": files}, diff=True)
     assert result["changed_paths"] == [str(config)]
     assert result["files"][1]["result"] == "updated"
-    assert _mode(config) == 0o600
+    assert _mode(config) == 0o644
     (content,) = [d for d in result["diff"] if d.get("after_header") == str(config)]
-    assert (content["before"], content["after"]) == ("node-name: a\n", "node-name: b\n")
+    # The old file was 0600: its content is not shown, even though the new one is readable by everyone.
+    assert (content["before"], content["after"]) == ((node_files_utils.PRIVATE_DIFF,) * 2)
 
-    config.chmod(0o644)  # only the mode drifts: fixed, reported as an attribute diff
+    files[1]["content"] = "node-name: c\n"
+    result = run_module(node_files.main, {"files": files}, diff=True)
+    (content,) = [d for d in result["diff"] if d.get("after_header") == str(config)]
+    assert (content["before"], content["after"]) == ("node-name: b\n", "node-name: c\n")
+
+    config.chmod(0o600)  # only the mode drifts: fixed, reported as an attribute diff
     result = run_module(node_files.main, {"files": files}, diff=True)
     assert result["files"][1]["result"] == "updated"
-    assert config.read_text() == "node-name: b\n"
-    assert _mode(config) == 0o600
-    assert any(d["before"].get("mode") == "0644" for d in result["diff"] if isinstance(d["before"], dict))
+    assert config.read_text() == "node-name: c\n"
+    assert _mode(config) == 0o644
+    assert any(d["before"].get("mode") == "0600" for d in result["diff"] if isinstance(d["before"], dict))
+
+
+def test_a_file_only_some_may_read_is_never_diffed(run_module, tmp_path):
+    """k3s writes config.yaml 0600 with plain content: a token in k3s_server_config_extra showed in --diff."""
+    config = tmp_path / "config.yaml"
+    entry = {"path": str(config), "content": "token: first-s3cret\n", "mode": "0600"}
+    created = run_module(node_files.main, {"files": [entry]}, diff=True)
+    assert "first-s3cret" not in repr(created["diff"])
+    entry["content"] = "token: second-s3cret\n"
+    updated = run_module(node_files.main, {"files": [entry]}, diff=True, check_mode=True)
+    assert "s3cret" not in repr(updated["diff"])
+    (content,) = [d for d in updated["diff"] if d.get("after_header") == str(config)]
+    assert content["after"] == node_files_utils.PRIVATE_DIFF
+    # An unset mode keeps the old file's (0600): still not shown.
+    del entry["mode"]
+    kept = run_module(node_files.main, {"files": [entry]}, diff=True)
+    assert "s3cret" not in repr(kept["diff"]) and _mode(config) == 0o600
+
+
+def test_a_new_secret_file_without_a_mode_is_0600(run_module, tmp_path):
+    path = tmp_path / "token.env"
+    run_module(node_files.main, {"files": [{"path": str(path), "secret_content": "T=1\n"}]})
+    assert _mode(path) == 0o600
+    plain = tmp_path / "plain.env"
+    run_module(node_files.main, {"files": [{"path": str(plain), "content": "A=1\n"}]})
+    assert _mode(plain) == 0o644
+
+
+@pytest.mark.parametrize("state", ["file", "directory", "link"])
+def test_a_path_under_a_regular_file_is_named_not_a_traceback(run_module, tmp_path, state):
+    """Before: 'Module failed: [Errno 20] Not a directory'."""
+    blocker = tmp_path / "etc"
+    blocker.write_text("a file where a directory belongs\n")
+    target = blocker / "rancher" / "k3s" / "config.yaml"
+    entry = {"path": str(target), "state": state}
+    entry.update({"file": {"content": "x\n"}, "directory": {}, "link": {"src": "elsewhere"}}[state])
+    result = run_module(node_files.main, {"files": [entry]})
+    assert result["failed"] is True
+    assert result["msg"] == (
+        f"{target} cannot be created: {blocker} is a file, not a directory: move it away, or change this path "
+        "(nothing was changed)"
+    )
+    absent = run_module(node_files.main, {"files": [{"path": str(target), "state": "absent"}]})
+    assert absent["changed"] is False
 
 
 def test_a_new_version_keeps_an_unset_mode(run_module, tmp_path):
