@@ -18,7 +18,7 @@ import os
 import re
 
 CHUNK = 1024 * 1024
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class DownloadError(Exception):
@@ -131,7 +131,7 @@ def _status(response):
 
 
 def _content_range_start(response):
-    match = re.match(r"^bytes (\d+)-\d+/(\d+|\*)$", response.headers.get("Content-Range") or "")
+    match = re.match(r"^bytes (\d+)-\d+/(\d+|\*)\Z", response.headers.get("Content-Range") or "")
     return int(match.group(1)) if match else None
 
 

@@ -59,8 +59,8 @@ SERVER_FLAGS = (
 
 # A model name travels in the llamaedge/models annotation (comma-separated) and the OpenAI API's "model";
 # an alias also in WASMEDGE_WASINN_PRELOAD (colon-separated): neither may contain its separators.
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:+@-]{0,127}$")
-MODEL_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:+@-]{0,127}\Z")
+MODEL_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 # option -> (lowest, highest) for the numbers llama-api-server takes; None: unbounded that side
 SERVER_RANGES = {
     "ctx_size": (1, 1 << 24),
@@ -135,7 +135,7 @@ def _model_name_errors(spec):
                 "in WASMEDGE_WASINN_PRELOAD, whose fields are separated by ':')" % alias
             )
     backend = spec.get("wasinn_backend") or ""
-    if not re.match(r"^[A-Za-z0-9_]+$", backend):
+    if not re.match(r"^[A-Za-z0-9_]+\Z", backend):
         errors.append("wasinn_backend=%r must be a WASI-NN backend name such as GGML" % backend)
     return errors
 
@@ -400,7 +400,7 @@ _ROLE_STRINGS = ("name", "model", "model_name", "prompt_template")
 
 def _as_int(value):
     """An integer option as Ansible's argument spec would take it: digit strings become integers."""
-    if isinstance(value, str) and re.match(r"^-?[0-9]+$", value.strip()):
+    if isinstance(value, str) and re.match(r"^-?[0-9]+\Z", value.strip()):
         return int(value)
     return value
 

@@ -30,7 +30,7 @@ from ansible_collections.edgewasm.llamaedge.plugins.module_utils.llama_contract 
 BALANCER_PORT = 8080
 BALANCER_ADMIN_PORT = 8081  # the admin API's own listener: a ClusterIP Service, never the public one
 GRACE_MARGIN = 15
-SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}\Z")
 
 
 def balancer_errors(spec):

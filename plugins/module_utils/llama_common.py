@@ -9,7 +9,7 @@ __metaclass__ = type
 
 import re
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
 MANAGED_BY = "edgewasm.llamaedge"
 PART_OF = "edgewasm-llamaedge"
 

@@ -155,9 +155,9 @@ K3S_BASE_FROM = {24: (1, 24, 17), 25: (1, 25, 13), 26: (1, 26, 8), 27: (1, 27, 5
 K3S_BASE_MINOR = 29
 K3S_BASE_MINIMUM = "v1.28.1+k3s1 (or v1.27.5+k3s1, v1.26.8+k3s1, v1.25.13+k3s1 on older minors)"
 
-_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
-_K3S_VERSION = re.compile(r"^v([0-9]+)\.([0-9]+)\.([0-9]+)\+k3s[0-9]+$")
-_BUILD = re.compile(r"^b[0-9]{4,5}$")
+_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+\Z")
+_K3S_VERSION = re.compile(r"^v([0-9]+)\.([0-9]+)\.([0-9]+)\+k3s[0-9]+\Z")
+_BUILD = re.compile(r"^b[0-9]{4,5}\Z")
 
 
 def version_key(version):
@@ -609,7 +609,7 @@ def archive_root(listing, version):
     return found
 
 
-_CHECKSUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *]?(\S.*)$")
+_CHECKSUM_LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *]?(\S.*)\Z")
 
 
 def checksum_file_problem(text):
@@ -626,7 +626,7 @@ def parse_checksums(text, asset):
     """The sha256 of ``asset`` in a sha256sum-format file (``<hex>  <name>`` or ``<hex> *<name>``), or ""."""
     for line in (text or "").splitlines():
         parts = line.strip().split(None, 1)
-        if len(parts) != 2 or not re.match(r"^[0-9a-fA-F]{64}$", parts[0]):
+        if len(parts) != 2 or not re.match(r"^[0-9a-fA-F]{64}\Z", parts[0]):
             continue
         name = parts[1].strip()
         name = name[1:] if name.startswith("*") else name

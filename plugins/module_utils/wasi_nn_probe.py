@@ -31,7 +31,7 @@ import time
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils.release_catalog import CPU_VARIANT_X86_FLAGS
 
 OK_PREFIX = "edgewasm-wasi-nn-probe: ok: "
-_OK_LINE = re.compile(r"^([0-9]+) bytes, hex: ([0-9a-f]*)$")
+_OK_LINE = re.compile(r"^([0-9]+) bytes, hex: ([0-9a-f]*)\Z")
 # Bytes of each stream kept by ``run`` (the last ones: the verdict and the errors come at the end).
 OUTPUT_LIMIT = 65536
 # How much of a line or a tail goes into a message.

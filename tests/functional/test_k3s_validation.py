@@ -32,9 +32,10 @@ def nothing_installed(tmp_path: Path) -> bool:
     ("extra", "message"),
     [
         ({"k3s_version": "1.31.6"}, 'k3s_version="1.31.6" must look like v1.31.6+k3s1'),
+        ({"k3s_version": "v1.31.6+k3s1\n"}, 'k3s_version="v1.31.6+k3s1\\n" must look like v1.31.6+k3s1'),
         ({"k3s_arch": "riscv64"}, 'the architecture resolved to "riscv64" (k3s_arch: amd64 or arm64'),
     ],
-    ids=["version-format", "arch"],
+    ids=["version-format", "version-trailing-newline", "arch"],
 )
 def test_bad_settings(run_site, tmp_path, site, extra, message):
     result = run_site(local_inventory(["node1"], []), {**site, **extra}, playbook=PLAYBOOK)
