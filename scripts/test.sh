@@ -196,6 +196,27 @@ molecule_stage() {
 # start-up and waiting, and the suite's 2 cores are far from busy then. Their outputs are printed in order.
 compat_versions=(2.16 2.21)
 
+# ansible-lint --profile production on the installed artifact, with the tools of that ansible-core's venv: what a
+# user of that core sees when linting playbooks that use our roles (filters must let Undefined through, say).
+lint_installed() {
+  local version=$1 bin=$EDGEWASM_CACHE/venv-ansible-$1/bin work rc=0
+  work=$(mktemp -d "${TMPDIR:-/tmp}/edgewasm-lint-$version.XXXXXX")
+  if ! { "$bin/ansible-galaxy" collection build --output-path "$work/dist" . >/dev/null &&
+    "$bin/ansible-galaxy" collection install --force --offline --no-deps -p "$work/collections" "$work"/dist/*.tar.gz \
+      >/dev/null 2>&1; }; then
+    echo "building or installing the collection with ansible-core $version failed"
+    rc=1
+  fi
+  if ((rc == 0)); then
+    (cd "$work/collections/ansible_collections/edgewasm/llamaedge" &&
+     ANSIBLE_COLLECTIONS_PATH=$work/collections:$EDGEWASM_COLLECTIONS PATH=$bin:$PATH \
+       ansible-lint --offline --profile production 2>&1 | grep -v '^WARNING .*AnsibleWarning'
+     exit "${PIPESTATUS[0]}") || { echo "ansible-lint under ansible-core $version failed on the installed collection"; rc=1; }
+  fi
+  rm -rf "$work"
+  return "$rc"
+}
+
 compat_version() {
   local version=$1 playbook inventory=inventories/sample/hosts.yml file rc=0
   playbook=$EDGEWASM_CACHE/venv-ansible-$version/bin/ansible-playbook
@@ -204,6 +225,8 @@ compat_version() {
   for file in playbooks/*.yml; do
     "$playbook" -i "$inventory" --syntax-check "$file" >/dev/null || { echo "syntax check failed: $file"; rc=1; }
   done
+  # ansible-lint of the oldest core on the collection as Galaxy delivers it (built, then installed).
+  if [[ $version == "${compat_versions[0]}" ]]; then lint_installed "$version" || rc=1; fi
   EDGEWASM_ANSIBLE_PLAYBOOK=$playbook python -m pytest -p no:cacheprovider -q \
     --basetemp "$EDGEWASM_CACHE/pytest-compat-$version" tests/functional || rc=1
   # Kept for a look when something failed; else nothing of it stays in .cache.

@@ -10,6 +10,7 @@ __metaclass__ = type
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
+from jinja2 import Undefined
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_backend_manifests, placement
 
@@ -20,7 +21,16 @@ def _entries(value, name):
     return list(value)
 
 
+def _undefined(*values):
+    """The first undefined input: returned as the result, so Undefined propagates (and a linter rendering the
+    roles without an inventory, or a role's own validation naming the variable, sees it) instead of an error."""
+    return next((value for value in values if isinstance(value, Undefined)), None)
+
+
 def models_for_node(models, host):
+    undefined = _undefined(models, host)
+    if undefined is not None:
+        return undefined
     return placement.models_for_node(_entries(models, "models_for_node"), host)
 
 
@@ -44,6 +54,9 @@ def models_to_refresh(copies, node_stats, source_stats, quick=True):
 
 
 def backend_nodes(backends, models, hosts):
+    undefined = _undefined(backends, models, hosts)
+    if undefined is not None:
+        return undefined
     return placement.backend_nodes(
         _entries(backends, "backend_nodes"), _entries(models, "backend_nodes (models_list)"), list(hosts)
     )

@@ -22,9 +22,9 @@ description:
   - Every count and length in the file is checked against the bytes left before anything is read, nested
     arrays are read without recursion, and the tensor descriptions are read too - a file that describes no
     tensors, or whose tensor data is not all there (a header alone), is not a model and fails.
-  - The work is bounded whatever a file declares (a sparse file can declare gigabytes it does not hold): string
-    values are kept up to O(max_string_bytes) (the rest is skipped and the value ends with
-    C(... [truncated: N bytes])), and a file with more metadata entries, tensors or metadata bytes than the limits
+  - The work is bounded whatever a file declares (a sparse file can declare gigabytes it does not hold) - string
+    values are kept up to O(max_string_bytes) (the rest is skipped, and the value ends with a marker giving the
+    length), and a file with more metadata entries, tensors or metadata bytes than the limits
     below is refused with a message naming the limit.
   - Never changes the node.
 extends_documentation_fragment:

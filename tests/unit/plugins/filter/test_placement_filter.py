@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from jinja2 import Undefined
 
 from ansible_collections.edgewasm.llamaedge.plugins.filter import catalog, placement
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_backend_manifests
@@ -181,3 +182,28 @@ def test_a_lone_node_name_is_one_host_not_a_string_to_search():
     assert FILTERS["backend_nodes"]([dict(GOOD, model="m.gguf")], models, hosts) == {"low": ["agent10"]}
     assert FILTERS["models_for_node"](models, "agent1") == []
     assert FILTERS["models_for_node"](models, "agent10") == models
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("models_for_node", ("undefined", "server1")),
+        ("models_for_node", (MODELS, "undefined")),
+        ("backend_nodes", ("undefined", MODELS, HOSTS)),
+        ("backend_nodes", ([GOOD], "undefined", HOSTS)),
+        ("backend_nodes", ([GOOD], MODELS, "undefined")),
+    ],
+)
+def test_an_undefined_input_propagates_instead_of_raising(name, args):
+    """ansible-lint renders the roles without an inventory: an error there was reported as jinja[invalid] to every
+    user linting a playbook that uses them (ansible-core 2.16); the roles' own validation names the variable."""
+    missing = Undefined(name="models_list")
+    values = tuple(missing if a == "undefined" else a for a in args)
+    assert FILTERS[name](*values) is missing
+
+
+def test_a_defined_input_of_the_wrong_kind_is_still_an_error():
+    with pytest.raises(AnsibleFilterError, match="models_for_node expects a list of mappings"):
+        FILTERS["models_for_node"](42, "server1")
+    with pytest.raises(AnsibleFilterError, match="backend_nodes expects a list of mappings"):
+        FILTERS["backend_nodes"]("text", MODELS, HOSTS)
