@@ -7,6 +7,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
+
+from ansible.module_utils.common.yaml import HAS_YAML, yaml_dump
+
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
 
 # How a module reaches the cluster (doc fragment edgewasm.llamaedge.k8s.auth).
@@ -41,7 +45,7 @@ def run_objects(cluster, objects, state, *, check_mode, wait, wait_timeout):
 
     With ``wait``: applied Deployments must roll out, deleted objects must be gone."""
     results = []
-    diff = {"before": [], "after": []}
+    diff = []
     new_namespaces = set()
     deleted = []
     ordered = objects if state == "present" else list(reversed(objects))
@@ -58,8 +62,7 @@ def run_objects(cluster, objects, state, *, check_mode, wait, wait_timeout):
             }
         )
         if outcome["changed"]:
-            diff["before"].append(outcome["before"])
-            diff["after"].append(outcome["after"])
+            diff.append({"before": outcome["before"], "after": outcome["after"], "object": obj})
     rollout = []
     if state == "present" and wait and not check_mode:
         for obj in objects:
@@ -73,7 +76,7 @@ def run_objects(cluster, objects, state, *, check_mode, wait, wait_timeout):
         "changed": any(r["changed"] for r in results),
         "objects": results,
         "rollout": rollout,
-        "diff": {"before": [d for d in diff["before"] if d], "after": [d for d in diff["after"] if d]},
+        "diff": diff,
     }
 
 
@@ -101,6 +104,34 @@ def stale_objects(cluster, objects, owned):
 
 
 HIDDEN = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+
+
+def _label(obj):
+    namespace = obj["metadata"].get("namespace")
+    return "%s %s%s" % (obj["kind"], namespace + "/" if namespace else "", obj["metadata"]["name"])
+
+
+def _yaml(obj):
+    """An object as YAML text for a diff (keys sorted, as kubectl shows them), or "" for none."""
+    if not obj:
+        return ""
+    if not HAS_YAML:
+        return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    return yaml_dump(obj, default_flow_style=False, sort_keys=True)
+
+
+def diff_entries(changes):
+    """--diff in the list form Ansible's callbacks render: one before/after pair of YAML texts per changed
+    object, headed by its kind, namespace and name; Secrets' values hidden."""
+    return [
+        {
+            "before": _yaml(redact(change["before"])),
+            "after": _yaml(redact(change["after"])),
+            "before_header": _label(change["object"]),
+            "after_header": _label(change["object"]),
+        }
+        for change in changes
+    ]
 
 
 def redact(obj):
@@ -134,7 +165,7 @@ def execute(module, objects, owned=(), prepare=None):
     except k8s_apply.KubernetesError as exc:
         module.fail_json(msg=str(exc), manifests=[redact(o) for o in objects])
     if module._diff:
-        result["diff"] = {side: [redact(o) for o in result["diff"][side]] for side in ("before", "after")}
+        result["diff"] = diff_entries(result["diff"])
     else:
         result.pop("diff")
     module.exit_json(manifests=[redact(o) for o in objects], **result)
@@ -150,6 +181,5 @@ def run(cluster, objects, stale, params, *, check_mode):
         removed = run_objects(cluster, stale, "absent", **waiting)
         result["objects"] += removed["objects"]
         result["changed"] = result["changed"] or removed["changed"]
-        for side in ("before", "after"):
-            result["diff"][side] += removed["diff"][side]
+        result["diff"] += removed["diff"]
     return result

@@ -159,7 +159,9 @@ def main():
     dest = params["dest"]
     for name in ("max_bytes", "min_free_bytes"):
         if params[name] is not None and params[name] < (1 if name == "max_bytes" else 0):
-            module.fail_json(msg="%s=%s must be at least %d" % (name, params[name], 1 if name == "max_bytes" else 0))
+            module.fail_json(
+                msg="%s=%s must be at least %d" % (name, params[name], 1 if name == "max_bytes" else 0)
+            )
     try:
         sha256, key = expected_checksum(params)
         if sha256 is not None and download.is_current(dest, sha256):

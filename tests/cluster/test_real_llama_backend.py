@@ -6,6 +6,7 @@ import copy
 import time
 
 import pytest
+import yaml
 from doubles.seed_backends import SEED
 
 from ansible_collections.edgewasm.llamaedge.plugins.modules import llama_backend as module
@@ -72,7 +73,9 @@ def test_diff_and_update_change_only_the_service(run_module, args, core, namespa
         ("Deployment", False),
         ("Service", True),
     ]
-    (before,), (after,) = result["diff"]["before"], result["diff"]["after"]
+    (entry,) = result["diff"]
+    assert entry["before_header"] == entry["after_header"] == f"Service {namespace}/llama-low-cost"
+    before, after = yaml.safe_load(entry["before"]), yaml.safe_load(entry["after"])
     assert before["metadata"]["annotations"]["llamaedge/weight"] == "3"
     assert after["metadata"]["annotations"]["llamaedge/weight"] == "5"
     for side in (before, after):

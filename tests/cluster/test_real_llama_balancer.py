@@ -6,6 +6,7 @@ import json
 
 import kubernetes
 import pytest
+import yaml
 from kubernetes.client.rest import ApiException
 
 from ansible_collections.edgewasm.llamaedge.plugins.modules import llama_balancer as module
@@ -50,7 +51,9 @@ def test_create_rerun_unchanged_and_the_token_never_shown(
     rotated = run_module(module.main, args(admin_token="rotated-token"), diff=True)
     assert [(o["kind"], o["changed"]) for o in rotated["objects"] if o["changed"]] == [("Secret", True)]
     assert "rotated-token" not in json.dumps(rotated)
-    assert rotated["diff"]["after"][0]["data"] == {"token": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"}
+    (entry,) = rotated["diff"]
+    assert entry["after_header"] == f"Secret {namespace}/llama-balancer-admin"
+    assert yaml.safe_load(entry["after"])["data"] == {"token": "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"}
     assert core.read_namespaced_secret("llama-balancer-admin", namespace).data == {
         "token": "cm90YXRlZC10b2tlbg=="
     }

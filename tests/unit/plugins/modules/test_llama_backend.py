@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from ansible.plugins.callback.default import CallbackModule
 from doubles.fake_k8s import api_error
 from doubles.seed_backends import SEED
 
@@ -153,3 +154,17 @@ def test_wait_for_a_deletion_that_never_ends_names_the_object_and_its_finalizers
         "Deployment llm/llama-low-cost-g1 is still being deleted after 0s (finalizers: example.com/hold)"
         in (result["msg"])
     )
+
+
+def test_the_diff_is_one_yaml_pair_per_object_that_ansibles_callback_renders(run_module, cluster):
+    """Before: before/after were lists of objects, and the default callback's v2_on_file_diff failed with
+    "'list' object has no attribute 'splitlines'" - a warning instead of what would change."""
+    run_module(module.main, args())
+    result = run_module(module.main, args(weight=5), check_mode=True, diff=True)
+    assert result["changed"] is True
+    (entry,) = result["diff"]
+    assert entry["before_header"] == entry["after_header"] == "Service llm/llama-low-cost"
+    assert "llamaedge/weight: '3'" in entry["before"] and "llamaedge/weight: '5'" in entry["after"]
+    rendered = CallbackModule()._get_diff(result["diff"])
+    assert "-    llamaedge/weight: '3'" in rendered and "+    llamaedge/weight: '5'" in rendered
+    assert "--- before: Service llm/llama-low-cost" in rendered
