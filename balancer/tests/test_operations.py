@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from conftest import base_url
 
+from edgewasm_balancer import sources
 from edgewasm_balancer.config import ENV_PREFIX, Settings, build_parser, parse_settings, program_name
 from edgewasm_balancer.sources import parse_backends
 
@@ -207,3 +208,44 @@ def test_command_line_rejects_a_bad_backends_file(tmp_path):
 )
 def test_help_names_the_command_that_was_run(argv0, expected):
     assert program_name(argv0) == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--rout", "swrr"], ["--lis", "0.0.0.0:1"], ["--admin-token-f", "/x"], ["--kub"]],
+    ids=["routing", "listen", "admin-token-file", "kubernetes"],
+)
+def test_abbreviated_options_are_refused(argv, capsys):
+    """argparse took "--rout" for --routing, which let extra_args past llama_balancer's guard."""
+    with pytest.raises(SystemExit) as exc:
+        parse_settings(argv)
+    assert exc.value.code == 2
+    assert f"unrecognized arguments: {argv[0]}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        ("registration name", {"name": "evil\n", "ip": "127.0.0.1", "port": 8080}),
+        ("registration host", {"name": "ok", "ip": "backend.local\n", "port": 8080}),
+        ("backends file name", [{"name": "evil\n", "url": "http://127.0.0.1:8080"}]),
+        ("backends file url", [{"name": "ok", "url": "http://127.0.0.1:8080\n"}]),
+    ],
+)
+def test_a_trailing_newline_is_refused_by_every_pattern(check, value):
+    """A name "evil\\n" was registered, and every response routed to it killed the client's connection."""
+    with pytest.raises(sources.InvalidBackendError):
+        if check.startswith("registration"):
+            sources.registration(value)
+        else:
+            sources.parse_backends(value, "backends.json")
+    fine = (
+        dict(value, name="ok", ip="127.0.0.1")
+        if isinstance(value, dict)
+        else [dict(value[0], name="ok", url="http://127.0.0.1:8080")]
+    )
+    assert (
+        sources.registration(fine)
+        if isinstance(fine, dict)
+        else sources.parse_backends(fine, "backends.json")
+    )

@@ -68,8 +68,10 @@ def balancer_errors(spec):
 
 def _extra_args_errors(extra_args):
     errors = []
+    options = [str(a).split("=", 1)[0] for a in extra_args if str(a).startswith("--") and len(str(a)) > 2]
     for flag in ("--listen", "--admin-listen", "--kubernetes", "--admin-token-file", "--routing"):
-        if any(a == flag or a.startswith(flag + "=") for a in extra_args):
+        # A prefix too: the balancer refuses abbreviations, but the pod would only fail when it starts.
+        if any(flag.startswith(option) for option in options):
             errors.append(
                 "extra_args must not set %s: the module sets it (admin API: use admin_api; routing: use routing)"
                 % flag

@@ -473,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = Settings()
     p = _Parser(
         prog=program_name(),
+        # No abbreviations: "--rout" must not mean --routing (the llama_balancer module refuses options it owns).
+        allow_abbrev=False,
         description=(
             "A weighted, model-aware gateway for OpenAI-compatible LLM backends (llama-api-server). "
             "Backends come from a backends file (static mode), from Kubernetes Services labelled "

@@ -25,7 +25,8 @@ log = logging.getLogger("edgewasm_balancer.sources")
 
 STATIC = "static"
 ADMIN = "admin"
-_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$")
+# \Z, not $: "$" also matches before a trailing newline, and a name "evil\n" then broke every response header.
+_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?\Z")
 
 
 class InvalidBackendError(ValueError):
@@ -63,7 +64,7 @@ def _models(value: Any, where: str) -> frozenset[str]:
 
 def _url(value: Any, where: str) -> str:
     """An http(s)://HOST[:PORT] URL whose host and port are usable (port 1-65535)."""
-    if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+/?$", value):
+    if not isinstance(value, str) or not re.match(r"^https?://[^/\s]+/?\Z", value):
         raise InvalidBackendError(f"{where}: url must look like http://HOST:PORT, got {value!r}")
     try:
         parts = urlsplit(value)
@@ -321,7 +322,7 @@ def registration(data: Any) -> ServiceSpec:
         host = ipaddress.ip_address(ip)
         shown = f"[{host}]" if host.version == 6 else str(host)
     except ValueError:
-        if not re.match(r"^[A-Za-z0-9.-]{1,253}$", ip):
+        if not re.match(r"^[A-Za-z0-9.-]{1,253}\Z", ip):
             raise InvalidBackendError(f"ip must be an IP address or host name, got {ip!r}") from None
         shown = ip
     return ServiceSpec(

@@ -117,6 +117,11 @@ def test_grace_period_exceeds_the_balancers_drain(run_module, cluster, extra_arg
     [
         (["--listen", "0.0.0.0:1"], "must not set --listen"),
         (["--admin-listen=0.0.0.0:9"], "must not set --admin-listen"),
+        # argparse's abbreviations (the balancer now refuses them too, but only when the pod starts).
+        (["--rout", "swrr"], "must not set --routing"),
+        (["--lis=0.0.0.0:1"], "must not set --listen"),
+        (["--admin-token-f", "/x"], "must not set --admin-token-file"),
+        (["--kub"], "must not set --kubernetes"),
         (["--shutdown-timeout", "soon"], "--shutdown-delay + --shutdown-timeout"),
         (["--shutdown-timeout", "7200"], "--shutdown-delay + --shutdown-timeout"),
     ],
