@@ -6,11 +6,13 @@
 #   make bench       run the benchmarks (resolver vs ldd/lddtree; balancer vs nginx and direct access;
 #                    routing policies under simulated LLM load; a site.yml rerun vs its first converge)
 #   make bench-rerun site.yml's first converge and a rerun on fresh lab nodes: times, ratio, slowest tasks
+#   make bench-hostile the modules on hostile input (include loops, sparse GGUFs, huge checksum files, endless
+#                    bodies): seconds and peak RSS, this tree against the one before the hardening
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 ENV := source scripts/lib.sh &&
 
-.PHONY: help setup test lint unit sanity lab lab-destroy build changelog clean distclean bench bench-rerun
+.PHONY: help setup test lint unit sanity lab lab-destroy build changelog clean distclean bench bench-rerun bench-hostile
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -58,6 +60,10 @@ bench: setup
 	$(ENV) python benchmarks/balancer.py
 	$(ENV) python benchmarks/llm_routing.py
 	$(ENV) python benchmarks/site_rerun.py
+	$(ENV) python benchmarks/hostile_inputs.py
+
+bench-hostile: setup
+	$(ENV) python benchmarks/hostile_inputs.py
 
 bench-rerun: setup
 	$(ENV) python benchmarks/site_rerun.py
