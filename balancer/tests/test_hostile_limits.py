@@ -19,7 +19,7 @@ from conftest import admin_url, base_url
 from hostile import exchange, read_head
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgewasm_balancer import bodies
+from edgewasm_balancer import bodies, sources
 from edgewasm_balancer.config import parse_settings
 from edgewasm_balancer.pool import ServiceSpec
 from edgewasm_balancer.sources import registration
@@ -424,3 +424,54 @@ async def test_malformed_requests_get_an_openai_error_and_no_traceback(balancer,
     error = json.loads(body)["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "bad_request"
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+async def test_a_fifo_at_the_backends_file_freezes_nothing(tmp_path, balancer, backends, http):
+    """Before: the file was read on the event loop, and a FIFO at its path froze everything, /healthz too."""
+    a = await backends("a")
+    bal = await balancer([{"name": "a", "url": a.url}])
+    path = bal.settings.backends_file
+    path.unlink()
+    os.mkfifo(path)
+    await asyncio.sleep(0.3)  # several reload intervals
+    async with asyncio.timeout(5), http.get(base_url(bal) + "/healthz") as answer:
+        assert answer.status == 200
+    assert [s.name for s in bal.pool.services.values()] == ["a"]
+
+
+async def test_an_oversized_file_is_refused_unread_and_a_failed_version_is_not_parsed_again(
+    tmp_path, balancer, backends, monkeypatch, caplog
+):
+    """Before: a 3.8 MB file with one bad entry blocked the loop ~30 s, again at every reload interval."""
+    a = await backends("a")
+    bal = await balancer([{"name": "a", "url": a.url}])
+    path = bal.settings.backends_file
+    parsed = []
+    real = sources.load_backends_file
+    monkeypatch.setattr(sources, "load_backends_file", lambda p: parsed.append(p) or real(p))
+    entries = [{"name": f"n{i}", "url": f"http://127.0.0.1:{1000 + i % 60000}"} for i in range(60000)]
+    path.write_text(json.dumps([*entries, {"name": "bad", "url": "nope"}]))
+    await asyncio.sleep(0.4)
+    assert len(parsed) == 1  # tried once, remembered as failed
+    details = [getattr(r, "detail", "") for r in caplog.records if r.msg.startswith("backends file not reloaded")]
+    assert len(details) == 1 and "larger than 1048576 bytes" in details[0], details
+    path.write_text(json.dumps([{"name": "b", "url": a.url}]))
+    await asyncio.sleep(0.3)
+    assert [s.name for s in bal.pool.services.values()] == ["b"]
+
+
+async def test_a_file_that_is_not_a_backends_list_is_never_echoed(tmp_path, balancer, backends, caplog):
+    """A symlink to a secret put a line of it in the log (YAML's error quoted the text)."""
+    a = await backends("a")
+    path = tmp_path / "backends.yaml"
+    path.write_text(f"- name: a\n  url: {a.url}\n")
+    bal = await balancer(None, backends_file=path)
+    secret = tmp_path / "token"
+    secret.write_text("apiVersion: v1\nkey: [hunter2-secret\n")
+    path.unlink()
+    path.symlink_to(secret)
+    await asyncio.sleep(0.3)
+    logged = " ".join(f"{r.getMessage()} {getattr(r, 'detail', '')}" for r in caplog.records)
+    assert "backends file not reloaded" in logged and "not valid YAML" in logged and "at line 3, column 1" in logged, logged
+    assert "hunter2" not in logged
+    assert [s.name for s in bal.pool.services.values()] == ["a"]

@@ -249,3 +249,45 @@ def test_a_trailing_newline_is_refused_by_every_pattern(check, value):
         if isinstance(fine, dict)
         else sources.parse_backends(fine, "backends.json")
     )
+
+
+def test_sighup_reloads_the_backends_file_at_once(tmp_path):
+    """Before: SIGHUP (what operators send) killed the process."""
+    backends_file = tmp_path / "backends.yaml"
+    backends_file.write_text("- name: a\n  url: http://127.0.0.1:9\n  weight: 2\n")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    argv = [
+        sys.executable,
+        "-m",
+        "edgewasm_balancer",
+        "--listen",
+        "127.0.0.1:0",
+        "--backends-file",
+        str(backends_file),
+    ]
+    # A reload interval far longer than the test: only the signal can make the new weight appear.
+    proc = subprocess.Popen(
+        [*argv, "--health-interval", "0", "--reload-interval", "3600"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = json.loads(proc.stderr.readline())
+        while line["msg"] != "listening":
+            line = json.loads(proc.stderr.readline())
+        metrics = f"http://127.0.0.1:{line['port']}/metrics"
+        backends_file.write_text("- name: a\n  url: http://127.0.0.1:9\n  weight: 5\n")
+        proc.send_signal(signal.SIGHUP)
+        while json.loads(proc.stderr.readline())["msg"] != "backends file loaded":
+            pass
+        with urllib.request.urlopen(metrics, timeout=10) as answer:
+            assert (
+                'edgewasm_balancer_backend_weight{backend="a",source="static"} 5.0' in answer.read().decode()
+            )
+        assert proc.poll() is None  # still running
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -62,6 +62,7 @@ class AccessLogger(AbstractAccessLogger):
 class Balancer:
     def __init__(self, settings: Settings, pool: BackendPool | None = None, kube_api: Any = None) -> None:
         self.settings = settings
+        self.backends_file: BackendsFile | None = None
         self.pool = pool or BackendPool(
             HealthPolicy(
                 max_fails=settings.max_fails,
@@ -148,6 +149,7 @@ class Balancer:
         if s.backends_file is not None:
             backends_file = BackendsFile(s.backends_file, self.pool, s.reload_interval)
             backends_file.load()  # a missing or invalid file fails the start, with its reason
+        self.backends_file = backends_file
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout),
@@ -278,12 +280,19 @@ class Balancer:
         if self.connections is not None:
             self.connections.close()
 
+    def reload(self) -> None:
+        """SIGHUP: re-read the backends file now (Kubernetes discovery and the admin API are always current)."""
+        log.info("SIGHUP: reloading", extra={"file": str(self.settings.backends_file or "")})
+        if self.backends_file is not None:
+            self.backends_file.reload_now()
+
     async def serve(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        """Run until SIGTERM or SIGINT, then stop gracefully; SIGHUP reloads the backends file."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
         await stop.wait()
         await self.stop()

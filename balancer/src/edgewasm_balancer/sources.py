@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import socket
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -110,58 +113,125 @@ def parse_backends(data: Any, where: str) -> list[ServiceSpec]:
     return list(specs.values())
 
 
-def load_backends_file(path: Path) -> list[ServiceSpec]:
-    text = path.read_text(encoding="utf-8")
+# A backends file lists backends, a few hundred bytes each: a larger one is refused before it is read.
+MAX_BACKENDS_FILE_BYTES = 1 << 20
+
+
+def read_backends_file(path: Path) -> bytes:
+    """The file's bytes: a regular file (symbolic links followed, as a ConfigMap volume has them) of at most
+    MAX_BACKENDS_FILE_BYTES. Never blocks: a FIFO or a device at the path is refused, not opened for a read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidBackendError(f"{path}: not a regular file")
+        data = os.read(fd, MAX_BACKENDS_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BACKENDS_FILE_BYTES:
         raise InvalidBackendError(
-            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
-        ) from exc
-    return parse_backends(data, str(path))
+            f"{path}: larger than {MAX_BACKENDS_FILE_BYTES} bytes, the most a backends file may have"
+        )
+    return data
+
+
+def _syntax_error(path: Path, kind: str, exc: Exception) -> InvalidBackendError:
+    """What is wrong and where, never the file's text: the path may lead to a file that is not ours."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        where = f"line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}"
+        return InvalidBackendError(f"{path}: not valid {kind}: {exc.problem or exc.context} at {where}")
+    if isinstance(exc, json.JSONDecodeError):
+        return InvalidBackendError(
+            f"{path}: not valid {kind}: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        )
+    return InvalidBackendError(f"{path}: not valid {kind} ({type(exc).__name__})")
+
+
+def load_backends_file(path: Path) -> list[ServiceSpec]:
+    data = read_backends_file(path)
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidBackendError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        parsed = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise _syntax_error(path, kind, exc) from None
+    except RecursionError:
+        raise InvalidBackendError(f"{path}: nested too deeply") from None
+    return parse_backends(parsed, str(path))
 
 
 class BackendsFile:
-    """Keeps the pool's static services equal to the file, re-reading it when it changes.
+    """Keeps the pool's static services equal to the file, re-reading it when it changes (checked every
+    interval, off the event loop) or when told to (SIGHUP).
 
-    A file that becomes invalid is reported and the last good set is kept.
+    A file that becomes invalid is reported once and the last good set is kept; that version of the file is
+    not parsed again until it changes (or a SIGHUP asks).
     """
 
     def __init__(self, path: Path, pool: BackendPool, interval: float) -> None:
         self.path = path
         self.pool = pool
         self.interval = interval
-        self._seen: tuple[float, int] | None = None
+        self._seen: tuple[int, ...] | None = None
+        self._failed: tuple[int, ...] | None = None
+        self.wake = asyncio.Event()
+
+    def _stamp(self) -> tuple[int, ...]:
+        info = self.path.stat()
+        return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def check(self, force: bool = False) -> tuple[tuple[int, ...], list[ServiceSpec]] | None:
+        """The file's stamp and services when it changed since the last load or failure (or with force);
+        raises InvalidBackendError/OSError. Blocking I/O only: safe to run in a worker thread."""
+        stamp = self._stamp()
+        if not force and stamp in (self._seen, self._failed):
+            return None
+        try:
+            return stamp, load_backends_file(self.path)
+        except (InvalidBackendError, OSError):
+            self._failed = stamp
+            raise
+
+    def apply(self, stamp: tuple[int, ...], specs: list[ServiceSpec]) -> None:
+        """The whole new set at once, on the event loop's thread."""
+        self.pool.replace(STATIC, specs)
+        self._seen, self._failed = stamp, None
+        log.info("backends file loaded", extra={"file": str(self.path), "services": len(specs)})
 
     def load(self) -> bool:
         """Reload if the file changed; raises InvalidBackendError/OSError so a bad file fails at start.
 
         The whole new set is validated before any of it is applied: a bad file changes nothing.
         """
-        stat = self.path.stat()
-        stamp = (stat.st_mtime, stat.st_size)
-        if stamp == self._seen:
+        found = self.check()
+        if found is None:
             return False
-        try:
-            specs = load_backends_file(self.path)
-        except UnicodeDecodeError as exc:
-            raise InvalidBackendError(f"{self.path}: not UTF-8 text: {exc}") from exc
-        except RecursionError:
-            raise InvalidBackendError(f"{self.path}: nested too deeply") from None
-        self.pool.replace(STATIC, specs)
-        self._seen = stamp
-        log.info("backends file loaded", extra={"file": str(self.path), "services": len(specs)})
+        self.apply(*found)
         return True
+
+    def reload_now(self) -> None:
+        """Re-read the file at once, changed or not (what SIGHUP asks)."""
+        self.wake.set()
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.interval)
+            force = self.wake.is_set()
+            self.wake.clear()
             try:
-                self.load()
+                found = await asyncio.to_thread(self.check, force)
             except (OSError, InvalidBackendError) as exc:
                 self._kept(str(exc))
+                continue
             except Exception as exc:  # the reload loop must outlive any bad edit
                 self._kept(f"{type(exc).__name__}: {exc}")
+                continue
+            if found is not None:
+                self.apply(*found)
 
     def _kept(self, detail: str) -> None:
         log.error(
