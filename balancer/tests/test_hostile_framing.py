@@ -15,8 +15,9 @@ import time
 from collections import Counter
 
 import aiohttp
+import pytest
 from conftest import base_url
-from hostile import read_head, read_request, response
+from hostile import exchange, read_head, read_request, response
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 
@@ -335,3 +336,23 @@ async def test_endless_response_headers_are_cut_off(raw, balancer, http):
     bal = await balancer([{"name": "endless", "url": f"http://127.0.0.1:{port}"}])
     status, body, _unused = await _marked(http, bal, "h1")
     assert status == 502 and b"response headers larger than" in body
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["X-Title: \u65e5\u672c".encode(), b"X-Title: \xff\xfe broken"],
+    ids=["utf-8", "not-utf-8"],
+)
+async def test_a_header_that_is_not_latin1_is_a_400_not_a_500(backends, balancer, header):
+    """Before: a UTF-8 header value made the proxy answer 500 with a traceback (latin-1 encode)."""
+    a = await backends("a")
+    bal = await balancer([{"name": "a", "url": a.url}])
+    answer = await exchange(
+        bal.address[1],
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + header
+        + b"\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"Request header X-Title is not ISO-8859-1 text" in answer
+    assert a.hits == 0  # nothing reached the backend

@@ -453,7 +453,9 @@ async def test_an_oversized_file_is_refused_unread_and_a_failed_version_is_not_p
     path.write_text(json.dumps([*entries, {"name": "bad", "url": "nope"}]))
     await asyncio.sleep(0.4)
     assert len(parsed) == 1  # tried once, remembered as failed
-    details = [getattr(r, "detail", "") for r in caplog.records if r.msg.startswith("backends file not reloaded")]
+    details = [
+        getattr(r, "detail", "") for r in caplog.records if r.msg.startswith("backends file not reloaded")
+    ]
     assert len(details) == 1 and "larger than 1048576 bytes" in details[0], details
     path.write_text(json.dumps([{"name": "b", "url": a.url}]))
     await asyncio.sleep(0.3)
@@ -472,6 +474,20 @@ async def test_a_file_that_is_not_a_backends_list_is_never_echoed(tmp_path, bala
     path.symlink_to(secret)
     await asyncio.sleep(0.3)
     logged = " ".join(f"{r.getMessage()} {getattr(r, 'detail', '')}" for r in caplog.records)
-    assert "backends file not reloaded" in logged and "not valid YAML" in logged and "at line 3, column 1" in logged, logged
+    assert (
+        "backends file not reloaded" in logged
+        and "not valid YAML" in logged
+        and "at line 3, column 1" in logged
+    ), logged
     assert "hunter2" not in logged
     assert [s.name for s in bal.pool.services.values()] == ["a"]
+
+
+async def test_an_authorization_header_that_is_not_utf8_is_a_401_not_a_500(balancer, http):
+    bal = await balancer(admin_api=True, admin_token="t")
+    port = bal.admin_address[1]
+    answer = await exchange(
+        port,
+        b"GET /api/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer \xff\xfe\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]

@@ -84,6 +84,17 @@ def upstream_headers(request: web.Request) -> list[tuple[str, str]]:
     return out
 
 
+def _unsendable_header(headers: CIMultiDictProxy[str]) -> str | None:
+    """The name of a header whose value cannot go on the wire to a backend as HTTP/1.1 text (ISO-8859-1): raw
+    UTF-8 such as "X-Title: \u65e5\u672c", or bytes that are not UTF-8 (lone surrogates here)."""
+    for name, value in headers.items():
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return name.encode("latin-1", "backslashreplace").decode("latin-1")
+    return None
+
+
 def response_headers(headers: list[tuple[str, str]]) -> CIMultiDict[str]:
     out: CIMultiDict[str] = CIMultiDict()
     extra: set[str] = set()
@@ -257,6 +268,18 @@ class Proxy:
             self.in_flight -= 1
 
     async def _handle(self, request: web.Request, started: float) -> web.StreamResponse:
+        unsendable = _unsendable_header(request.headers)
+        if unsendable is not None:
+            self.metrics.rejected.labels("400").inc()
+            log.info("request refused: a header value is not ISO-8859-1", extra={"header": unsendable})
+            refused = openai_error(
+                400,
+                f"Request header {unsendable} is not ISO-8859-1 text (encode it, for example as percent-encoded UTF-8)",
+                "invalid_request_error",
+                "invalid_header",
+            )
+            refused.force_close()
+            return refused
         body = Body(data=None)
         try:
             body = await read_body(request, self.buffer_limit, self.budget, self.body_timeout)

@@ -285,7 +285,9 @@ class AdminApi:
 
     def _authorized(self, request: web.Request) -> bool:
         scheme, _sep, given = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
+        # Bytes that are not UTF-8 arrive as lone surrogates: compared as the bytes they were, never a 500.
+        offered = given.strip().encode("utf-8", "surrogateescape")
+        return scheme.lower() == "bearer" and hmac.compare_digest(offered, self.token.encode())
 
     @staticmethod
     def _denied() -> web.Response:
