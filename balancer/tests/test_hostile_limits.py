@@ -107,11 +107,23 @@ async def test_deep_large_bodies_route_by_a_late_model_without_recursion(backend
             assert r.status == 200 and r.headers["X-Edgewasm-Backend"] == "b"
 
 
-async def test_a_body_hiding_its_model_behind_a_million_tokens_is_refused():
-    body = b'{"messages": [' + b'"a",' * 1_100_000 + b'"z"], "model": "late"}'
-    with pytest.raises(bodies.UnreadableBodyError, match="more than 1000000 strings and brackets"):
+async def test_a_body_of_more_than_a_million_tokens_is_refused():
+    """The whole object is walked now (a second model key is refused), so the bound holds wherever the model is."""
+    body = b'{"messages": [' + b'"a",' * 1_100_000 + b'"z"]}'
+    for placed in (body[:-1] + b', "model": "late"}', b'{"model": "first", ' + body[1:]):
+        with pytest.raises(bodies.UnreadableBodyError, match="more than 1000000 strings and brackets"):
+            await bodies.requested_model(placed, "application/json")
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["json-module", "scanner"])
+async def test_a_duplicate_model_key_is_refused_on_both_paths(large):
+    """Before: bodies up to 64 KiB were routed by the last "model", larger ones by the first."""
+    pad = ', "pad": "' + "x" * bodies.SMALL + '"' if large else ""
+    body = ('{"model": "a", "messages": [{"model": "inner"}]' + pad + ', "model": "b"}').encode()
+    with pytest.raises(bodies.UnreadableBodyError, match="names its model twice"):
         await bodies.requested_model(body, "application/json")
-    assert await bodies.requested_model(b'{"model": "first", ' + body[1:], "application/json") == "first"
+    nested_only = ('{"model": "a", "messages": [{"model": "inner"}]' + pad + "}").encode()
+    assert await bodies.requested_model(nested_only, "application/json") == "a"
 
 
 async def test_the_model_scan_yields_to_other_requests():

@@ -36,16 +36,30 @@ def _model_of(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+DUPLICATE_MODEL = "the JSON body names its model twice (llama-api-server refuses a duplicate field too)"
+
+
 def _small_model(body: bytes) -> str | None:
+    models_per_object: list[int] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        # Called for every object, innermost first: the last call is the top-level object.
+        models_per_object.append(sum(1 for key, _value in items if key == "model"))
+        return dict(items)
+
     try:
-        data = json.loads(body)
+        data = json.loads(body, object_pairs_hook=pairs)
     except RecursionError:
         raise UnreadableBodyError("the JSON body is nested too deeply") from None
     except UnicodeDecodeError:
         raise UnreadableBodyError("the JSON body is not valid UTF-8") from None
     except ValueError as exc:
         raise UnreadableBodyError(f"the body is not valid JSON: {exc}") from None
-    return _model_of(data.get("model")) if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    if models_per_object[-1] > 1:
+        raise UnreadableBodyError(DUPLICATE_MODEL)
+    return _model_of(data.get("model"))
 
 
 def _value_after_key(body: bytes, end: int) -> int | None:
@@ -102,10 +116,13 @@ def _escaped(body: bytes, quote: int) -> bool:
 async def _scan_members(body: bytes, start: int) -> str | None:
     """Walk the object at `start` token by token; the value of its top-level `model` key.
 
-    At most MAX_TOKENS strings and brackets are looked at (about a second of CPU): a body that hides
-    its model behind more is refused rather than allowed to occupy the CPU."""
+    The whole object is walked (a second top-level `model` is refused, as the small-body path and the
+    backend refuse it). At most MAX_TOKENS strings and brackets are looked at (about a second of CPU): a
+    body with more is refused rather than allowed to occupy the CPU."""
     depth = 0
     count = 0
+    found: str | None = None
+    seen_model = False
     search, find = _STRUCTURE.search, body.find
     match = search(body, start)
     while match is not None:
@@ -123,19 +140,21 @@ async def _scan_members(body: bytes, start: int) -> str | None:
                 and body[at:end] == _MODEL_KEY
                 and (value := _value_after_key(body, end))
             ):
-                return _decode_model(body, value)
+                if seen_model:
+                    raise UnreadableBodyError(DUPLICATE_MODEL)
+                seen_model, found = True, _decode_model(body, value)
             match = search(body, end)
         else:
             depth += 1 if body[at] in b"{[" else -1
             if depth == 0:
-                return _closed(body, at + 1)
+                _closed(body, at + 1)
+                return found
             match = search(body, at + 1)
         count += 1
         if count % _YIELD_EVERY == 0:
             if count >= MAX_TOKENS:
                 raise UnreadableBodyError(
-                    f"the JSON body has more than {MAX_TOKENS} strings and brackets before its model: "
-                    "send the model first, or a smaller body"
+                    f"the JSON body has more than {MAX_TOKENS} strings and brackets: send a smaller body"
                 )
             await asyncio.sleep(0)
     raise UnreadableBodyError("the JSON body ends before its last bracket is closed")
