@@ -138,3 +138,24 @@ def test_sources_do_not_overwrite_each_other():
     pool.replace("kubernetes/ns2", [spec("ns2/llama", 1)])
     pool.replace("kubernetes/ns1", [])
     assert list(pool.services) == [("kubernetes/ns2", "ns2/llama")]
+
+
+@pytest.mark.parametrize("how", ["endpoint-flaps", "service-withdrawn", "service-removed"])
+async def test_a_busy_endpoint_that_comes_back_keeps_its_slots(how):
+    """Before: a busy pod that failed readiness and came back was rebuilt with in_flight=0 and double-booked."""
+    pool = pool_of(spec("a", 1, n=2), routing="load-aware")
+    a = await pool.take(None, set())
+    busy = next(iter(pool.services.values())).endpoints[a.url]
+    assert busy.in_flight == 1
+    others = tuple(u for u in (f"http://a-{i}:80" for i in range(2)) if u != a.url)
+    if how == "endpoint-flaps":
+        pool.replace("static", [ServiceSpec("a", 1, others)])
+    elif how == "service-withdrawn":
+        pool.replace("static", [])
+    else:
+        pool.remove("static", "a")
+    pool.replace("static", [spec("a", 1, n=2)])
+    back = next(iter(pool.services.values())).endpoints[a.url]
+    assert back is busy and back.in_flight == 1
+    pool.release(a)
+    assert back.in_flight == 0 and pool.retired == {}

@@ -229,6 +229,9 @@ class BackendPool:
         self.admission = admission or Admission()
         self.rng = rng or random.Random()  # noqa: S311 - load spreading, not cryptography
         self.services: dict[tuple[str, str], Service] = {}
+        # Endpoints that left their service (a pod failing readiness, a service withdrawn) while requests still
+        # held their slots: one that comes back is the same endpoint, slots and all (else it would be booked twice).
+        self.retired: dict[tuple[tuple[str, str], str], Endpoint] = {}
         self.queue: deque[_Waiter] = deque()
         self.queue_rejected = {"full": 0, "timeout": 0}
         # Exponentially weighted mean of how long a request holds a slot (for Retry-After).
@@ -243,10 +246,13 @@ class BackendPool:
         wanted = {(source, spec.name): spec for spec in specs}
         built = {key: self._build(key, spec) for key, spec in wanted.items()}
         for key in [k for k in self.services if k[0] == source and k not in wanted]:
-            del self.services[key]
+            self._retire(self.services.pop(key).endpoints.values())
         for key, (svc, endpoints) in built.items():
             self._apply(key, wanted[key], svc, endpoints)
         self._dispatch()
+
+    def _drop_gone(self, svc: Service, endpoints: dict[str, Endpoint]) -> None:
+        self._retire(e for url, e in svc.endpoints.items() if url not in endpoints)
 
     def upsert(self, source: str, spec: ServiceSpec) -> None:
         key = (source, spec.name)
@@ -254,12 +260,28 @@ class BackendPool:
         self._dispatch()
 
     def remove(self, source: str, name: str) -> bool:
-        return self.services.pop((source, name), None) is not None
+        svc = self.services.pop((source, name), None)
+        if svc is not None:
+            self._retire(svc.endpoints.values())
+        return svc is not None
+
+    def _retire(self, endpoints: Iterable[Endpoint]) -> None:
+        for endpoint in endpoints:
+            if endpoint.in_flight > 0:
+                self.retired[(endpoint.service.key, endpoint.url)] = endpoint
 
     def _build(self, key: tuple[str, str], spec: ServiceSpec) -> tuple[Service, dict[str, Endpoint]]:
         svc = self.services.get(key) or Service(key=key, name=spec.name, weight=spec.weight)
-        endpoints = {url: svc.endpoints.get(url) or Endpoint(url=url, service=svc) for url in spec.urls}
+        endpoints = {url: svc.endpoints.get(url) or self._returning(key, url, svc) for url in spec.urls}
         return svc, endpoints
+
+    def _returning(self, key: tuple[str, str], url: str, svc: Service) -> Endpoint:
+        """The endpoint `url` of `key`: the retired one still holding slots, or a new one."""
+        endpoint = self.retired.pop((key, url), None)
+        if endpoint is None:
+            return Endpoint(url=url, service=svc)
+        endpoint.service = svc
+        return endpoint
 
     def _apply(
         self, key: tuple[str, str], spec: ServiceSpec, svc: Service, endpoints: dict[str, Endpoint]
@@ -268,6 +290,7 @@ class BackendPool:
         svc.declared_models = spec.models
         svc.meta = spec.meta
         svc.slots = spec.slots
+        self._drop_gone(svc, endpoints)
         svc.endpoints = endpoints
         self.services[key] = svc
 
@@ -395,6 +418,8 @@ class BackendPool:
     def release(self, endpoint: Endpoint, held: float | None = None) -> None:
         """Give back a slot `take` reserved; `held`: seconds the request held it."""
         endpoint.in_flight -= 1
+        if endpoint.in_flight <= 0:
+            self.retired.pop((endpoint.service.key, endpoint.url), None)
         if held is not None:
             self.hold_seconds += 0.1 * (held - self.hold_seconds)
         self._dispatch()
