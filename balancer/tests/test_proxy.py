@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 from collections import Counter
 
 import pytest
+from aiohttp import web
 from conftest import base_url
+
+from edgewasm_balancer.health import HealthChecker
 
 
 async def _chat(http, url, payload, **kwargs):
@@ -204,3 +208,68 @@ async def test_other_paths_are_not_proxied(backends, balancer, http):
     async with http.get(base_url(bal) + "/admin/secret") as r:
         assert r.status == 404
     assert a.hits == 0
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def test_a_backends_model_list_is_never_fetched_through_a_redirect_nor_read_unbounded(balancer, http):
+    """Before: a backend answering /v1/models with a 302 to an internal address made the balancer fetch that
+    address (every health round, and for every public GET /v1/models) and serve its content; a streaming
+    /v1/models grew the balancer's memory without bound."""
+
+    async def secret(_request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "internal-secret"}]})
+
+    internal = web.Application()
+    internal.router.add_get("/v1/models", secret)
+    internal_runner, internal_url = await _serve(internal)
+
+    async def redirect(_request: web.Request) -> web.Response:
+        raise web.HTTPFound(internal_url + "/v1/models")
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse()
+        await out.prepare(request)
+        await out.write(b'{"data": [' + b'{"id": "x"},' * 10)
+        with contextlib.suppress(ConnectionError):
+            for _chunk in range(64):  # 64 MiB, then the test server stops by itself
+                await out.write(b" " * (1 << 20))
+        return out
+
+    redirecting = web.Application()
+    redirecting.router.add_get("/v1/models", redirect)
+    streaming = web.Application()
+    streaming.router.add_get("/v1/models", endless)
+    runners = [internal_runner]
+    urls = []
+    for app in (redirecting, streaming):
+        runner, url = await _serve(app)
+        runners.append(runner)
+        urls.append(url)
+    try:
+        bal = await balancer(
+            [
+                {"name": "r", "url": urls[0], "models": ["m-r"]},
+                {"name": "s", "url": urls[1], "models": ["m-s"]},
+            ]
+        )
+        async with http.get(base_url(bal) + "/v1/models") as r:
+            body = await r.json()
+        assert [m["id"] for m in body["data"]] == [
+            "m-r",
+            "m-s",
+        ]  # what they declared; nothing fetched elsewhere
+        checker = HealthChecker(bal.pool, bal.metrics, bal.session, path="/v1/models", interval=1, timeout=10)
+        for endpoint in bal.pool.endpoints():
+            assert await checker.check(endpoint) is None, (
+                endpoint.url
+            )  # a redirect, an oversized answer: failures
+    finally:
+        for runner in runners:
+            await runner.cleanup()

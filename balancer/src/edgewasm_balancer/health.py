@@ -7,6 +7,7 @@ and, for /v1/models, records the models its service serves; a failure counts lik
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -16,6 +17,19 @@ from edgewasm_balancer.metrics import Metrics
 from edgewasm_balancer.pool import BackendPool, Endpoint, Service
 
 log = logging.getLogger("edgewasm_balancer.health")
+
+# What the balancer reads of a backend's own answers (health checks, /v1/models): a model list is a few KiB.
+MAX_ANSWER_BYTES = 1 << 20
+
+
+async def bounded_json(resp: aiohttp.ClientResponse, limit: int = MAX_ANSWER_BYTES) -> Any:
+    """The JSON of an answer of at most `limit` bytes; ValueError beyond (never read whole)."""
+    data = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            raise ValueError(f"the answer is larger than {limit} bytes")
+    return json.loads(data)
 
 
 def model_ids(payload: Any) -> list[str]:
@@ -66,12 +80,14 @@ class HealthChecker:
         """Probe one endpoint; the models it reported, or None when the probe failed."""
         label = endpoint.label
         try:
-            async with asyncio.timeout(self.timeout), self.session.get(endpoint.url + self.path) as resp:
+            # Never a redirect: the backend's answer is its own, not one fetched from where it points.
+            get = self.session.get(endpoint.url + self.path, allow_redirects=False)
+            async with asyncio.timeout(self.timeout), get as resp:
                 if resp.status >= 300:
                     raise aiohttp.ClientResponseError(
                         resp.request_info, (), status=resp.status, message=f"HTTP {resp.status}"
                     )
-                models = model_ids(await resp.json(content_type=None)) if self.path == "/v1/models" else []
+                models = model_ids(await bounded_json(resp)) if self.path == "/v1/models" else []
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             was_up = endpoint.available(self.pool.clock())
             if self.pool.failure(endpoint) and was_up:
@@ -103,8 +119,9 @@ async def merged_models(pool: BackendPool, session: aiohttp.ClientSession, timeo
     async def ask(service: Service) -> tuple[Service, list[dict[str, Any]] | None]:
         endpoint = service.candidates(now, set())[0]
         try:
-            async with asyncio.timeout(timeout), session.get(endpoint.url + "/v1/models") as resp:
-                payload = await resp.json(content_type=None) if resp.status == 200 else None
+            get = session.get(endpoint.url + "/v1/models", allow_redirects=False)
+            async with asyncio.timeout(timeout), get as resp:
+                payload = await bounded_json(resp) if resp.status == 200 else None
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             payload = None
         data = payload.get("data") if isinstance(payload, dict) else None
