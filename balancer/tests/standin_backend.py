@@ -76,6 +76,7 @@ class StandinBackend:
         body = await request.read()
         record = {
             "path": request.path_qs,
+            "raw_path": request.raw_path,
             "method": request.method,
             "size": len(body),
             "sha256": hashlib.sha256(body).hexdigest(),

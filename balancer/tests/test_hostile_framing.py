@@ -356,3 +356,31 @@ async def test_a_header_that_is_not_latin1_is_a_400_not_a_500(backends, balancer
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
     assert b"Request header X-Title is not ISO-8859-1 text" in answer
     assert a.hits == 0  # nothing reached the backend
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/v1/../metrics", b"/v1/%2e%2e/metrics", b"/v1/%2E%2e/%2e/x", b"/v1/./chat/completions"],
+)
+async def test_dot_segments_never_reach_a_backend(backends, balancer, target):
+    """Before: /v1/../metrics and /v1/%2e%2e/... reached backends as sent."""
+    a = await backends("a")
+    bal = await balancer([{"name": "a", "url": a.url}])
+    answer = await exchange(
+        bal.address[1], b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert a.hits == 0, answer[:200]
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 404 ")), answer[:200]
+
+
+async def test_an_absolute_form_target_is_rewritten_to_its_path(backends, balancer):
+    a = await backends("a")
+    bal = await balancer([{"name": "a", "url": a.url}])
+    body = b'{"model": "standin-model", "messages": []}'
+    answer = await exchange(
+        bal.address[1],
+        b"POST http://elsewhere.example/v1/chat/completions?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
+    assert a.received[-1]["raw_path"] == "/v1/chat/completions?x=1", a.received[-1]

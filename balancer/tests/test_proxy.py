@@ -134,6 +134,9 @@ async def test_hop_by_hop_headers_and_forwarded_for(backends, balancer, http):
         "Keep-Alive": "timeout=5",
         "Proxy-Authorization": "Basic eA==",
         "X-Forwarded-For": "10.9.8.7",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "https",
+        "Forwarded": "for=10.9.8.7;proto=https",
         "Authorization": "Bearer k",
         "X-Custom": "kept",
     }
@@ -142,7 +145,11 @@ async def test_hop_by_hop_headers_and_forwarded_for(backends, balancer, http):
     assert status == 200
     for dropped in ("x-private", "keep-alive", "proxy-authorization"):
         assert dropped not in seen
-    assert seen["x-forwarded-for"] == "10.9.8.7, 127.0.0.1"
+    # Set by the gateway, never a client's own (before: appended to, or passed on as sent).
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"
+    assert seen["x-forwarded-host"] == base_url(bal).removeprefix("http://")
+    assert "forwarded" not in seen
     assert seen["authorization"] == "Bearer k"
     assert seen["x-custom"] == "kept"
     assert seen["host"] == a.url.removeprefix("http://")

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import web
@@ -65,23 +66,43 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     return {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",") if t.strip()}
 
 
+FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
+
+
 def upstream_headers(request: web.Request) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones (and the framing we set), plus X-Forwarded-*."""
+    """The client's headers minus hop-by-hop ones (and the framing we set), plus X-Forwarded-* set by the
+    gateway itself: a client's own X-Forwarded-* (and Forwarded) never reach a backend, which could take them
+    for the gateway's word."""
     headers = request.headers
     # Expect is answered by the proxy itself (aiohttp sends the client its 100 Continue before the
     # body is read): a backend must never see it, or its interim 100 would be a second response.
-    drop = HOP_BY_HOP | {"host", "content-length", "x-forwarded-for", "expect"}
+    drop = HOP_BY_HOP | FORWARDED | {"host", "content-length", "expect"}
     if "Connection" in headers:
         drop = drop | _connection_tokens(headers)
     out = [(k, v) for k, v in headers.items() if k.lower() not in drop]
-    peer = request.remote or ""
-    prior = headers.get("X-Forwarded-For")
-    out.append(("X-Forwarded-For", f"{prior}, {peer}" if prior else peer))
-    if "X-Forwarded-Proto" not in headers:
-        out.append(("X-Forwarded-Proto", request.scheme))
-    if "X-Forwarded-Host" not in headers and request.host:
+    out.append(("X-Forwarded-For", request.remote or ""))
+    out.append(("X-Forwarded-Proto", request.scheme))
+    if request.host:
         out.append(("X-Forwarded-Host", request.host))
     return out
+
+
+def upstream_target(request: web.Request) -> str | None:
+    """The request target for a backend, in origin form (an absolute-form target rewritten to its path and
+    query); None when its path has a dot segment ("." or "..", percent-encoded or not), which a backend could
+    resolve to a path the gateway never routed."""
+    target = (
+        request.rel_url.raw_path_qs
+        if request.raw_path.startswith(("http://", "https://"))
+        else request.raw_path
+    )
+    if not target.startswith("/"):
+        return None
+    path = target.split("?", 1)[0]
+    for segment in path.split("/"):
+        if unquote(segment) in (".", ".."):
+            return None
+    return target
 
 
 def _unsendable_header(headers: CIMultiDictProxy[str]) -> str | None:
@@ -280,6 +301,13 @@ class Proxy:
             )
             refused.force_close()
             return refused
+        if upstream_target(request) is None:
+            self.metrics.rejected.labels("400").inc()
+            refused = openai_error(
+                400, "The request path has a '.' or '..' segment", "invalid_request_error", "invalid_path"
+            )
+            refused.force_close()
+            return refused
         body = Body(data=None)
         try:
             body = await read_body(request, self.buffer_limit, self.budget, self.body_timeout)
@@ -374,7 +402,7 @@ class Proxy:
                     endpoint.host,
                     endpoint.port,
                     request.method,
-                    request.raw_path,
+                    upstream_target(request) or "/",
                     upstream_headers(request),
                     data,
                     length,
