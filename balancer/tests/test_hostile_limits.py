@@ -4,9 +4,11 @@ before it changes, scrapeable metrics, one shutdown deadline, and limits on slow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import aiohttp.web
 import pytest
 from conftest import admin_url, base_url
 from hostile import exchange, read_head
@@ -503,3 +506,43 @@ async def test_an_authorization_header_that_is_not_utf8_is_a_401_not_a_500(balan
         b"GET /api/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer \xff\xfe\r\n\r\n",
     )
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+
+
+async def test_a_client_that_stops_reading_a_stream_releases_the_backend(balancer):
+    """Before: a streaming client that stopped reading (4 KB receive buffer) held the only slot of its backend
+    (and the backend) past --idle-timeout: there was no write timeout towards the client."""
+
+    async def endless_sse(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        out = aiohttp.web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _chunk in range(256):  # 64 MiB at most: the test's backend stops by itself
+                await out.write(b"data: " + b"x" * (256 * 1024) + b"\n\n")
+        return out
+
+    app = aiohttp.web.Application()
+    app.router.add_post("/v1/chat/completions", endless_sse)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        bal = await balancer([{"name": "a", "url": url, "slots": 1}], routing="load-aware", idle_timeout=1.0)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", bal.address[1]))
+        body = b'{"model": "m", "stream": true}'
+        sock.send(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        (endpoint,) = bal.pool.endpoints()
+        for _tick in range(100):  # the slot is taken, then given back once the stalled client is cut
+            await asyncio.sleep(0.1)
+            if endpoint.in_flight == 0 and bal.proxy.in_flight == 0:
+                break
+        assert endpoint.in_flight == 0 and bal.proxy.in_flight == 0
+        sock.close()
+    finally:
+        await runner.cleanup()

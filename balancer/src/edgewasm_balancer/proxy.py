@@ -501,10 +501,29 @@ class Proxy:
                 first = False
             if not chunk:
                 break
-            await out.write(chunk)
+            if not await self._write_to_client(request, out, chunk, endpoint):
+                return out
         await out.write_eof()
         self._succeeded(endpoint, response.status)
         return out
+
+    async def _write_to_client(
+        self, request: web.Request, out: web.StreamResponse, chunk: bytes, endpoint: Endpoint
+    ) -> bool:
+        """Relay one chunk; a client that reads nothing for --idle-timeout is cut off (False), so it cannot
+        hold the backend's slot - and the backend - for as long as it likes."""
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                await out.write(chunk)
+        except TimeoutError:
+            self.metrics.errors.labels(endpoint.label, "client_write").inc()
+            log.warning(
+                "client stopped reading: stream cut",
+                extra={"backend": endpoint.label, "endpoint": endpoint.url, "timeout_s": self.idle_timeout},
+            )
+            self._abort(request)
+            return False
+        return True
 
     def _succeeded(self, endpoint: Endpoint, status: int) -> None:
         if status < 500 and (endpoint.failures or endpoint.ejections):
