@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
 
-from edgewasm_balancer.pool import BackendPool, HealthPolicy, NoBackendError, ServiceSpec
+from edgewasm_balancer.pool import Admission, BackendPool, HealthPolicy, NoBackendError, ServiceSpec
 
 
 class Clock:
@@ -159,3 +160,34 @@ async def test_a_busy_endpoint_that_comes_back_keeps_its_slots(how):
     assert back is busy and back.in_flight == 1
     pool.release(a)
     assert back.in_flight == 0 and pool.retired == {}
+
+
+async def test_one_models_flood_never_refuses_another_model_and_one_client_cannot_fill_the_queue():
+    """Before: with --queue-size 8, nine requests for model a made a request for b get 429 while b was idle."""
+    pool = pool_of(
+        spec("a", 1, models=("m-a",)),
+        spec("b", 1, models=("m-b",)),
+        routing="load-aware",
+        admission=Admission(queue_size=2, queue_per_client=2, queue_timeout=30),
+    )
+    first_a = await pool.take("m-a", set(), "c1")
+    waiting = [asyncio.create_task(pool.take("m-a", set(), client)) for client in ("c1", "c2")]
+    await asyncio.sleep(0)
+    with pytest.raises(NoBackendError) as full:
+        await pool.take("m-a", set(), "c3")
+    assert full.value.status == 429 and "of this model" in full.value.message
+    # b's backend is idle: served at once, though a's queue is full and not empty.
+    first_b = await asyncio.wait_for(pool.take("m-b", set(), "c3"), 1)
+    assert first_b.service.name == "b"
+    # b's own queue: c1 may still queue one more request (its share is 2, one of them for a).
+    queued_b = asyncio.create_task(pool.take("m-b", set(), "c1"))
+    await asyncio.sleep(0)
+    with pytest.raises(NoBackendError) as mine:
+        await pool.take("m-b", set(), "c1")
+    assert mine.value.status == 429 and "This client already has 2 requests waiting" in mine.value.message
+    pool.release(first_a)
+    assert (await waiting[0]).service.name == "a"
+    pool.release(first_b)
+    assert (await queued_b).service.name == "b"
+    for task in waiting[1:]:
+        task.cancel()

@@ -75,6 +75,7 @@ class Balancer:
             routing=settings.routing,
             admission=Admission(
                 queue_size=settings.queue_size,
+                queue_per_client=settings.queue_per_client,
                 queue_timeout=settings.queue_timeout,
                 default_slots=settings.default_slots,
             ),

@@ -329,7 +329,17 @@ class Settings:
         default=128,
         metadata=_opt(
             "--queue-size",
-            "load-aware: most requests waiting for a free slot; more are refused with 429 + Retry-After",
+            "load-aware: most requests for one model waiting for a free slot; more are refused with 429 + "
+            "Retry-After (each model has a queue of its own: one model's flood never refuses another's)",
+            type=_positive(int),
+        ),
+    )
+    queue_per_client: int = field(
+        default=32,
+        metadata=_opt(
+            "--queue-per-client",
+            "load-aware: most queued requests of one client address (behind a NodePort with SNAT, every client "
+            "of a node shares one: raise it there); more are refused with 429",
             type=_positive(int),
         ),
     )

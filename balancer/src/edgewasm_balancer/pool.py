@@ -49,7 +49,8 @@ class ServiceSpec:
 class Admission:
     """Load-aware routing: the central queue in front of full backends."""
 
-    queue_size: int = 128
+    queue_size: int = 128  # per model
+    queue_per_client: int = 32
     queue_timeout: float = 30.0
     default_slots: int = 1
 
@@ -206,6 +207,7 @@ class _Waiter:
     exclude: set[str]
     future: asyncio.Future[Endpoint]
     timer: asyncio.TimerHandle | None = None
+    client: str | None = None
 
 
 class BackendPool:
@@ -342,30 +344,47 @@ class BackendPool:
         svc = smooth_weighted(free, ready)
         return svc.pick_endpoint(now, exclude, least_busy=True, slots=self.slots(svc))
 
-    async def take(self, model: str | None, exclude: set[str] | None = None) -> Endpoint:
-        """Reserve a backend for a request (give it back with `release`); may wait with load-aware routing."""
+    async def take(
+        self, model: str | None, exclude: set[str] | None = None, client: str | None = None
+    ) -> Endpoint:
+        """Reserve a backend for a request (give it back with `release`); may wait with load-aware routing.
+        `client`: the requester's address, for the per-client share of the queue."""
         exclude = set(exclude or ())
         if self.routing != "load-aware":
             endpoint = self.pick(model, exclude)
             endpoint.in_flight += 1
             return endpoint
         now = self.clock()
-        # First come, first served: nobody overtakes a queued request.
-        endpoint = None if self.queue else self._pick_free(model, exclude, now)
+        # First come, first served: queued requests get every free slot they can use first (_dispatch), so
+        # a slot still free after that is one no queued request can use - this one may take it.
+        self._dispatch()
+        endpoint = self._pick_free(model, exclude, now)
         if endpoint is None:
             self._ready(model, exclude, now)  # 404 or 503 right away, not after a wait
-            return await self._wait(model, exclude)
+            return await self._wait(model, exclude, client)
         endpoint.in_flight += 1
         return endpoint
 
-    async def _wait(self, model: str | None, exclude: set[str]) -> Endpoint:
-        if len(self.queue) >= self.admission.queue_size:
+    async def _wait(self, model: str | None, exclude: set[str], client: str | None = None) -> Endpoint:
+        if sum(1 for w in self.queue if w.model == model) >= self.admission.queue_size:
             self.queue_rejected["full"] += 1
             raise NoBackendError(
-                429, "Every backend is busy and the queue is full", retry_after=self._queue_retry_after()
+                429,
+                "Every backend of this model is busy and its queue is full",
+                retry_after=self._queue_retry_after(),
+            )
+        if (
+            client is not None
+            and sum(1 for w in self.queue if w.client == client) >= self.admission.queue_per_client
+        ):
+            self.queue_rejected["full"] += 1
+            raise NoBackendError(
+                429,
+                f"This client already has {self.admission.queue_per_client} requests waiting",
+                retry_after=self._queue_retry_after(),
             )
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(model, exclude, loop.create_future())
+        waiter = _Waiter(model, exclude, loop.create_future(), client=client)
         waiter.timer = loop.call_later(self.admission.queue_timeout, self._expire, waiter)
         self.queue.append(waiter)
         self._dispatch()

@@ -346,7 +346,7 @@ class Proxy:
         last: _AttemptFailedError | None = None
         for attempt in range(self.retries + 1):
             try:
-                endpoint = await self.pool.take(model, tried)
+                endpoint = await self.pool.take(model, tried, request.remote)
             except NoBackendError as exc:
                 if last is not None and last.response is not None:
                     break  # relay the last backend's own error response below
