@@ -40,20 +40,25 @@ async def test_buffered_request_bytes_have_a_global_cap(backends, balancer, http
     budget = bal.proxy.budget
     take = budget.take
 
-    def watched(size: int) -> bool:
+    def watched(size: int, client: str | None = None) -> bool:
         nonlocal peak
-        granted = take(size)
+        granted = take(size, client)
         peak = max(peak, budget.used)
         return granted
 
     budget.take = watched
     body = b'{"model": "standin-model", "pad": "' + b"x" * (15 * MIB) + b'"}'
 
-    async def send() -> tuple[int, dict]:
-        async with http.post(base_url(bal) + "/v1/chat/completions", data=body, timeout=TIMEOUT) as r:
+    async def send(index: int) -> tuple[int, dict]:
+        # Each from an address of its own (a client's share of the budget is tested on its own).
+        connector = aiohttp.TCPConnector(local_addr=(f"127.0.0.{index + 2}", 0))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(base_url(bal) + "/v1/chat/completions", data=body, timeout=TIMEOUT) as r,
+        ):
             return r.status, (await r.json()) | {"retry": r.headers.get("Retry-After")}
 
-    results = await asyncio.gather(*(send() for _attempt in range(10)))
+    results = await asyncio.gather(*(send(index) for index in range(10)))
     statuses = Counter(status for status, _unused in results)
     assert statuses[200] >= 2 and statuses[503] >= 1, statuses
     assert statuses[200] + statuses[503] == 10
@@ -546,3 +551,137 @@ async def test_a_client_that_stops_reading_a_stream_releases_the_backend(balance
         sock.close()
     finally:
         await runner.cleanup()
+
+
+async def test_idle_uploads_hold_no_budget_and_end_at_their_deadline(backends, balancer, http):
+    """Before: 4 connections declaring 16 MiB, sending "{" and then a space every few seconds held the whole
+    --buffer-total (the declared length was reserved up front, the idle timer restarted with every byte, and
+    there was no total deadline): every normal POST got 503 buffer_full for as long as they liked."""
+    a = await backends("a")
+    bal = await balancer(
+        [{"name": "a", "url": a.url}],
+        buffer_total=64 * MIB,
+        client_body_timeout=1.0,
+        client_body_min_rate=1024,
+    )
+    trickles = []
+    for _conn in range(4):
+        reader, writer = await asyncio.open_connection("127.0.0.1", bal.address[1])
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 16777216\r\n\r\n{"
+        )
+        trickles.append((reader, writer))
+    for _round in range(3):  # a space every 0.3 s: never idle for --client-body-timeout
+        await asyncio.sleep(0.3)
+        for _reader, writer in trickles:
+            writer.write(b" ")
+            await writer.drain()
+    async with http.post(
+        base_url(bal) + "/v1/chat/completions", json={"model": "standin-model"}, timeout=TIMEOUT
+    ) as r:
+        assert r.status == 200
+    assert bal.proxy.budget.used <= 4 * 8  # a few bytes each, not 4 x 16 MiB
+    for reader, writer in trickles:  # slower than 1024 bytes a second: cut after the grace period
+        answer = b""
+        for _round in range(50):  # a space every 0.2 s until the gateway answers (10 s at most)
+            try:
+                answer = await asyncio.wait_for(reader.read(65536), 0.2)
+                break
+            except TimeoutError:
+                writer.write(b" ")
+        assert answer.startswith(b"HTTP/1.1 408") and b"slower than 1024 bytes a second" in answer, answer[
+            :200
+        ]
+        writer.close()
+    assert bal.proxy.budget.used == 0
+
+
+async def test_an_upload_too_large_to_buffer_takes_a_slot_only_once_its_model_is_known(balancer, backends):
+    """Before: a trickled upload over --buffer-limit took a slot before its body arrived, and ignored its
+    model (another model's slot was taken)."""
+    a, b = await backends("a", models=["m-a"]), await backends("b", models=["m-b"])
+    bal = await balancer(
+        [
+            {"name": "a", "url": a.url, "models": ["m-a"], "slots": 1},
+            {"name": "b", "url": b.url, "models": ["m-b"], "slots": 1},
+        ],
+        routing="load-aware",
+        buffer_limit=64 * 1024,
+    )
+    body = b'{"model": "m-b", "messages": [], "pad": "' + b"x" * (200 * 1024) + b'"}'
+    reader, writer = await asyncio.open_connection("127.0.0.1", bal.address[1])
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body) + body[:1000]
+    )
+    await asyncio.sleep(0.3)
+    assert [e.in_flight for e in bal.pool.endpoints()] == [0, 0]  # nothing taken before the routing prefix
+    writer.write(body[1000:])
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert (a.hits, b.hits) == (0, 1)
+    late = b'{"messages": [], "pad": "' + b"x" * (200 * 1024) + b'", "model": "m-b"}'
+    answer = await exchange(
+        bal.address[1],
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(late), late),
+    )
+    assert answer.startswith(b"HTTP/1.1 400") and b"must name its model within its first" in answer
+
+
+async def test_peak_rss_under_chunked_uploads_stays_far_below_the_pod_limit(tmp_path):
+    """Before: 40 connections each sending 17 x 1 MiB chunks then idling took the balancer from 82 MB to 768 MB
+    and kept it; the manifests' limit is 256Mi. Every buffered byte now stays inside --buffer-total (64 MiB)."""
+    stall = await asyncio.start_server(lambda _r, _w: asyncio.sleep(3600), "127.0.0.1", 0)
+    port = stall.sockets[0].getsockname()[1]
+    backends_file = tmp_path / "backends.json"
+    backends_file.write_text(json.dumps([{"name": "a", "url": f"http://127.0.0.1:{port}"}]))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edgewasm_balancer",
+        "--listen",
+        "127.0.0.1:0",
+        "--backends-file",
+        str(backends_file),
+        "--health-interval",
+        "0",
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        line = json.loads(await proc.stderr.readline())
+        while line["msg"] != "listening":
+            line = json.loads(await proc.stderr.readline())
+        listen = line["port"]
+
+        async def attack(index: int) -> None:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", listen, local_addr=(f"127.0.1.{index + 1}", 0)
+            )
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            chunk = b"x" * MIB
+            with contextlib.suppress(ConnectionError):
+                for _chunk in range(17):
+                    writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    await writer.drain()
+            return reader, writer
+
+        connections = await asyncio.gather(*(attack(i) for i in range(40)), return_exceptions=True)
+        await asyncio.sleep(5.0)  # the connections idle: what the balancer holds now, it keeps
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        peak_mib = int(status.split("VmHWM:")[1].split()[0]) / 1024
+        print(f"balancer peak RSS under 40 chunked uploads of 17 MiB: {peak_mib:.0f} MiB (pod limit 256 MiB)")
+        assert peak_mib < 224, peak_mib  # the process alone is about 82 MiB; --buffer-total 64 MiB
+        for item in connections:
+            if isinstance(item, tuple):
+                item[1].close()
+    finally:
+        proc.kill()
+        await proc.wait()
+        stall.close()

@@ -167,6 +167,7 @@ class Balancer:
             buffer_limit=s.buffer_limit,
             buffer_total=s.buffer_total,
             body_timeout=s.client_body_timeout,
+            body_min_rate=s.client_body_min_rate,
             write_timeout=s.backend_write_timeout,
             retry_non_idempotent=s.retry_non_idempotent,
         )

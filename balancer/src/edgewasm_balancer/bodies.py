@@ -85,20 +85,26 @@ def _decode_model(body: bytes, start: int) -> str | None:
         raise UnreadableBodyError("the JSON body's model is not a valid string") from None
 
 
-async def requested_model(body: bytes | None, content_type: str) -> str | None:
+class ModelNotInPrefixError(UnreadableBodyError):
+    """A body too large to buffer whose first bytes do not name its model: it cannot be routed."""
+
+
+async def requested_model(body: bytes | None, content_type: str, complete: bool = True) -> str | None:
     """The `model` a JSON request body names, if any.
 
     A body declared JSON (its Content-Type) that cannot be read raises UnreadableBodyError; a body that
-    only looks like JSON (starts with '{') is read as far as possible and gives None when it cannot be."""
+    only looks like JSON (starts with '{') is read as far as possible and gives None when it cannot be.
+    With ``complete`` false, ``body`` is the first part of a body too large to buffer: its model must be in
+    it (ModelNotInPrefixError otherwise, for a body declared JSON)."""
     if not body or not is_json(body, content_type):
         return None
     try:
-        if len(body) <= SMALL:
+        if complete and len(body) <= SMALL:
             return _small_model(body)
         start = len(body) - len(body.lstrip())
         if body[start] != 0x7B:  # '{': only an object has a model
             return None
-        return await _scan_members(body, start)
+        return await _scan_members(body, start, complete)
     except UnreadableBodyError:
         if "json" in content_type:
             raise
@@ -113,36 +119,55 @@ def _escaped(body: bytes, quote: int) -> bool:
     return backslashes % 2 == 1
 
 
-async def _scan_members(body: bytes, start: int) -> str | None:
+def _string_end(body: bytes, at: int) -> int:
+    """The offset after the string that starts at `at`, or -1 when it is not terminated (memchr speed)."""
+    end = body.find(b'"', at + 1)
+    while end > 0 and body[end - 1] == 0x5C and _escaped(body, end):
+        end = body.find(b'"', end + 1)
+    return end + 1 if end >= 0 else -1
+
+
+def _is_model_key(body: bytes, at: int, end: int, depth: int) -> int | None:
+    """Where the value starts when the string at..end is the top-level key "model"."""
+    if depth == 1 and end - at == 7 and body[at:end] == _MODEL_KEY:
+        return _value_after_key(body, end)
+    return None
+
+
+def _incomplete(body: bytes, complete: bool, message: str) -> UnreadableBodyError:
+    if complete:
+        return UnreadableBodyError(message)
+    return ModelNotInPrefixError(
+        f"a body larger than the gateway buffers must name its model within its first {len(body)} bytes"
+    )
+
+
+async def _scan_members(body: bytes, start: int, complete: bool = True) -> str | None:
     """Walk the object at `start` token by token; the value of its top-level `model` key.
 
     The whole object is walked (a second top-level `model` is refused, as the small-body path and the
-    backend refuse it). At most MAX_TOKENS strings and brackets are looked at (about a second of CPU): a
-    body with more is refused rather than allowed to occupy the CPU."""
+    backend refuse it); a prefix (``complete`` false) only until its model. At most MAX_TOKENS strings and
+    brackets are looked at (about a second of CPU): a body with more is refused rather than allowed to occupy
+    the CPU."""
     depth = 0
     count = 0
     found: str | None = None
     seen_model = False
-    search, find = _STRUCTURE.search, body.find
+    search = _STRUCTURE.search
     match = search(body, start)
     while match is not None:
         at = match.start()
-        if body[at] == 0x22:  # '"': skip the string at memchr speed
-            end = find(b'"', at + 1)
-            while end > 0 and body[end - 1] == 0x5C and _escaped(body, end):
-                end = find(b'"', end + 1)
+        if body[at] == 0x22:  # '"'
+            end = _string_end(body, at)
             if end < 0:
-                raise UnreadableBodyError("the JSON body has an unterminated string")
-            end += 1
-            if (
-                depth == 1
-                and end - at == 7
-                and body[at:end] == _MODEL_KEY
-                and (value := _value_after_key(body, end))
-            ):
+                raise _incomplete(body, complete, "the JSON body has an unterminated string")
+            value = _is_model_key(body, at, end, depth)
+            if value:
                 if seen_model:
                     raise UnreadableBodyError(DUPLICATE_MODEL)
                 seen_model, found = True, _decode_model(body, value)
+                if not complete:  # the rest is not here: route by the first
+                    return found
             match = search(body, end)
         else:
             depth += 1 if body[at] in b"{[" else -1
@@ -157,7 +182,7 @@ async def _scan_members(body: bytes, start: int) -> str | None:
                     f"the JSON body has more than {MAX_TOKENS} strings and brackets: send a smaller body"
                 )
             await asyncio.sleep(0)
-    raise UnreadableBodyError("the JSON body ends before its last bracket is closed")
+    raise _incomplete(body, complete, "the JSON body ends before its last bracket is closed")
 
 
 def _closed(body: bytes, end: int) -> None:
@@ -167,17 +192,31 @@ def _closed(body: bytes, end: int) -> None:
 
 
 class BufferBudget:
-    """A global cap on request bytes buffered at once, shared by every request."""
+    """A global cap on request bytes buffered at once, shared by every request, and a share of it per client
+    address: one client cannot hold the whole budget."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_client: int | None = None) -> None:
         self.limit = limit
+        self.per_client = per_client if per_client is not None else limit
         self.used = 0
+        self.clients: dict[str, int] = {}
 
-    def take(self, size: int) -> bool:
+    def take(self, size: int, client: str | None = None) -> bool:
         if self.used + size > self.limit:
             return False
+        if client is not None:
+            held = self.clients.get(client, 0)
+            if held + size > self.per_client:
+                return False
+            self.clients[client] = held + size
         self.used += size
         return True
 
-    def give(self, size: int) -> None:
+    def give(self, size: int, client: str | None = None) -> None:
         self.used -= size
+        if client is not None and size:
+            held = self.clients.get(client, 0) - size
+            if held > 0:
+                self.clients[client] = held
+            else:
+                self.clients.pop(client, None)

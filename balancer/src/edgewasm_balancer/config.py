@@ -394,6 +394,15 @@ class Settings:
             type=_positive(float),
         ),
     )
+    client_body_min_rate: float = field(
+        default=16 * 1024,
+        metadata=_opt(
+            "--client-body-min-rate",
+            "bytes a second a request body must average once --client-body-timeout has passed (408 then): a "
+            "trickled upload cannot hold a buffer or a slot",
+            type=_positive(float),
+        ),
+    )
     client_keepalive_timeout: float = field(
         default=60.0,
         metadata=_opt(

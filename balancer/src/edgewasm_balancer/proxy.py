@@ -142,14 +142,16 @@ class RequestRefusedError(Exception):
 
 @dataclass
 class Body:
-    """A request body: whole (`data`) or as a stream of which `prefix` was already read."""
+    """A request body: whole (`data`) or as a stream of which `prefix` was already read (and is still held
+    in the buffer budget, `reserved`, until the request is done)."""
 
     data: bytes | None
-    prefix: bytes = b""
+    prefix: list[bytes] = field(default_factory=list)  # as read: never copied into one more buffer
     stream: aiohttp.StreamReader | None = None
-    read_timeout: float = 30.0
+    deadline: Deadline | None = None
     started: bool = field(default=False)
     reserved: int = 0  # bytes taken from the buffer budget
+    client: str | None = None
 
     @property
     def replayable(self) -> bool:
@@ -157,14 +159,34 @@ class Body:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         self.started = True
-        if self.prefix:
-            yield self.prefix
-        assert self.stream is not None
-        while chunk := await read_some(self.stream, self.read_timeout):
+        for chunk in self.prefix:
+            yield chunk
+        assert self.stream is not None and self.deadline is not None
+        while chunk := await self.deadline.read(self.stream):
             yield chunk
 
 
-async def read_some(stream: aiohttp.StreamReader, timeout: float) -> bytes:
+@dataclass
+class Deadline:
+    """How long a body may take: nothing received for `idle` seconds is a 408, and so is a body slower than
+    `min_rate` bytes a second on the whole (after `idle` seconds of grace): a client trickling a byte now and
+    then cannot hold a connection, a buffer or a slot for as long as it likes."""
+
+    idle: float
+    min_rate: float
+    started: float = field(default_factory=time.monotonic)
+    received: int = 0
+
+    def left(self) -> float:
+        return self.started + self.idle + self.received / self.min_rate - time.monotonic()
+
+    async def read(self, stream: aiohttp.StreamReader) -> bytes:
+        chunk = await read_some(stream, max(min(self.idle, self.left()), 0.0), self)
+        self.received += len(chunk)
+        return chunk
+
+
+async def read_some(stream: aiohttp.StreamReader, timeout: float, deadline: Deadline | None = None) -> bytes:
     """Up to CHUNK bytes of the body; a 408 refusal when the client sends nothing for `timeout`."""
     chunk = stream.read_nowait(CHUNK)
     if chunk or stream.at_eof():
@@ -173,14 +195,30 @@ async def read_some(stream: aiohttp.StreamReader, timeout: float) -> bytes:
         async with asyncio.timeout(timeout):
             return await stream.read(CHUNK)
     except TimeoutError:
+        slow = deadline is not None and deadline.left() <= 0
+        message = (
+            f"The request body arrived slower than {deadline.min_rate:g} bytes a second"
+            if slow and deadline is not None
+            else f"The request body did not arrive: nothing received for {timeout:g}s"
+        )
         raise RequestRefusedError(
-            openai_error(
-                408,
-                f"The request body did not arrive: nothing received for {timeout:g}s",
-                "invalid_request_error",
-                "body_timeout",
-            )
+            openai_error(408, message, "invalid_request_error", "body_timeout")
         ) from None
+
+
+# A body too large to buffer is routed by the model named in its first bytes: this many (joined once, briefly).
+ROUTE_PREFIX = 1024 * 1024
+
+
+def _head(chunks: list[bytes], size: int = ROUTE_PREFIX) -> bytes:
+    """The first `size` bytes of a list of chunks, as one bytes object (no larger copy)."""
+    head, length = [], 0
+    for chunk in chunks:
+        head.append(chunk[: size - length])
+        length += len(head[-1])
+        if length >= size:
+            break
+    return b"".join(head)
 
 
 def _busy() -> RequestRefusedError:
@@ -195,40 +233,38 @@ def _busy() -> RequestRefusedError:
     )
 
 
-async def read_body(request: web.Request, limit: int, budget: BufferBudget, timeout: float) -> Body:
-    """The body, buffered when it fits `limit` and the shared `budget`, else as a stream to relay."""
+async def read_body(
+    request: web.Request, limit: int, budget: BufferBudget, timeout: float, min_rate: float = 16 * 1024
+) -> Body:
+    """The body, buffered when it fits `limit`, else its first `limit` bytes and the rest as a stream to relay.
+
+    Every buffered byte is taken from the shared `budget` as it arrives (never the length a client merely
+    declares), within the client address's share, and stays there until the request is done: the prefix of a
+    streamed body too. The body has a deadline (nothing for `timeout` seconds, or slower than `min_rate`)."""
     if not request.body_exists:
         return Body(data=None)
     content = request.content
-    if request.content_length is not None and request.content_length > limit:
-        return Body(data=None, stream=content, read_timeout=timeout)
-    body = Body(data=None, read_timeout=timeout)
-    if request.content_length is not None:
-        if not budget.take(request.content_length):
-            raise _busy()
-        body.reserved = request.content_length
-    buffer = bytearray()
+    client = request.remote
+    body = Body(data=None, deadline=Deadline(timeout, min_rate), client=client)
+    chunks: list[bytes] = []  # joined once at the end (a growing bytearray holds up to twice its size)
     try:
-        while len(buffer) <= limit:
-            chunk = await read_some(content, timeout)
+        while True:
+            chunk = await body.deadline.read(content)
             if not chunk:
-                body.data = bytes(buffer)
+                body.data = b"".join(chunks)
                 return body
-            if len(buffer) + len(chunk) > body.reserved:  # chunked: reserve as it comes
-                more = len(buffer) + len(chunk) - body.reserved
-                if not budget.take(more):
-                    raise _busy()
-                body.reserved += more
-            buffer += chunk
+            if not budget.take(len(chunk), client):
+                raise _busy()
+            body.reserved += len(chunk)
+            chunks.append(chunk)
+            if body.reserved > limit:
+                # Too large to buffer: relay what was read (the routing prefix), then the rest as it comes.
+                body.prefix, body.stream = chunks, content
+                return body
     except BaseException:
-        budget.give(body.reserved)
+        budget.give(body.reserved, client)
         body.reserved = 0
         raise
-    # Over the limit (chunked, no length given): relay what was read, then the rest as it comes.
-    body.prefix, body.stream = bytes(buffer), content
-    budget.give(body.reserved)
-    body.reserved = 0
-    return body
 
 
 class _AttemptFailedError(Exception):
@@ -264,6 +300,7 @@ class Proxy:
         buffer_limit: int,
         buffer_total: int | None = None,
         body_timeout: float = 30.0,
+        body_min_rate: float = 16 * 1024,
         write_timeout: float = 60.0,
         retry_non_idempotent: bool = False,
     ) -> None:
@@ -274,8 +311,11 @@ class Proxy:
         self.idle_timeout = idle_timeout
         self.retries = retries
         self.buffer_limit = buffer_limit
-        self.budget = BufferBudget(buffer_total if buffer_total is not None else 4 * buffer_limit)
+        total = buffer_total if buffer_total is not None else 4 * buffer_limit
+        # One client address may hold a quarter of the budget, and at least one whole buffered body.
+        self.budget = BufferBudget(total, per_client=min(total, max(buffer_limit + CHUNK, total // 4)))
         self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
         self.write_timeout = write_timeout
         self.retry_non_idempotent = retry_non_idempotent
         self.in_flight = 0
@@ -310,8 +350,13 @@ class Proxy:
             return refused
         body = Body(data=None)
         try:
-            body = await read_body(request, self.buffer_limit, self.budget, self.body_timeout)
-            model = await requested_model(body.data, request.content_type)
+            body = await read_body(
+                request, self.buffer_limit, self.budget, self.body_timeout, self.body_min_rate
+            )
+            if body.stream is not None:  # routed by its first bytes: the model must be there
+                model = await requested_model(_head(body.prefix), request.content_type, complete=False)
+            else:
+                model = await requested_model(body.data, request.content_type)
             return await self._route(request, body, model, started)
         except RequestRefusedError as refused:
             return self._refuse(refused)
@@ -322,7 +367,7 @@ class Proxy:
             )
         finally:
             if body.reserved:
-                self.budget.give(body.reserved)
+                self.budget.give(body.reserved, body.client)
                 body.reserved = 0
 
     def _refuse(self, refused: RequestRefusedError) -> web.Response:
