@@ -33,7 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from fuzzseeds import sparse_gguf_with_long_name, sparse_gguf_with_many_entries  # noqa: E402
+from fuzzseeds import (  # noqa: E402
+    ld_so_conf_include_loop,
+    sparse_gguf_with_long_name,
+    sparse_gguf_with_many_entries,
+)
 
 BASELINE = "ef59eec"
 # What each case runs, with the collection on sys.path and argv[1] = the case's input.
@@ -154,13 +158,7 @@ def run_case(code: str, arg: str, collections: Path, limit: float) -> dict:
 
 
 def inputs(work: Path, server: str) -> dict[str, str]:
-    loop = work / "loop"
-    confd = loop / "etc" / "ld.so.conf.d"
-    confd.mkdir(parents=True)
-    (loop / "etc" / "ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
-    (confd / "s1").symlink_to(".")
-    (confd / "s2").symlink_to(".")
-    (confd / "a.conf").write_text("/opt/a\ninclude s1/*.conf s2/*.conf\n")
+    loop = ld_so_conf_include_loop(work / "loop")
     sparse_gguf_with_long_name(work / "name.gguf")
     sparse_gguf_with_many_entries(work / "entries.gguf")
     mirror = work / "mirror" / "0.15.1"

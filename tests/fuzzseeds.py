@@ -151,3 +151,16 @@ def sparse_gguf_with_many_entries(path, entries: int = 330_000_000, size: int = 
     with open(path, "wb") as handle:
         handle.write(b"GGUF" + struct.pack("<IQQ", 3, 1, entries))
         handle.truncate(size)
+
+
+def ld_so_conf_include_loop(root, directory: str = "/opt/a"):
+    """<root>/etc/ld.so.conf including ld.so.conf.d/*.conf, where links s1 -> . and s2 -> . and a.conf (listing
+    ``directory`` and including s1/*.conf s2/*.conf) make an include loop: without files keyed by their real
+    path, each level doubles the work up to the 40-hop link limit (days of reads)."""
+    confd = root / "etc" / "ld.so.conf.d"
+    confd.mkdir(parents=True)
+    (root / "etc" / "ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
+    (confd / "s1").symlink_to(".")
+    (confd / "s2").symlink_to(".")
+    (confd / "a.conf").write_text(f"{directory}\ninclude s1/*.conf s2/*.conf\n")
+    return root

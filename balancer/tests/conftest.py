@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -95,3 +98,31 @@ async def raw() -> AsyncIterator[RawServers]:
     servers = RawServers()
     yield servers
     await servers.close()
+
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def balancer_process(backends_file: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
+    """`python -m edgewasm_balancer` on 127.0.0.1 (no health checks) and the port it listens on, once it says so.
+    The caller ends it (kill and wait)."""
+    argv = [
+        "--listen",
+        "127.0.0.1:0",
+        "--backends-file",
+        str(backends_file),
+        "--health-interval",
+        "0",
+        *extra,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgewasm_balancer", *argv],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = json.loads(proc.stderr.readline())
+    while line["msg"] != "listening":
+        line = json.loads(proc.stderr.readline())
+    return proc, line["port"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import aiohttp.web
 import pytest
-from conftest import admin_url, base_url
+from conftest import admin_url, balancer_process, base_url
 from hostile import exchange, read_head
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -638,24 +638,8 @@ async def test_peak_rss_under_chunked_uploads_stays_far_below_the_pod_limit(tmp_
     port = stall.sockets[0].getsockname()[1]
     backends_file = tmp_path / "backends.json"
     backends_file.write_text(json.dumps([{"name": "a", "url": f"http://127.0.0.1:{port}"}]))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "edgewasm_balancer",
-        "--listen",
-        "127.0.0.1:0",
-        "--backends-file",
-        str(backends_file),
-        "--health-interval",
-        "0",
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc, listen = balancer_process(backends_file)
     try:
-        line = json.loads(await proc.stderr.readline())
-        while line["msg"] != "listening":
-            line = json.loads(await proc.stderr.readline())
-        listen = line["port"]
 
         async def attack(index: int) -> None:
             reader, writer = await asyncio.open_connection(
@@ -683,5 +667,5 @@ async def test_peak_rss_under_chunked_uploads_stays_far_below_the_pod_limit(tmp_
                 item[1].close()
     finally:
         proc.kill()
-        await proc.wait()
+        proc.wait()
         stall.close()

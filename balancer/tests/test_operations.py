@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import base_url
+from conftest import balancer_process, base_url
 
 from edgewasm_balancer import sources
 from edgewasm_balancer.config import ENV_PREFIX, Settings, build_parser, parse_settings, program_name
@@ -150,28 +150,8 @@ def test_command_line_runs_static_mode_and_stops_on_sigterm(tmp_path):
     """`python -m edgewasm_balancer --listen HOST:PORT --backends-file FILE`, as a process."""
     backends_file = tmp_path / "backends.yaml"
     backends_file.write_text("- name: a\n  url: http://127.0.0.1:9\n  weight: 2\n")
-    env = {**os.environ, "PYTHONPATH": SRC}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgewasm_balancer",
-            "--listen",
-            "127.0.0.1:0",
-            "--backends-file",
-            str(backends_file),
-            "--health-interval",
-            "0",
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, port = balancer_process(backends_file)
     try:
-        line = json.loads(proc.stderr.readline())
-        while line["msg"] != "listening":
-            line = json.loads(proc.stderr.readline())
-        port = line["port"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
             assert (
                 'edgewasm_balancer_backend_weight{backend="a",source="static"} 2.0' in answer.read().decode()
@@ -255,28 +235,10 @@ def test_sighup_reloads_the_backends_file_at_once(tmp_path):
     """Before: SIGHUP (what operators send) killed the process."""
     backends_file = tmp_path / "backends.yaml"
     backends_file.write_text("- name: a\n  url: http://127.0.0.1:9\n  weight: 2\n")
-    env = {**os.environ, "PYTHONPATH": SRC}
-    argv = [
-        sys.executable,
-        "-m",
-        "edgewasm_balancer",
-        "--listen",
-        "127.0.0.1:0",
-        "--backends-file",
-        str(backends_file),
-    ]
     # A reload interval far longer than the test: only the signal can make the new weight appear.
-    proc = subprocess.Popen(
-        [*argv, "--health-interval", "0", "--reload-interval", "3600"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, port = balancer_process(backends_file, "--reload-interval", "3600")
     try:
-        line = json.loads(proc.stderr.readline())
-        while line["msg"] != "listening":
-            line = json.loads(proc.stderr.readline())
-        metrics = f"http://127.0.0.1:{line['port']}/metrics"
+        metrics = f"http://127.0.0.1:{port}/metrics"
         backends_file.write_text("- name: a\n  url: http://127.0.0.1:9\n  weight: 5\n")
         proc.send_signal(signal.SIGHUP)
         while json.loads(proc.stderr.readline())["msg"] != "backends file loaded":

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from doubles import elf_corpus as corpus
 from doubles.elf_builders import EM_AARCH64, executable, retarget, shared_lib, symlink_chain
-from fuzzseeds import dynamic_entry_offset, patch, phdr_offset
+from fuzzseeds import dynamic_entry_offset, ld_so_conf_include_loop, patch, phdr_offset
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import elf as er
 
@@ -198,21 +198,9 @@ def test_ld_so_conf_includes_are_followed_in_order(tmp_path):
     ]
 
 
-def include_loop(root: Path) -> Path:
-    """ld.so.conf.d with links s1 -> . and s2 -> . and a.conf including s1/*.conf and s2/*.conf: without files
-    keyed by their real path, each level doubles the work up to the 40-hop link limit (days of reads)."""
-    confd = root / "etc" / "ld.so.conf.d"
-    confd.mkdir(parents=True)
-    (root / "etc" / "ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
-    (confd / "s1").symlink_to(".")
-    (confd / "s2").symlink_to(".")
-    (confd / "a.conf").write_text("/opt/a\ninclude s1/*.conf s2/*.conf\n")
-    return root
-
-
 @pytest.mark.parametrize("chrooted", [True, False], ids=["root", "host-paths"])
 def test_an_include_loop_through_directory_links_reads_each_file_once(tmp_path, chrooted, time_limit):
-    root = include_loop(tmp_path / "r")
+    root = ld_so_conf_include_loop(tmp_path / "r")
     reads = []
     fs = er.FileSystem(str(root) if chrooted else "/")
     top = "/etc/ld.so.conf" if chrooted else str(root / "etc" / "ld.so.conf")

@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 from doubles import wasmedge_tree
 from doubles.elf_builders import EM_AARCH64, retarget
+from fuzzseeds import ld_so_conf_include_loop
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import plugin_deps, plugin_mounts
 from ansible_collections.edgewasm.llamaedge.plugins.modules import wasmedge_plugin_deps as module
@@ -174,12 +175,7 @@ def test_an_ld_so_conf_include_loop_ends_and_a_budget_is_an_option(tmp_path, run
     """Before: still running after 60 s (6,547 reads in 8 s, doubling per level)."""
     root = tmp_path / "root"
     tree = wasmedge_tree.build(root / "opt" / "wasmedge", "0.14.1", runner=False)
-    confd = root / "etc" / "ld.so.conf.d"
-    confd.mkdir(parents=True)
-    (root / "etc" / "ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
-    (confd / "s1").symlink_to(".")
-    (confd / "s2").symlink_to(".")
-    (confd / "a.conf").write_text("/opt/wasmedge/lib\ninclude s1/*.conf s2/*.conf\n")
+    ld_so_conf_include_loop(root, "/opt/wasmedge/lib")
     inside = "/" + str(tree["plugin"].relative_to(root))
     with time_limit(60):
         result = run_module(module.main, {"paths": [inside], "root": str(root), "allow_missing": True})
