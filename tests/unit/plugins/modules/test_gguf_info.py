@@ -7,11 +7,11 @@ import os
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
-from conftest import COLLECTIONS
 from fuzzseeds import (
     GGUF_ARCH,
     gguf_bytes,
@@ -206,7 +206,9 @@ print(json.dumps(out))
 
 def inspect_in_a_process(path) -> dict:
     """gguf_info's work on one file in a process of its own: its result, and its peak RSS."""
-    env = dict(os.environ, PYTHONPATH=str(COLLECTIONS))
+    # The directory holding ansible_collections/, as the tests import the collection from it.
+    collections = Path(module.__file__).parents[5]
+    env = dict(os.environ, PYTHONPATH=str(collections))
     done = subprocess.run(
         [sys.executable, "-c", PEAK, str(path)],
         capture_output=True,
