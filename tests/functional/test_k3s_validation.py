@@ -32,7 +32,8 @@ def nothing_installed(tmp_path: Path) -> bool:
     ("extra", "message"),
     [
         ({"k3s_version": "1.31.6"}, 'k3s_version="1.31.6" must look like v1.31.6+k3s1'),
-        ({"k3s_version": "v1.31.6+k3s1\n"}, 'k3s_version="v1.31.6+k3s1\\n" must look like v1.31.6+k3s1'),
+        # The newline is shown as \n or, JSON-escaped in older cores' output, \\n: the value up to its backslash.
+        ({"k3s_version": "v1.31.6+k3s1\n"}, 'k3s_version="v1.31.6+k3s1\\'),
         ({"k3s_arch": "riscv64"}, 'the architecture resolved to "riscv64" (k3s_arch: amd64 or arm64'),
     ],
     ids=["version-format", "version-trailing-newline", "arch"],
