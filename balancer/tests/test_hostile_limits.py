@@ -669,3 +669,40 @@ async def test_peak_rss_under_chunked_uploads_stays_far_below_the_pod_limit(tmp_
         proc.kill()
         proc.wait()
         stall.close()
+
+
+async def test_a_fast_client_is_not_charged_for_a_backend_that_reads_slowly(balancer):
+    """The minimum rate counts only time spent waiting for the client: a body relayed to a backend that reads
+    it slowly is not a slow client (with wall time, this 24 MiB body - more than the sockets buffer - got a 408
+    half-way)."""
+    size = 24 * MIB
+
+    async def slow_reader(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while length > 0:  # 512 KiB every 0.1 s: about 5 s for the body
+            length -= len(await reader.read(min(length, 512 * 1024)))
+            await asyncio.sleep(0.1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow_reader, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        bal = await balancer(
+            [{"name": "a", "url": f"http://127.0.0.1:{port}"}],
+            buffer_limit=64 * 1024,
+            client_body_timeout=0.5,
+            client_body_min_rate=10_000_000,  # 24 MiB in 0.5 + 2.5 s of wall time would be too slow
+        )
+        body = b'{"model": "m", "pad": "' + b"x" * (size - 25) + b'"}'
+        answer = await exchange(
+            bal.address[1],
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+            timeout=30,
+        )
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    finally:
+        server.close()

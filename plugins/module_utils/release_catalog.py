@@ -139,9 +139,6 @@ DEFAULT_RUNWASI = "0.6.0"
 # The plugin API of WasmEdge versions older than the catalog's releases (embedded by old runwasi releases).
 _PLUGIN_API_BEFORE_0_14 = 3
 
-# crun: from which release WASMEDGE_PLUGIN_PATH is split on ":" (none yet: crun 1.29.1's handlers/wasmedge.c
-# passes the whole value to WasmEdge_PluginLoadFromPath, so crun gets exactly one plugin directory).
-CRUN_SPLITS_PLUGIN_PATH_FROM = None
 
 # crun: the JSON library it builds against (json-c replaced yajl in 1.28).
 CRUN_JSON_C_FROM = "1.28"

@@ -170,24 +170,33 @@ class Body:
 class Deadline:
     """How long a body may take: nothing received for `idle` seconds is a 408, and so is a body slower than
     `min_rate` bytes a second on the whole (after `idle` seconds of grace): a client trickling a byte now and
-    then cannot hold a connection, a buffer or a slot for as long as it likes."""
+    then cannot hold a connection, a buffer or a slot for as long as it likes. Only time spent waiting for the
+    client counts: a relayed body is not charged for the time its backend takes to read it."""
 
     idle: float
     min_rate: float
-    started: float = field(default_factory=time.monotonic)
+    waited: float = 0.0
     received: int = 0
 
     def left(self) -> float:
-        return self.started + self.idle + self.received / self.min_rate - time.monotonic()
+        return self.idle + self.received / self.min_rate - self.waited
 
     async def read(self, stream: aiohttp.StreamReader) -> bytes:
-        chunk = await read_some(stream, max(min(self.idle, self.left()), 0.0), self)
+        began, left = time.monotonic(), self.left()
+        try:
+            # The rate bound cuts this wait short (left < idle): a 408 then says the body is too slow.
+            chunk = await read_some(
+                stream, max(min(self.idle, left), 0.0), self.min_rate if left < self.idle else None
+            )
+        finally:
+            self.waited += time.monotonic() - began
         self.received += len(chunk)
         return chunk
 
 
-async def read_some(stream: aiohttp.StreamReader, timeout: float, deadline: Deadline | None = None) -> bytes:
-    """Up to CHUNK bytes of the body; a 408 refusal when the client sends nothing for `timeout`."""
+async def read_some(stream: aiohttp.StreamReader, timeout: float, slow_rate: float | None = None) -> bytes:
+    """Up to CHUNK bytes of the body; a 408 refusal when the client sends nothing for `timeout` (with
+    `slow_rate`: the wait the body's minimum rate left it)."""
     chunk = stream.read_nowait(CHUNK)
     if chunk or stream.at_eof():
         return chunk
@@ -195,10 +204,9 @@ async def read_some(stream: aiohttp.StreamReader, timeout: float, deadline: Dead
         async with asyncio.timeout(timeout):
             return await stream.read(CHUNK)
     except TimeoutError:
-        slow = deadline is not None and deadline.left() <= 0
         message = (
-            f"The request body arrived slower than {deadline.min_rate:g} bytes a second"
-            if slow and deadline is not None
+            f"The request body arrived slower than {slow_rate:g} bytes a second"
+            if slow_rate is not None
             else f"The request body did not arrive: nothing received for {timeout:g}s"
         )
         raise RequestRefusedError(
