@@ -38,6 +38,9 @@ from pathlib import Path
 import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
+# Flags of today's balancer that an older baseline (--baseline-src) may not have: no metrics listener, so
+# that several balancer processes run side by side.
+CURRENT_ONLY = ["--metrics-listen", "off"]
 
 WEIGHTS = (5, 1, 1)
 BODY = b'{"object":"list","data":[{"id":"bench","object":"model"}]}'
@@ -356,6 +359,7 @@ def main() -> int:
                 process(
                     [
                         *balancer,
+                        *CURRENT_ONLY,
                         "--listen",
                         f"127.0.0.1:{balancer_port}",
                         "--backends-file",
@@ -366,7 +370,14 @@ def main() -> int:
                 ),
                 baseline(balancer, backends_file, args.baseline_src) as baseline_port,
                 process(
-                    [*balancer, "--listen", f"127.0.0.1:{sse_balancer}", "--backends-file", str(sse_file)],
+                    [
+                        *balancer,
+                        *CURRENT_ONLY,
+                        "--listen",
+                        f"127.0.0.1:{sse_balancer}",
+                        "--backends-file",
+                        str(sse_file),
+                    ],
                     sse_balancer,
                     env=env,
                 ) as sse_balancer_proc,

@@ -206,6 +206,9 @@ async def run_one(
         "error",
         "--queue-timeout",
         "60",
+        "--metrics-listen",
+        "off",
+        "--backend-header",  # the benchmark counts answers per backend
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO / "balancer" / "src")}
     try:

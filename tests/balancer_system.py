@@ -34,7 +34,7 @@ SYSTEM = textwrap.dedent("""
     import threading
     threading.Thread(target=loop.run_forever, daemon=True).start()
     sys.exit(main(["--listen", "127.0.0.1:" + sys.argv[4], "--backends-file", sys.argv[2], "--health-interval", "0",
-                   "--log-level", "warning"]))
+                   "--log-level", "warning", "--metrics-listen", "off", *sys.argv[5:]]))
 """)
 
 
@@ -46,10 +46,11 @@ def free_port() -> int:
 
 @pytest.fixture
 def system(tmp_path):
-    """The real balancer in front of two stand-in backends; the low-cost one weighted 3 (or what the test asks)."""
+    """The real balancer in front of two stand-in backends; the low-cost one weighted 3 (or what the test asks),
+    with the balancer's defaults (no X-Edgewasm-Backend header) unless the test asks for the header."""
     procs = []
 
-    def start(low_weight: int = 3) -> str:
+    def start(low_weight: int = 3, backend_header: bool = False) -> str:
         port = free_port()
         proc = subprocess.Popen(
             [
@@ -60,6 +61,7 @@ def system(tmp_path):
                 str(tmp_path / "backends.json"),
                 str(low_weight),
                 str(port),
+                *(["--backend-header"] if backend_header else []),
             ],
             stderr=subprocess.PIPE,
         )

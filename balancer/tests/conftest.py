@@ -28,6 +28,8 @@ TEST_SETTINGS = Settings(
     reload_interval=0.05,
     shutdown_timeout=5.0,
     admin_listen=("127.0.0.1", 0),
+    metrics_listen=("127.0.0.1", 0),
+    backend_header=True,  # most tests check which backend answered
 )
 
 
@@ -81,6 +83,11 @@ def base_url(bal: Balancer) -> str:
     return f"http://127.0.0.1:{bal.address[1]}"
 
 
+def metrics_url(bal: Balancer) -> str:
+    assert bal.metrics_address is not None
+    return f"http://127.0.0.1:{bal.metrics_address[1]}/metrics"
+
+
 def admin_url(bal: Balancer) -> str:
     assert bal.admin_address is not None
     return f"http://127.0.0.1:{bal.admin_address[1]}"
@@ -103,11 +110,13 @@ async def raw() -> AsyncIterator[RawServers]:
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
-def balancer_process(backends_file: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
-    """`python -m edgewasm_balancer` on 127.0.0.1 (no health checks) and the port it listens on, once it says so.
-    The caller ends it (kill and wait)."""
+def balancer_process(backends_file: Path, *extra: str) -> tuple[subprocess.Popen[str], int, int]:
+    """`python -m edgewasm_balancer` on 127.0.0.1 (no health checks), the port it listens on and its metrics
+    port, once it says so. The caller ends it (kill and wait)."""
     argv = [
         "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
         "127.0.0.1:0",
         "--backends-file",
         str(backends_file),
@@ -122,7 +131,8 @@ def balancer_process(backends_file: Path, *extra: str) -> tuple[subprocess.Popen
         text=True,
     )
     assert proc.stderr is not None
-    line = json.loads(proc.stderr.readline())
-    while line["msg"] != "listening":
+    ports = {}
+    while "metrics listening" not in ports:
         line = json.loads(proc.stderr.readline())
-    return proc, line["port"]
+        ports[line["msg"]] = line.get("port")
+    return proc, ports["listening"], ports["metrics listening"]

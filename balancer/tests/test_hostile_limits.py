@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import aiohttp.web
 import pytest
-from conftest import admin_url, balancer_process, base_url
+from conftest import admin_url, balancer_process, base_url, metrics_url
 from hostile import exchange, read_head
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -307,7 +308,7 @@ async def test_metrics_series_are_unique_across_sources_and_values_finite(backen
         async with http.post(base_url(bal) + "/v1/chat/completions", json={}) as r:
             assert r.status == 200
     bal.pool.upsert("static", ServiceSpec("huge", 10**400, ("http://10.0.0.1:1",)))  # past every check
-    async with http.get(base_url(bal) + "/metrics") as r:
+    async with http.get(metrics_url(bal)) as r:
         assert r.status == 200
         text = await r.text()
     series = _series(text)
@@ -324,6 +325,67 @@ async def test_metrics_series_are_unique_across_sources_and_values_finite(backen
     }
     assert weights == {"static": 1.0, "admin": 10000.0}
     assert 'edgewasm_balancer_backend_weight{backend="huge",source="static"} 10000.0' in text
+
+
+async def test_metrics_and_backend_names_stay_off_the_public_port(raw, balancer, http, caplog):
+    """Item 12. Before: /metrics (backend names, pod addresses) was served on the public port (the NodePort)
+    and every answer named its backend in X-Edgewasm-Backend. Now the series have their own listener, the
+    header is opt-in, and a backend cannot set it either."""
+
+    async def spoofing(reader, writer):
+        await read_head(reader)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Edgewasm-Backend: kube-system/secret\r\n"
+            b"Content-Length: 2\r\n\r\n{}"
+        )
+        await writer.drain()
+        writer.close()
+
+    port = await raw.start(spoofing)
+    defaults = parse_settings(["--backends-file", "x"])
+    assert (defaults.backend_header, defaults.metrics_listen) == (False, ("127.0.0.1", 8082))
+    bal = await balancer(
+        [{"name": "internal-name", "url": f"http://127.0.0.1:{port}"}],
+        backend_header=defaults.backend_header,
+    )
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    async with http.post(base_url(bal) + "/v1/chat/completions", json={}) as r:
+        assert r.status == 200
+        assert "X-Edgewasm-Backend" not in r.headers
+    async with http.get(base_url(bal) + "/metrics") as r:
+        assert r.status == 404
+        assert "internal-name" not in await r.text()
+    async with http.get(metrics_url(bal)) as r:
+        assert r.status == 200
+        assert 'backend="internal-name"' in await r.text()
+    # The operator still learns it: the access log names the backend.
+    assert [rec.backend for rec in caplog.records if rec.getMessage() == "request"] == ["internal-name"]
+
+
+async def test_the_backend_header_when_asked_is_the_balancers_own(raw, balancer, http):
+    async def spoofing(reader, writer):
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Edgewasm-Backend: spoofed\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    port = await raw.start(spoofing)
+    bal = await balancer([{"name": "real", "url": f"http://127.0.0.1:{port}"}], backend_header=True)
+    async with http.post(base_url(bal) + "/v1/chat/completions", json={}) as r:
+        assert r.headers.getall("X-Edgewasm-Backend") == ["real"]
+
+
+def test_metrics_listener_is_configurable_and_can_be_turned_off():
+    base = ["--backends-file", "x"]
+    assert parse_settings([*base, "--metrics-listen", "0.0.0.0:9100"]).metrics_listen == ("0.0.0.0", 9100)
+    assert parse_settings([*base, "--metrics-listen", "off"]).metrics_listen is None
+    assert parse_settings([*base, "--backend-header"]).backend_header is True
+
+
+async def test_no_metrics_listener_when_off(backends, balancer):
+    a = await backends("a")
+    bal = await balancer([{"name": "a", "url": a.url}], metrics_listen=None)
+    assert bal.metrics_address is None and bal.metrics_runner is None
 
 
 # -- 7. shutdown -------------------------------------------------------------------------------------
@@ -638,7 +700,7 @@ async def test_peak_rss_under_chunked_uploads_stays_far_below_the_pod_limit(tmp_
     port = stall.sockets[0].getsockname()[1]
     backends_file = tmp_path / "backends.json"
     backends_file.write_text(json.dumps([{"name": "a", "url": f"http://127.0.0.1:{port}"}]))
-    proc, listen = balancer_process(backends_file)
+    proc, listen, _metrics = balancer_process(backends_file)
     try:
 
         async def attack(index: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import balancer_process, base_url
+from conftest import balancer_process, base_url, metrics_url
 
 from edgewasm_balancer import sources
 from edgewasm_balancer.config import ENV_PREFIX, Settings, build_parser, parse_settings, program_name
@@ -42,7 +42,7 @@ async def test_metrics(backends, balancer, http):
     for _attempt in range(4):
         async with http.post(base_url(bal) + "/v1/chat/completions", json={"stream": True}) as r:
             await r.read()
-    async with http.get(base_url(bal) + "/metrics") as r:
+    async with http.get(metrics_url(bal)) as r:
         text = await r.text()
     assert r.headers["Content-Type"].startswith("text/plain")
 
@@ -150,9 +150,9 @@ def test_command_line_runs_static_mode_and_stops_on_sigterm(tmp_path):
     """`python -m edgewasm_balancer --listen HOST:PORT --backends-file FILE`, as a process."""
     backends_file = tmp_path / "backends.yaml"
     backends_file.write_text("- name: a\n  url: http://127.0.0.1:9\n  weight: 2\n")
-    proc, port = balancer_process(backends_file)
+    proc, _port, metrics_port = balancer_process(backends_file)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
             assert (
                 'edgewasm_balancer_backend_weight{backend="a",source="static"} 2.0' in answer.read().decode()
             )
@@ -236,9 +236,9 @@ def test_sighup_reloads_the_backends_file_at_once(tmp_path):
     backends_file = tmp_path / "backends.yaml"
     backends_file.write_text("- name: a\n  url: http://127.0.0.1:9\n  weight: 2\n")
     # A reload interval far longer than the test: only the signal can make the new weight appear.
-    proc, port = balancer_process(backends_file, "--reload-interval", "3600")
+    proc, _port, metrics_port = balancer_process(backends_file, "--reload-interval", "3600")
     try:
-        metrics = f"http://127.0.0.1:{port}/metrics"
+        metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         backends_file.write_text("- name: a\n  url: http://127.0.0.1:9\n  weight: 5\n")
         proc.send_signal(signal.SIGHUP)
         while json.loads(proc.stderr.readline())["msg"] != "backends file loaded":

@@ -13,7 +13,7 @@ from collections import Counter
 
 import aiohttp
 import pytest
-from conftest import base_url
+from conftest import base_url, metrics_url
 
 from edgewasm_balancer.config import parse_settings
 from edgewasm_balancer.pool import Admission, BackendPool, NoBackendError, ServiceSpec
@@ -265,7 +265,7 @@ async def test_http_load_aware_holds_backends_to_their_slots_and_sheds_load_with
     )
     async with aiohttp.ClientSession() as http:
         results = await asyncio.gather(*(_post(http, base_url(bal)) for _attempt in range(8)))
-        metrics = await (await http.get(base_url(bal) + "/metrics")).text()
+        metrics = await (await http.get(metrics_url(bal))).text()
     statuses = Counter(status for status, _headers, _body in results)
     # 3 slots in use, 3 waiting: 6 answered; 2 refused with an OpenAI-style 429 and a Retry-After.
     assert statuses == {200: 6, 429: 2}

@@ -29,6 +29,7 @@ from ansible_collections.edgewasm.llamaedge.plugins.module_utils.llama_contract 
 
 BALANCER_PORT = 8080
 BALANCER_ADMIN_PORT = 8081  # the admin API's own listener: a ClusterIP Service, never the public one
+BALANCER_METRICS_PORT = 8082  # Prometheus' listener: a container port in no Service (the series name pods)
 GRACE_MARGIN = 15
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}\Z")
 
@@ -69,12 +70,21 @@ def balancer_errors(spec):
 def _extra_args_errors(extra_args):
     errors = []
     options = [str(a).split("=", 1)[0] for a in extra_args if str(a).startswith("--") and len(str(a)) > 2]
-    for flag in ("--listen", "--admin-listen", "--kubernetes", "--admin-token-file", "--routing"):
+    owned = (
+        "--listen",
+        "--admin-listen",
+        "--kubernetes",
+        "--admin-token-file",
+        "--routing",
+        "--metrics-listen",
+        "--backend-header",
+    )
+    for flag in owned:
         # A prefix too: the balancer refuses abbreviations, but the pod would only fail when it starts.
         if any(flag.startswith(option) for option in options):
             errors.append(
-                "extra_args must not set %s: the module sets it (admin API: use admin_api; routing: use routing)"
-                % flag
+                "extra_args must not set %s: the module sets it (admin API: use admin_api; routing: use routing; "
+                "metrics: use metrics; the backend header: use backend_header)" % flag
             )
     try:
         shutdown = shutdown_seconds(extra_args)
@@ -153,9 +163,16 @@ def _balancer_container(spec):
         args.extend(["--namespace", ns])
     if admin_enabled(spec):
         args.extend(["--admin-listen", "0.0.0.0:%d" % BALANCER_ADMIN_PORT])
+    # /metrics names backends and pod addresses: its own port, in no Service (Prometheus scrapes pods).
+    metrics = "0.0.0.0:%d" % BALANCER_METRICS_PORT if spec.get("metrics", True) else "off"
+    args.extend(["--metrics-listen", metrics])
+    if spec.get("backend_header"):
+        args.append("--backend-header")
     args.extend(spec.get("extra_args") or [])
     env = []
     ports = [{"name": "http", "containerPort": BALANCER_PORT, "protocol": "TCP"}]
+    if spec.get("metrics", True):
+        ports.append({"name": "metrics", "containerPort": BALANCER_METRICS_PORT, "protocol": "TCP"})
     if admin_enabled(spec):
         ports.append({"name": "admin", "containerPort": BALANCER_ADMIN_PORT, "protocol": "TCP"})
         env.append(
@@ -234,6 +251,18 @@ def admin_service(spec):
     }
 
 
+def _pod_metadata(name, spec):
+    """The pods' labels, and the prometheus.io annotations scrape configs commonly key on."""
+    metadata = {"labels": labels(name, "balancer")}
+    if spec.get("metrics", True):
+        metadata["annotations"] = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(BALANCER_METRICS_PORT),
+            "prometheus.io/path": "/metrics",
+        }
+    return metadata
+
+
 def balancer_manifests(spec):
     """ServiceAccount, RBAC, (token Secret,) Deployment and Service of the balancer."""
     name, ns = spec["name"], spec["namespace"]
@@ -249,7 +278,7 @@ def balancer_manifests(spec):
             "replicas": spec["replicas"],
             "selector": {"matchLabels": selector(name, "balancer")},
             "template": {
-                "metadata": {"labels": labels(name, "balancer")},
+                "metadata": _pod_metadata(name, spec),
                 "spec": {
                     "serviceAccountName": name,
                     "automountServiceAccountToken": True,

@@ -303,14 +303,58 @@ def markdown(report):
     return "\n".join(lines)
 
 
+def model_labels(backends, label):
+    """Backend labels by model name, for the model names exactly one backend serves."""
+    names = [b["model_name"] for b in backends]
+    return {b["model_name"]: label[b["name"]] for b in backends if names.count(b["model_name"]) == 1}
+
+
+def identify(results, by_model):
+    """Which backend answered each result: the balancer's X-Edgewasm-Backend when it sends one (its
+    backend_header option), else the backend serving the answer's model when only one does."""
+    for result in results:
+        if result.get("answered_by") is not None:
+            result["identified_by"] = "header"
+        elif result.get("answer_model") in by_model:
+            result["answered_by"] = by_model[result["answer_model"]]
+            result["identified_by"] = "model"
+    return results
+
+
+def unidentified_problem(results, by_model):
+    """One line when answers could not be traced to a backend, saying how to fix it."""
+    unknown = sorted(
+        {r.get("answer_model") or "" for r in results if r["ok"] and r.get("answered_by") is None}
+    )
+    if not unknown:
+        return []
+    return [
+        "%d answers name no backend: the balancer sends no X-Edgewasm-Backend header and their models (%s) are "
+        "not served by exactly one listed backend (%s); give the backends distinct model names or turn on the "
+        "balancer's backend header (balancer_backend_header: true)"
+        % (
+            sum(1 for r in results if r["ok"] and r.get("answered_by") is None),
+            ", ".join(repr(m) for m in unknown),
+            ", ".join(sorted(by_model)) or "none",
+        )
+    ]
+
+
 def _answer_checks(http, url, backends, label, ask):
     """One request per backend, routed by its model: it must answer, and the balancer must name it."""
     per_backend = []
+    by_model = model_labels(backends, label)
     for backend in backends:
-        result = chat(http, url, backend["model_name"], *ask)
+        result = identify([chat(http, url, backend["model_name"], *ask)], by_model)[0]
         result["backend"] = backend["name"]
         expected = label[backend["name"]]
-        if result["ok"] and result.get("answered_by") != expected:
+        if result["ok"] and result.get("answered_by") is None:
+            result["ok"] = False
+            result["error"] = (
+                "the answer names no backend (no X-Edgewasm-Backend header, and its model %r is not served by "
+                "exactly one listed backend)" % result.get("answer_model")
+            )
+        elif result["ok"] and result.get("answered_by") != expected:
             result["ok"] = False
             result["error"] = "answered by %s, expected %s" % (result.get("answered_by"), expected)
         per_backend.append(result)
@@ -344,9 +388,10 @@ def run_checks(client, params, http):
     before = [pod_report(client, ns, b["name"]) for b in backends]
     per_backend = _answer_checks(http, url, backends, label, ask)
     weights = {label[b["name"]]: int(b.get("weight", 1)) for b in backends}
+    by_model = model_labels(backends, label)
     requests = {
-        "sequential": batch(http, url, params["sequential"], 1, *ask),
-        "concurrent": batch(http, url, params["concurrent"], params["concurrency"], *ask),
+        "sequential": identify(batch(http, url, params["sequential"], 1, *ask), by_model),
+        "concurrent": identify(batch(http, url, params["concurrent"], params["concurrency"], *ask), by_model),
     }
     after = [pod_report(client, ns, b["name"]) for b in backends]
     problems = []
@@ -358,6 +403,7 @@ def run_checks(client, params, http):
         for r in per_backend
         if not r["ok"]
     ]
+    problems += unidentified_problem(per_backend + requests["sequential"] + requests["concurrent"], by_model)
     split = {}
     for name in ("sequential", "concurrent"):
         split[name] = distribution(requests[name], weights, params["tolerance"])

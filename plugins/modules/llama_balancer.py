@@ -103,10 +103,27 @@ options:
     type: str
     choices: [swrr, weighted-random, load-aware]
     default: swrr
+  metrics:
+    description:
+      - Serve Prometheus metrics on the pods' own port 8082 (container port C(metrics), annotated
+        C(prometheus.io/scrape), C(prometheus.io/port) and C(prometheus.io/path) for scrape configs that use them).
+      - That port is in no Service, so the series (backend names, pod addresses) never reach the public
+        Service or its node port; C(/metrics) on the public port answers 404.
+    type: bool
+    default: true
+  backend_header:
+    description:
+      - Name the backend that answered each request in an C(X-Edgewasm-Backend) response header.
+      - Off by default, so clients do not learn the internal Service names; the access log names the backend
+        either way. M(edgewasm.llamaedge.llama_verify) identifies backends without it when their model names
+        differ, and needs it when several backends serve the same model name.
+    type: bool
+    default: false
   extra_args:
     description:
       - More balancer flags, for example C([--least-busy, --retries, "3"]). C(--listen), C(--admin-listen),
-        C(--kubernetes), C(--admin-token-file) and C(--routing) are set by the module and refused here.
+        C(--kubernetes), C(--admin-token-file), C(--routing), C(--metrics-listen) and C(--backend-header) are set
+        by the module and refused here.
       - The pod's C(terminationGracePeriodSeconds) is C(--shutdown-delay) + C(--shutdown-timeout) (defaults 0
         and 30) + 15 seconds, so the balancer always finishes its drain before Kubernetes kills it.
     type: list
@@ -180,6 +197,8 @@ def argument_spec():
         admin_token_secret=dict(type="str", no_log=False),
         admin_token_key=dict(type="str", default="token", no_log=False),
         routing=dict(type="str", choices=["swrr", "weighted-random", "load-aware"], default="swrr"),
+        metrics=dict(type="bool", default=True),
+        backend_header=dict(type="bool", default=False),
         extra_args=dict(type="list", elements="str", default=[]),
         resources=dict(type="dict"),
     )

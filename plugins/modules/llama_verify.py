@@ -16,7 +16,11 @@ description:
   - Reports each backend's pods (phase, readiness, restarts, waiting reasons, warning events) and its Service's
     ready endpoints, before and after the requests.
   - Sends one chat completion per backend through the balancer, routed by the backend's model name, and checks
-    that it answered and that the balancer's C(X-Edgewasm-Backend) header names that backend.
+    that it answered and that the answer came from that backend.
+  - Which backend answered is what the balancer's C(X-Edgewasm-Backend) header says when it sends one (the
+    balancer's C(backend_header) option, off by default), else the backend whose model name is the answer's
+    C(model); with the header off, backends must serve distinct model names (the module fails saying so
+    otherwise).
   - Sends a sequential and a concurrent batch without a model and checks that each backend's share of the
     answers matches its weight's share within O(tolerance).
   - Writes the report as JSON and Markdown under O(report_dir) and fails, listing every problem, when a check
@@ -49,7 +53,8 @@ options:
     required: true
   backend_label:
     description:
-      - How the balancer names a backend in C(X-Edgewasm-Backend); C({namespace}) and C({name}) are replaced.
+      - How the balancer names a backend in C(X-Edgewasm-Backend) (and in the report); C({namespace}) and
+        C({name}) are replaced.
         The balancer's Kubernetes discovery uses C({namespace}/{name}).
     type: str
     default: "{namespace}/{name}"

@@ -98,6 +98,29 @@ def test_healthy_system_passes_and_writes_reports(run_module, system, cluster, t
         "Result: **PASS**" in markdown and "| llm/llama-low-cost | 3 | 12 | 0.750 | 0.750 | yes |" in markdown
     )
     assert [c["answered_by"] for c in report["per_backend"]] == ["llm/llama-low-cost", "llm/llama-high-cost"]
+    # The balancer's default names no backend: each answer was traced by its model.
+    assert {r["identified_by"] for r in report["requests"]["concurrent"] + report["per_backend"]} == {"model"}
+
+
+def test_the_backend_header_is_used_when_the_balancer_sends_it(run_module, system, cluster, tmp_path):
+    result = run_module(module.main, params(system(backend_header=True), tmp_path))
+    assert result["ok"] is True, result.get("problems")
+    requests = result["report"]["requests"]["sequential"] + result["report"]["per_backend"]
+    assert {r["identified_by"] for r in requests} == {"header"}
+
+
+def test_backends_sharing_a_model_name_need_the_header(run_module, system, cluster, tmp_path):
+    """Without X-Edgewasm-Backend an answer's model is all verify has: two backends of one model name cannot be
+    told apart, and the module says how to fix that instead of reporting a wrong split."""
+    shared = [dict(b, model_name="llama-3-1b") for b in BACKENDS]
+    result = run_module(module.main, params(system(), tmp_path, backends=shared))
+    assert result["failed"] is True
+    problems = "\n".join(result["problems"])
+    assert "answers name no backend" in problems and "balancer_backend_header: true" in problems, problems
+    assert "the answer names no backend" in problems
+    # With the header the same backends verify (the split is then checked by name).
+    result = run_module(module.main, params(system(backend_header=True), tmp_path, backends=shared))
+    assert not any("name no backend" in p for p in result.get("problems", [])), result.get("problems")
 
 
 def test_wrong_split_unready_pod_and_restarts_fail_with_each_problem(run_module, system, cluster, tmp_path):

@@ -16,13 +16,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgewasm_balancer import upstream
 from edgewasm_balancer.config import ConfigError, Settings
-from edgewasm_balancer.contract import ADMIN_TOKEN_ENV, BACKEND_HEADER
+from edgewasm_balancer.contract import ADMIN_TOKEN_ENV
 from edgewasm_balancer.health import HealthChecker, merged_models
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
 from edgewasm_balancer.listener import Limits, handler_factory, listen
 from edgewasm_balancer.metrics import Metrics
 from edgewasm_balancer.pool import Admission, BackendPool, HealthPolicy
-from edgewasm_balancer.proxy import STARTED, Proxy, openai_error
+from edgewasm_balancer.proxy import BACKEND, STARTED, Proxy, openai_error
 from edgewasm_balancer.sources import AdminApi, BackendsFile
 
 log = logging.getLogger("edgewasm_balancer")
@@ -52,7 +52,7 @@ class AccessLogger(AbstractAccessLogger):
                 "path": request.path,
                 "status": response.status,
                 "duration_ms": round(seconds * 1000, 3),
-                "backend": response.headers.get(BACKEND_HEADER),
+                "backend": request.get(BACKEND),
                 "remote": request.remote,
                 "bytes": response.body_length,
             },
@@ -88,11 +88,13 @@ class Balancer:
         self.session: aiohttp.ClientSession | None = None
         self.runner: web.AppRunner | None = None
         self.admin_runner: web.AppRunner | None = None
+        self.metrics_runner: web.AppRunner | None = None
         self.servers: list[asyncio.Server] = []
         self.proxy: Proxy | None = None
         self.connections: upstream.ConnectionPool | None = None
         self.address: tuple[str, int] | None = None
         self.admin_address: tuple[str, int] | None = None
+        self.metrics_address: tuple[str, int] | None = None
 
     # -- routes ---------------------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -100,7 +102,6 @@ class Balancer:
         app = web.Application(client_max_size=0)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_get("/metrics", self.metrics_view)
         app.router.add_get("/v1/models", self.models)
         app.router.add_route("*", "/v1/{tail:.*}", self.proxy.handle)
         return app
@@ -111,6 +112,12 @@ class Balancer:
         assert s.admin_token is not None
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_routes(AdminApi(self.pool, s.admin_token, s.admin_allow_networks).routes())
+        return app
+
+    def build_metrics_app(self) -> web.Application:
+        """Prometheus' /metrics, on its own listener: the series name backends and pod addresses."""
+        app = web.Application(client_max_size=1024)
+        app.router.add_get("/metrics", self.metrics_view)
         return app
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -170,6 +177,7 @@ class Balancer:
             body_min_rate=s.client_body_min_rate,
             write_timeout=s.backend_write_timeout,
             retry_non_idempotent=s.retry_non_idempotent,
+            backend_header=s.backend_header,
         )
         admin_app = self.build_admin_app() if s.admin_api else None
         self.runner = await self._serve(self.build_app(), s.host, s.port)
@@ -177,6 +185,9 @@ class Balancer:
         if admin_app is not None:
             self.admin_runner = await self._serve(admin_app, *s.admin_listen)
             self.admin_address = self._bound(-1)
+        if s.metrics_listen is not None:
+            self.metrics_runner = await self._serve(self.build_metrics_app(), *s.metrics_listen)
+            self.metrics_address = self._bound(-1)
         if backends_file is not None:
             self._spawn(backends_file.run())
         if s.kubernetes:
@@ -195,6 +206,11 @@ class Balancer:
         if self.admin_address is not None:
             log.info(
                 "admin API listening", extra={"host": self.admin_address[0], "port": self.admin_address[1]}
+            )
+        if self.metrics_address is not None:
+            log.info(
+                "metrics listening",
+                extra={"host": self.metrics_address[0], "port": self.metrics_address[1]},
             )
         return self.address
 
@@ -264,12 +280,12 @@ class Balancer:
         log.info("shutting down", extra={"in_flight": self.proxy.in_flight if self.proxy else 0})
         for server in self.servers:
             server.close()  # no new connections
-        for runner in (self.runner, self.admin_runner):
+        for runner in (self.runner, self.admin_runner, self.metrics_runner):
             if runner is not None and runner.server is not None:
                 runner.server.pre_shutdown()  # kept-alive connections close after their current request
         while self.proxy is not None and self.proxy.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        for runner in (self.runner, self.admin_runner):
+        for runner in (self.runner, self.admin_runner, self.metrics_runner):
             if runner is not None:
                 await runner.cleanup()  # closes idle connections, cancels what still runs
         for task in self.tasks:

@@ -39,6 +39,10 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
 
 
+def _listen_or_off(value: str) -> tuple[str, int] | None:
+    return None if value.strip().lower() == "off" else _listen(value)
+
+
 def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     try:
         return ipaddress.ip_network(value.strip(), strict=False)
@@ -194,6 +198,25 @@ class Settings:
             "address of the admin API's own listener, HOST:PORT (never the public port)",
             type=_listen,
             default="127.0.0.1:8081",
+        ),
+    )
+    metrics_listen: tuple[str, int] | None = field(
+        default=("127.0.0.1", 8082),
+        metadata=_opt(
+            "--metrics-listen",
+            "address of the Prometheus /metrics listener, HOST:PORT, or 'off' (never the public port: "
+            "the series name backends and pod addresses)",
+            type=_listen_or_off,
+            default="127.0.0.1:8082",
+        ),
+    )
+    backend_header: bool = field(
+        default=False,
+        metadata=_opt(
+            "--backend-header",
+            "name the backend that answered in an X-Edgewasm-Backend response header (off: clients "
+            "do not learn the internal service names)",
+            action="store_true",
         ),
     )
     admin_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(
@@ -530,6 +553,8 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     values["host"], values["port"] = args.listen if isinstance(args.listen, tuple) else _listen(args.listen)
     if not isinstance(args.admin_listen, tuple):
         values["admin_listen"] = _listen(args.admin_listen)
+    if isinstance(args.metrics_listen, str):
+        values["metrics_listen"] = _listen_or_off(args.metrics_listen)
     values["namespaces"] = tuple(args.namespaces or Settings.namespaces)
     values["admin_allow_networks"] = tuple(args.admin_allow_networks or ())
     token = _admin_token(parser, args.admin_token_file)

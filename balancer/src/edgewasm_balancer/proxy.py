@@ -51,6 +51,7 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 # Methods a backend may receive twice without harm (RFC 9110 9.2.2); others need an Idempotency-Key.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 CHUNK = 64 * 1024
+BACKEND = web.RequestKey("edgewasm_backend", str)  # the service that answered, for the access log
 STARTED = web.RequestKey("edgewasm_started", float)  # perf_counter() when the proxy took the request
 
 
@@ -311,6 +312,7 @@ class Proxy:
         body_min_rate: float = 16 * 1024,
         write_timeout: float = 60.0,
         retry_non_idempotent: bool = False,
+        backend_header: bool = False,
     ) -> None:
         self.pool = pool
         self.metrics = metrics
@@ -326,6 +328,7 @@ class Proxy:
         self.body_min_rate = body_min_rate
         self.write_timeout = write_timeout
         self.retry_non_idempotent = retry_non_idempotent
+        self.backend_header = backend_header
         self.in_flight = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -507,7 +510,10 @@ class Proxy:
         series = self.metrics.backend(label)
         status = response.status
         headers = response_headers(response.headers)
-        headers[BACKEND_HEADER] = label
+        request[BACKEND] = label  # for the access log, whether or not the client is told
+        headers.popall(BACKEND_HEADER, None)  # only the balancer says which backend answered
+        if self.backend_header:
+            headers[BACKEND_HEADER] = label
         try:
             conn = response.conn
             if conn.complete and conn.error is None:

@@ -69,8 +69,31 @@ def test_admin_api_is_off_by_default(run_module, cluster):
     assert [o["kind"] for o in result["objects"]].count("Secret") == 0
     container = _deployment_container(cluster)
     assert "env" not in container and "--admin-listen" not in container["args"]
-    assert [p["name"] for p in container["ports"]] == ["http"]
+    assert [p["name"] for p in container["ports"]] == ["http", "metrics"]
     assert ("Service", "llm", "llama-balancer-admin") not in cluster.objects
+
+
+def test_metrics_on_their_own_port_and_no_backend_header_by_default(run_module, cluster):
+    """#31 item 12: the series (backend names, pod addresses) never reach the public Service or node port."""
+    run_module(module.main, args(admin_token=None, service_type="NodePort", node_port=30080))
+    container = _deployment_container(cluster)
+    assert container["args"][container["args"].index("--metrics-listen") + 1] == "0.0.0.0:8082"
+    assert "--backend-header" not in container["args"]
+    assert {"name": "metrics", "containerPort": 8082, "protocol": "TCP"} in container["ports"]
+    template = cluster.objects[("Deployment", "llm", "llama-balancer")]["spec"]["template"]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == "8082"
+    public = cluster.objects[("Service", "llm", "llama-balancer")]["spec"]
+    assert [p["targetPort"] for p in public["ports"]] == ["http"]
+    run_module(
+        module.main,
+        args(admin_token=None, service_type="NodePort", node_port=30080, metrics=False, backend_header=True),
+    )
+    container = _deployment_container(cluster)
+    assert container["args"][container["args"].index("--metrics-listen") + 1] == "off"
+    assert "--backend-header" in container["args"]
+    assert [p["name"] for p in container["ports"]] == ["http"]
+    template = cluster.objects[("Deployment", "llm", "llama-balancer")]["spec"]["template"]
+    assert "annotations" not in template["metadata"]
 
 
 def test_admin_api_with_a_generated_token_kept_across_runs(run_module, cluster):
@@ -122,6 +145,8 @@ def test_grace_period_exceeds_the_balancers_drain(run_module, cluster, extra_arg
         (["--lis=0.0.0.0:1"], "must not set --listen"),
         (["--admin-token-f", "/x"], "must not set --admin-token-file"),
         (["--kub"], "must not set --kubernetes"),
+        (["--metrics-listen", "0.0.0.0:80"], "must not set --metrics-listen"),
+        (["--backend-header"], "must not set --backend-header"),
         (["--shutdown-timeout", "soon"], "--shutdown-delay + --shutdown-timeout"),
         (["--shutdown-timeout", "7200"], "--shutdown-delay + --shutdown-timeout"),
     ],
