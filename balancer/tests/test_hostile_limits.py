@@ -135,6 +135,21 @@ async def test_a_duplicate_model_key_is_refused_on_both_paths(large):
     assert await bodies.requested_model(nested_only, "application/json") == "a"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "a", "mod\\u0065l": "b"}',  # the second key spelled with an escape
+        '{"model": "a", "model": "b"}'.encode("utf-16"),  # json.loads reads UTF-16 and UTF-32 too
+        '{"model": "a", "model": "b"}'.encode("utf-32-le"),
+    ],
+    ids=["escaped-key", "utf-16", "utf-32"],
+)
+async def test_a_duplicate_model_key_is_refused_however_it_is_spelled(body):
+    """The small-body parser looks for duplicates only where the text can have them: these are such texts."""
+    with pytest.raises(bodies.UnreadableBodyError, match="names its model twice"):
+        await bodies.requested_model(body, "application/json")
+
+
 async def test_the_model_scan_yields_to_other_requests():
     """Scanning a body with many tokens lets the event loop run other work in between."""
     body = b'{"messages": [' + b'"a",' * 200_000 + b'"z"], "model": "late"}'

@@ -100,6 +100,8 @@ def upstream_target(request: web.Request) -> str | None:
     if not target.startswith("/"):
         return None
     path = target.split("?", 1)[0]
+    if "." not in path and "%2" not in path:  # no dot segment can hide in it (the common case)
+        return target
     for segment in path.split("/"):
         if unquote(segment) in (".", ".."):
             return None
@@ -110,6 +112,8 @@ def _unsendable_header(headers: CIMultiDictProxy[str]) -> str | None:
     """The name of a header whose value cannot go on the wire to a backend as HTTP/1.1 text (ISO-8859-1): raw
     UTF-8 such as "X-Title: \u65e5\u672c", or bytes that are not UTF-8 (lone surrogates here)."""
     for name, value in headers.items():
+        if value.isascii():
+            continue
         try:
             value.encode("latin-1")
         except UnicodeEncodeError:
@@ -183,6 +187,10 @@ class Deadline:
         return self.idle + self.received / self.min_rate - self.waited
 
     async def read(self, stream: aiohttp.StreamReader) -> bytes:
+        chunk = stream.read_nowait(CHUNK)  # already here (a small body usually is): no wait to charge
+        if chunk or stream.at_eof():
+            self.received += len(chunk)
+            return chunk
         began, left = time.monotonic(), self.left()
         try:
             # The rate bound cuts this wait short (left < idle): a 408 then says the body is too slow.
