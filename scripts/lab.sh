@@ -82,6 +82,7 @@ artifacts() {
   images=$(python3 "$EDGEWASM_REPO/tests/doubles/lab_images.py" --cache "$EDGEWASM_CACHE/lab-images")
   python3 "$EDGEWASM_REPO/tests/doubles/release_mirror.py" --mirror "$LAB_DIR/mirror" \
     --version 0.14.1 --k3s-version v1.31.6+k3s1 --k3s-version "$UPGRADE_K3S" --k3s-images "$images" \
+    --llamaedge-version 0.28.1 \
     --wasm-shim "$EDGEWASM_CACHE/containerd/current/containerd-shim-runc-v2" >/dev/null
   python3 "$EDGEWASM_REPO/tests/doubles/lab_models.py" --dir "$LAB_DIR/models" \
     Llama-3.2-1B-Instruct-Q5_K_M.gguf Llama-3.2-3B-Instruct-Q5_K_M.gguf Qwen2.5-1.5B-Instruct-Q5_K_M.gguf

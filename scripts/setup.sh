@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 APT_PACKAGES=(podman runc containerd debootstrap pax-utils python3-pyelftools gcc make
-              binutils file uidmap shellcheck)
+              binutils file uidmap shellcheck skopeo)
 
 log() { printf '[setup] %s\n' "$*"; }
 

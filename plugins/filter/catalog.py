@@ -70,6 +70,10 @@ def crun_json_package(version):
     return catalog.crun_json_package(version)
 
 
+def llamaedge_server(version):
+    return catalog.llamaedge_server(version)
+
+
 def release_arch(machine):
     names = catalog.ARCHES.get(machine)
     return dict(names) if names else {}
@@ -90,4 +94,5 @@ class FilterModule(object):
             "runwasi_pairing": runwasi_pairing,
             "crun_json_package": crun_json_package,
             "release_arch": release_arch,
+            "llamaedge_server": llamaedge_server,
         }

@@ -140,6 +140,15 @@ DEFAULT_RUNWASI = "0.6.0"
 _PLUGIN_API_BEFORE_0_14 = 3
 
 
+# LlamaEdge (github.com/LlamaEdge/LlamaEdge releases): its release workflow (.github/workflows/publish.yml) builds
+# llama-api-server.wasm for wasm32-wasip1 and publishes it with a sha256sum-format SHA256SUM over the release's
+# .wasm files (since 0.2.x), under the bare version as tag. Every stock build imports wasi:logging.
+LLAMAEDGE_RELEASES = ("0.28.1", "0.28.0")
+DEFAULT_LLAMAEDGE = "0.28.1"
+LLAMAEDGE_SERVER_ASSET = "llama-api-server.wasm"
+LLAMAEDGE_CHECKSUM_FILE = "SHA256SUM"
+
+
 # crun: the JSON library it builds against (json-c replaced yajl in 1.28).
 CRUN_JSON_C_FROM = "1.28"
 CRUN_JSON_PACKAGES = {"json-c": "libjson-c-dev", "yajl": "libyajl-dev"}
@@ -307,6 +316,29 @@ def release_path(version, asset):
 
 def checksum_file(version):
     return release_path(version, CHECKSUM_FILE)
+
+
+def llamaedge_server(version):
+    """Where a LlamaEdge release's llama-api-server.wasm is and what verifies it: {errors, path,
+    checksum_file, known}. Versions the catalog does not list are allowed (their SHA256SUM still verifies
+    them); a malformed one is an error. The release paths share the mirror with WasmEdge's, whose versions
+    (0.1x) and LlamaEdge's (0.2x) do not meet (tests/unit: test_release_catalog)."""
+    if not _VERSION.match(str(version or "")):
+        return {
+            "errors": [
+                "llama_backends_server_version=%r must be a LlamaEdge release such as %s"
+                % (version, DEFAULT_LLAMAEDGE)
+            ],
+            "path": "",
+            "checksum_file": "",
+            "known": False,
+        }
+    return {
+        "errors": [],
+        "path": release_path(version, LLAMAEDGE_SERVER_ASSET),
+        "checksum_file": release_path(version, LLAMAEDGE_CHECKSUM_FILE),
+        "known": version in LLAMAEDGE_RELEASES,
+    }
 
 
 def glibc_fits(glibc, dist):

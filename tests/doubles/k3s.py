@@ -343,6 +343,8 @@ def main(argv: list[str]) -> int:
         return run(argv[0])
     if argv[0] == "kubectl":
         return kubectl(argv[1:])
+    if argv[0] == "ctr" and real_nodes() is not None:
+        return real_nodes().ctr_main(argv[1:])
     print(f"k3s ({MARKER}): unsupported command {argv[0]}", file=sys.stderr)
     return 1
 

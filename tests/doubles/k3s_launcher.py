@@ -829,6 +829,16 @@ class PodNetwork:
 # -- entry point ----------------------------------------------------------------------------------
 
 
+def ctr_main(args: list[str]) -> int:
+    """`k3s ctr`: the node's real ctr, talking to k3s's containerd in namespace k8s.io unless told otherwise
+    (CONTAINERD_ADDRESS / CONTAINERD_NAMESPACE, --address / -n on the command line), as k3s's own does."""
+    ctr = CONTAINERD2 / "ctr" if (CONTAINERD2 / "ctr").exists() else Path("/usr/bin/ctr")
+    env = dict(os.environ)
+    env.setdefault("CONTAINERD_ADDRESS", "/run/k3s/containerd/containerd.sock")
+    env.setdefault("CONTAINERD_NAMESPACE", "k8s.io")
+    return subprocess.run([str(ctr), *args], env=env, check=False).returncode
+
+
 def kubectl_main(args: list[str]) -> int:
     """`k3s kubectl`: the real kubectl with the admin kubeconfig."""
     return subprocess.run(

@@ -18,6 +18,9 @@ libexec/edgewasm-standin/, so the stand-in wasmedge runs the role's WASI-NN self
     <mirror>/<K>/k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt   stand-in k3s (a zip application of
                                                        k3s.py and its real-node launcher k3s_launcher.py)
     <mirror>/<C>/crun-<C>.tar.gz          a source tarball with crun's configure/make interface (crun_source.py)
+    <mirror>/<L>/llama-api-server.wasm, SHA256SUM   a STAND-IN wasm32 module importing what a stock
+                                          llama-api-server.wasm imports (WASI, wasi_ephemeral_nn, wasi:logging),
+                                          for the serving image's build and import (it serves nothing)
 
     python tests/doubles/release_mirror.py --mirror DIR [--version 0.14.1 --version 0.15.0]
 """
@@ -194,6 +197,30 @@ def build_k3s(mirror: Path, version: str, images_archive: Path | None = None) ->
     return [release / binary, images, sums]
 
 
+# What a stock llama-api-server.wasm imports; the export names it a stand-in.
+STANDIN_SERVER_WAT = """(module
+  (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+  (import "wasi_ephemeral_nn" "load_by_name" (func (param i32 i32 i32) (result i32)))
+  (import "wasi:logging/logging" "log" (func (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "_start"))
+  (func (export "edgewasm_standin_llama_api_server")))"""
+
+
+def build_llamaedge(mirror: Path, version: str) -> list[Path]:
+    """<mirror>/<version>/llama-api-server.wasm (STAND-IN) and the release's SHA256SUM over its .wasm files."""
+    import wasmtime  # noqa: PLC0415 - PyPI wasmtime (requirements/): only this release needs it
+
+    release = mirror / version
+    release.mkdir(parents=True, exist_ok=True)
+    wasm = release / catalog.LLAMAEDGE_SERVER_ASSET
+    wasm.write_bytes(wasmtime.wat2wasm(STANDIN_SERVER_WAT))
+    sums = release / catalog.LLAMAEDGE_CHECKSUM_FILE
+    sums.write_text(f"{hashlib.sha256(wasm.read_bytes()).hexdigest()}  {wasm.name}\n")
+    return [wasm, sums]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -204,6 +231,7 @@ def main() -> int:
     parser.add_argument("--crun-version", action="append", dest="crun_versions")
     parser.add_argument("--k3s-version", action="append", dest="k3s_versions", default=[])
     parser.add_argument("--k3s-images", type=Path, help="air-gap images archive to publish (lab_images.py)")
+    parser.add_argument("--llamaedge-version", action="append", dest="llamaedge_versions", default=[])
     parser.add_argument(
         "--wasm-shim", type=Path, help="a runnable shim to publish as the WasmEdge shim (the lab)"
     )
@@ -211,6 +239,8 @@ def main() -> int:
     made = build(args.mirror, args.versions or ["0.14.1"])
     made += build_shim(args.mirror, args.runwasi_version, args.wasm_shim)
     made += [crun_source.build(args.mirror, v) for v in args.crun_versions or ["1.29.1"]]
+    for llamaedge_version in args.llamaedge_versions:
+        made += build_llamaedge(args.mirror, llamaedge_version)
     for k3s_version in args.k3s_versions:
         made += build_k3s(args.mirror, k3s_version, args.k3s_images)
     for path in made:

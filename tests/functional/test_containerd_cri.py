@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import private_containerd
 import pytest
 from containerd_wasm_vars import runtime_binaries, variables
 from cri_api.v1 import api_pb2 as cri
@@ -71,10 +72,7 @@ def containerd(tmp_path_factory):
     config = root / "containerd" / "config.toml"
     config.write_text(base_config(root))
     yield {"root": root, "config": config, **standins}
-    for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
-        target = line.split()[1]
-        if target.startswith(str(root)):
-            subprocess.run(["umount", "-l", target], check=False)
+    private_containerd.unmount_below(root)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,11 @@ Kubernetes API" instead, so each test also proves the failure happened first.
 
 from __future__ import annotations
 
+import subprocess
+
+import private_containerd
 import pytest
-from doubles import lab_models, wasmedge_tree
+from doubles import lab_models, release_mirror, wasmedge_tree
 from site_runner import local_inventory
 
 pytestmark = pytest.mark.slow
@@ -80,10 +83,79 @@ def test_bad_backends_fail_before_the_cluster(run_site, tmp_path, backends, mess
     assert "Cannot reach the Kubernetes API" not in result.output
 
 
-def test_missing_image_fails_naming_the_variable(run_site, tmp_path):
-    result = run(run_site, tmp_path, [GOOD], image="")
+def serving_image(tmp_path, daemon=None, **overrides):
+    """The variables that build the serving image from a STAND-IN LlamaEdge release on a local mirror."""
+    release_mirror.build_llamaedge(tmp_path / "mirror", "0.28.1")
+    variables = {
+        "edgewasm_artifact_mirror": str(tmp_path / "mirror"),
+        "edgewasm_artifact_cache": str(tmp_path / "cache"),
+        "edgewasm_artifact_lock": str(tmp_path / "edgewasm.lock.json"),
+        "llama_backends_server_image_dir": str(tmp_path / "node-images"),
+        **overrides,
+    }
+    if daemon is not None:
+        variables.update(
+            llama_backends_containerd_ctr=daemon["ctr"], llama_backends_containerd_address=daemon["address"]
+        )
+    return variables
+
+
+def images(daemon) -> dict[str, str]:
+    listing = subprocess.run(
+        [*daemon["ctr"], "--address", daemon["address"], "-n", "k8s.io", "images", "ls"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return {f[0]: f[2] for f in (line.split() for line in listing.splitlines()[1:]) if len(f) > 2}
+
+
+def test_no_image_means_the_serving_image_built_and_imported_before_the_cluster(run_site, tmp_path):
+    """Before: an empty llama_backends_image was an error, leaving users to build and distribute an image by hand."""
+    with private_containerd.running(tmp_path / "ctrd", 2) as daemon:
+        first = run(run_site, tmp_path, [GOOD], image="", **serving_image(tmp_path, daemon))
+        found = images(daemon)
+        again = run(run_site, tmp_path, [GOOD], image="", **serving_image(tmp_path, daemon))
+    assert "Cannot reach the Kubernetes API" in first.output, first.output  # the import came first
+    digest = found["localhost/llamaedge/llama-api-server:0.28.1"]
+    assert found["localhost/llamaedge/llama-api-server@" + digest] == digest
+    assert "edgewasm.lock.json" in first.output or (tmp_path / "edgewasm.lock.json").is_file()
+    assert "0.28.1/SHA256SUM" in (tmp_path / "edgewasm.lock.json").read_text()
+    # The rerun imports nothing: the image is there by digest.
+    assert "Import the image into k3s's containerd" in again.output
+    assert (
+        "changed: [node1] => "
+        not in again.output.split("Import the image into k3s's containerd")[1].split("TASK [")[0]
+    ), again.output
+
+
+def test_a_tampered_release_wasm_fails_before_any_node(run_site, tmp_path):
+    variables = serving_image(tmp_path)
+    wasm = tmp_path / "mirror" / "0.28.1" / "llama-api-server.wasm"
+    wasm.write_bytes(wasm.read_bytes() + b"\0")  # no longer what SHA256SUM says
+    result = run(run_site, tmp_path, [GOOD], image="", **variables)
     assert result.rc != 0
-    assert "llama_backends_image must name the OCI image" in result.output, result.output
+    assert "0.28.1/llama-api-server.wasm" in result.output and "sha256" in result.output, result.output
+    assert not (tmp_path / "node-images").exists()
+    assert "Cannot reach the Kubernetes API" not in result.output
+
+
+def test_bad_serving_image_settings_fail_naming_the_variable(run_site, tmp_path):
+    result = run(
+        run_site,
+        tmp_path,
+        [GOOD],
+        image="",
+        **serving_image(
+            tmp_path, llama_backends_server_version="latest", llama_backends_server_wasm="http://x/y.wasm"
+        ),
+    )
+    assert result.rc != 0
+    assert "llama_backends_server_version='latest' must be a LlamaEdge release" in result.output, (
+        result.output
+    )
+    assert "a URL needs llama_backends_server_sha256" in result.output
+    assert "Cannot reach the Kubernetes API" not in result.output
 
 
 def test_model_on_no_node_fails(run_site, tmp_path):

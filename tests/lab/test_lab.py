@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 
@@ -154,11 +155,50 @@ def test_the_stand_in_server_refuses_a_pod_without_its_plugin(core, lab):
         core.delete_namespaced_pod(name, NAMESPACE, grace_period_seconds=0)
 
 
+def test_the_serving_image_is_in_containerd_on_every_serving_node(lab):
+    """#32: make lab built the serving image from the mirror's (stand-in) LlamaEdge release and imported it,
+    by digest, on each node that holds a backend's model; a rerun imports nothing."""
+    serving = set().union(*(nodes for _model, nodes, _replicas in BACKENDS.values()))
+    digests = set()
+    for node in sorted(serving):
+        listing = lab.node(node, "k3s", "ctr", "images", "ls").stdout
+        names = {f[0]: f[2] for f in (line.split() for line in listing.splitlines()[1:]) if len(f) > 2}
+        digest = names.get("localhost/llamaedge/llama-api-server:0.28.1")
+        assert digest and names.get(f"localhost/llamaedge/llama-api-server@{digest}") == digest, listing
+        digests.add(digest)
+    assert len(digests) == 1  # the same bytes everywhere
+    rerun = lab.playbook("playbooks/site.yml", "--tags", "deploy")
+    assert rerun.returncode == 0, rerun.stdout[-5000:]
+    imports = rerun.stdout.split("Import the image into k3s's containerd")[1].split("TASK [")[0]
+    assert "changed:" not in imports and "ok: [server1]" in imports, imports
+
+
 def test_make_lab_verified_the_deployment(lab):
     report = (lab.directory / "reports" / "verify.md").read_text()
     assert "Result: **PASS**" in report, report
     for backend in BACKENDS:
         assert f"| {backend} |" in report
+
+
+def test_the_node_port_names_no_backend_and_serves_no_metrics(core):
+    """#31 item 12: backend names and pod addresses stay inside the cluster; verify passed without the header."""
+    url = balancer_url(core)
+    body = json.dumps({"model": "llama-3-1b", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    request = urllib.request.Request(  # noqa: S310 - the lab's http:// URL
+        f"{url}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        assert answer.status == 200 and answer.headers.get("X-Edgewasm-Backend") is None
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}/metrics", timeout=30)  # noqa: S310
+    assert refused.value.code == 404
+    balancer = core.list_namespaced_pod(
+        NAMESPACE, label_selector="app.kubernetes.io/component=balancer"
+    ).items
+    assert balancer and all(
+        {p.name: p.container_port for p in pod.spec.containers[0].ports}.get("metrics") == 8082
+        for pod in balancer
+    )
 
 
 def test_a_deleted_backend_pod_is_replaced_and_verify_passes(core, apps, lab):

@@ -199,11 +199,13 @@ def test_balancer_deployment_and_service():
         "batch",
         "--admin-listen",
         "0.0.0.0:8081",
+        "--metrics-listen",
+        "0.0.0.0:8082",
         "--least-busy",
     ]
-    # The admin API (a token Secret is named) has its own port and a ClusterIP Service of its own;
-    # the public Service (a NodePort here) never carries it.
-    assert [p["name"] for p in container["ports"]] == ["http", "admin"]
+    # The admin API (a token Secret is named) has its own port and a ClusterIP Service of its own; the metrics a
+    # port in no Service. The public Service (a NodePort here) carries neither.
+    assert [p["name"] for p in container["ports"]] == ["http", "metrics", "admin"]
     admin = objects[("Service", "llama-balancer-admin")]["spec"]
     assert admin["type"] == "ClusterIP" and admin["ports"][0]["port"] == 8081
     assert container["env"] == [

@@ -272,3 +272,21 @@ def test_glibc_and_dist_errors_name_the_variable():
 def test_an_unknown_variant_is_an_error_not_a_crash():
     out = c.platform("0.15.0", node(), variant="vulkan")
     assert out["errors"] == ["preflight_ggml_variant=vulkan is not one of auto, cpu, noavx, cuda-12, cuda-11"]
+
+
+def test_llamaedge_server_paths_and_checksum_file():
+    server = c.llamaedge_server("0.28.1")
+    assert server == {
+        "errors": [],
+        "path": "0.28.1/llama-api-server.wasm",
+        "checksum_file": "0.28.1/SHA256SUM",
+        "known": True,
+    }
+    assert c.llamaedge_server("0.29.0")["known"] is False
+    assert "llama_backends_server_version='0.28.1\\n'" in c.llamaedge_server("0.28.1\n")["errors"][0]
+
+
+def test_llamaedge_and_wasmedge_release_paths_never_meet_in_one_mirror():
+    """Both projects publish under the bare version with a SHA256SUM beside: a shared mirror and lock file
+    would mix them up if a version existed in both."""
+    assert not set(c.LLAMAEDGE_RELEASES) & set(c.WASMEDGE)

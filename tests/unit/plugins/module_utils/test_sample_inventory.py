@@ -20,7 +20,10 @@ def role_params(entry: dict, variables: dict) -> dict:
         BASE,
         node_groups=GROUPS,
         namespace=variables["llama_backends_namespace"],
-        image=variables["llama_backends_image"],
+        # No llama_backends_image: the serving image, pinned by digest (tasks/image.yml).
+        image=variables.get("llama_backends_image")
+        or "localhost/llamaedge/llama-api-server:0.28.1@sha256:" + "a" * 64,
+        image_pull_policy="Never",
         models_dir=variables["models_dir"],
     )
     params.update(
