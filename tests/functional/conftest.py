@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -69,12 +70,24 @@ def _runner(tmp_path: Path):
     return run
 
 
+def _in_share(nodeid: str, share: str) -> bool:
+    """Whether a test is in share "i/n" (a fixed split by test id, the same on every run and machine)."""
+    index, count = (int(x) for x in share.split("/"))
+    return int(hashlib.sha256(nodeid.encode()).hexdigest(), 16) % count == index
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under another ansible-core (EDGEWASM_ANSIBLE_PLAYBOOK), only the tests that run playbooks."""
+    """Under another ansible-core (EDGEWASM_ANSIBLE_PLAYBOOK), only the tests that run playbooks; with
+    EDGEWASM_COMPAT_SHARE=i/n, only that share of them (scripts/test.sh gives the newest core half of them)."""
     if not os.environ.get("EDGEWASM_ANSIBLE_PLAYBOOK"):
         return
     runs = {"run_site", "run_site_module"}
-    keep = [item for item in items if runs & set(getattr(item, "fixturenames", ()))]
+    share = os.environ.get("EDGEWASM_COMPAT_SHARE")
+    keep = [
+        item
+        for item in items
+        if runs & set(getattr(item, "fixturenames", ())) and (not share or _in_share(item.nodeid, share))
+    ]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
 
