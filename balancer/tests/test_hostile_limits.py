@@ -342,21 +342,27 @@ async def test_metrics_series_are_unique_across_sources_and_values_finite(backen
     assert 'edgewasm_balancer_backend_weight{backend="huge",source="static"} 10000.0' in text
 
 
+def answering(response: bytes):
+    """A raw backend that reads a request head and sends ``response`` as is."""
+
+    async def handler(reader, writer):
+        await read_head(reader)
+        writer.write(response)
+        await writer.drain()
+        writer.close()
+
+    return handler
+
+
+SPOOFED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Edgewasm-Backend: %s\r\nContent-Length: 2\r\n\r\n{}"
+
+
 async def test_metrics_and_backend_names_stay_off_the_public_port(raw, balancer, http, caplog):
     """Item 12. Before: /metrics (backend names, pod addresses) was served on the public port (the NodePort)
     and every answer named its backend in X-Edgewasm-Backend. Now the series have their own listener, the
     header is opt-in, and a backend cannot set it either."""
 
-    async def spoofing(reader, writer):
-        await read_head(reader)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Edgewasm-Backend: kube-system/secret\r\n"
-            b"Content-Length: 2\r\n\r\n{}"
-        )
-        await writer.drain()
-        writer.close()
-
-    port = await raw.start(spoofing)
+    port = await raw.start(answering(SPOOFED % b"kube-system/secret"))
     defaults = parse_settings(["--backends-file", "x"])
     assert (defaults.backend_header, defaults.metrics_listen) == (False, ("127.0.0.1", 8082))
     bal = await balancer(
@@ -378,13 +384,7 @@ async def test_metrics_and_backend_names_stay_off_the_public_port(raw, balancer,
 
 
 async def test_the_backend_header_when_asked_is_the_balancers_own(raw, balancer, http):
-    async def spoofing(reader, writer):
-        await read_head(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nX-Edgewasm-Backend: spoofed\r\nContent-Length: 2\r\n\r\n{}")
-        await writer.drain()
-        writer.close()
-
-    port = await raw.start(spoofing)
+    port = await raw.start(answering(SPOOFED % b"spoofed"))
     bal = await balancer([{"name": "real", "url": f"http://127.0.0.1:{port}"}], backend_header=True)
     async with http.post(base_url(bal) + "/v1/chat/completions", json={}) as r:
         assert r.headers.getall("X-Edgewasm-Backend") == ["real"]
