@@ -4,6 +4,7 @@ the real API server). A pytest plugin (tests/conftest.py): the `system` fixture.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 SYSTEM = textwrap.dedent("""
-    import asyncio, json, sys
+    import asyncio, json, os, sys
     sys.path[:0] = [sys.argv[1] + "/balancer/src", sys.argv[1] + "/balancer/tests"]
     from standin_backend import StandinBackend
     from edgewasm_balancer.__main__ import main
@@ -28,8 +29,10 @@ SYSTEM = textwrap.dedent("""
 
     loop = asyncio.new_event_loop()
     low, high = loop.run_until_complete(start())
-    backends = [{"name": "llm/llama-low-cost", "url": low.url, "weight": int(sys.argv[3]), "models": ["llama-3-1b"]},
-                {"name": "llm/llama-high-cost", "url": high.url, "weight": 1, "models": ["llama-3-3b"]}]
+    # EDGEWASM_SYSTEM_MISROUTE: the balancer is told each backend serves the other's model (it then misroutes).
+    declared = ["llama-3-3b", "llama-3-1b"] if os.environ.get("EDGEWASM_SYSTEM_MISROUTE") else ["llama-3-1b", "llama-3-3b"]
+    backends = [{"name": "llm/llama-low-cost", "url": low.url, "weight": int(sys.argv[3]), "models": [declared[0]]},
+                {"name": "llm/llama-high-cost", "url": high.url, "weight": 1, "models": [declared[1]]}]
     open(sys.argv[2], "w").write(json.dumps(backends))
     import threading
     threading.Thread(target=loop.run_forever, daemon=True).start()
@@ -50,7 +53,7 @@ def system(tmp_path):
     with the balancer's defaults (no X-Edgewasm-Backend header) unless the test asks for the header."""
     procs = []
 
-    def start(low_weight: int = 3, backend_header: bool = False) -> str:
+    def start(low_weight: int = 3, backend_header: bool = False, misroute: bool = False) -> str:
         port = free_port()
         proc = subprocess.Popen(
             [
@@ -64,6 +67,7 @@ def system(tmp_path):
                 *(["--backend-header"] if backend_header else []),
             ],
             stderr=subprocess.PIPE,
+            env={**os.environ, "EDGEWASM_SYSTEM_MISROUTE": "1" if misroute else ""},
         )
         procs.append(proc)
         deadline = time.monotonic() + 20

@@ -96,7 +96,9 @@ class StandinBackend:
             return await self._stream(request, payload)
         answer = {
             "backend": self.name,
-            "model": payload.get("model", self.models[0]),
+            # llama-api-server answers with its own --model-name, never with whatever the request named: a
+            # request routed to the wrong backend shows in the answer.
+            "model": payload.get("model") if payload.get("model") in self.models else self.models[0],
             **record,
             "object": "chat.completion",
             "choices": [

@@ -71,7 +71,7 @@ async def test_bodies_arrive_intact(backends, balancer, http, size, buffer_limit
 
 
 async def test_chunked_request_body(backends, balancer, http):
-    a = await backends("a")
+    a = await backends("a", models=["m1"])
     bal = await balancer([{"name": "a", "url": a.url, "models": ["m1"]}])
     payload = json.dumps({"model": "m1", "messages": [{"role": "user", "content": "x" * 200_000}]}).encode()
 

@@ -140,6 +140,18 @@ def test_a_tampered_release_wasm_fails_before_any_node(run_site, tmp_path):
     assert "Cannot reach the Kubernetes API" not in result.output
 
 
+def test_your_own_wasm_is_checked_against_its_sha256_before_it_is_used(run_site, tmp_path):
+    own = tmp_path / "mirror" / "0.28.1" / "llama-api-server.wasm"
+    variables = serving_image(
+        tmp_path, llama_backends_server_wasm=str(own), llama_backends_server_sha256="0" * 64
+    )
+    result = run(run_site, tmp_path, [GOOD], image="", **variables)
+    assert result.rc != 0
+    assert f"llama_backends_server_wasm {own} has sha256" in result.output, result.output
+    assert "rebuild it or update the checksum" in result.output
+    assert not (tmp_path / "cache" / "images").exists() and not (tmp_path / "node-images").exists()
+
+
 def test_bad_serving_image_settings_fail_naming_the_variable(run_site, tmp_path):
     result = run(
         run_site,

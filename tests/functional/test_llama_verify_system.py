@@ -109,6 +109,19 @@ def test_the_backend_header_is_used_when_the_balancer_sends_it(run_module, syste
     assert {r["identified_by"] for r in requests} == {"header"}
 
 
+def test_a_misrouted_request_is_caught_without_the_header(run_module, system, cluster, tmp_path):
+    """With no X-Edgewasm-Backend, the answer's model (llama-api-server's own --model-name) says who answered: a
+    balancer that sends llama-3-1b's requests to the llama-3-3b backend fails the per-backend check. A stand-in
+    that echoed the request's model would hide this."""
+    result = run_module(module.main, params(system(misroute=True), tmp_path))
+    assert result["failed"] is True
+    problems = "\n".join(result["problems"])
+    assert (
+        "backend llama-low-cost (model llama-3-1b): answered by llm/llama-high-cost, expected llm/llama-low-cost"
+        in (problems)
+    ), problems
+
+
 def test_backends_sharing_a_model_name_need_the_header(run_module, system, cluster, tmp_path):
     """Without X-Edgewasm-Backend an answer's model is all verify has: two backends of one model name cannot be
     told apart, and the module says how to fix that instead of reporting a wrong split."""
