@@ -22,6 +22,9 @@ cd "$EDGEWASM_REPO" || exit 2
 passed=0
 failed=0
 summary=()
+# Each stage's output is also kept here, for the failure digest at the end.
+stage_logs=$(mktemp -d "${TMPDIR:-/tmp}/edgewasm-stages.XXXXXX")
+trap 'rm -rf "$stage_logs"' EXIT
 
 all_stages=(setup ruff ansible-lint sanity galaxy pytest cluster compat balancer)
 for scenario_dir in extensions/molecule/*/; do all_stages+=("molecule-$(basename "$scenario_dir")"); done
@@ -45,8 +48,8 @@ stage() {
   selected "$name" || return 0
   printf '\n======== [%s] %s ========\n' "$name" "$title"
   local start=$SECONDS rc
-  "$@"
-  rc=$?
+  "$@" 2>&1 | tee "$stage_logs/$name.log"
+  rc=${PIPESTATUS[0]}
   local took=$((SECONDS - start))
   if ((rc == 0)); then
     passed=$((passed + 1)); summary+=("PASS  ${took}s  $name")
@@ -57,7 +60,24 @@ stage() {
   return "$rc"
 }
 
+# What a failed stage said, again at the very end: CI shows only the tail of the output, and the molecule logs
+# printed last would otherwise hide which tests failed. pytest's summary lines (FAILED/ERROR), ansible's failed
+# tasks and the other tools' error lines; else the stage's last lines.
+failure_digest() {
+  local name=$1 log=$stage_logs/$1.log lines
+  lines=$(grep -aE '^(FAILED|ERROR) |^fatal: |^failed: |^[A-Za-z_./-]+:[0-9]+:[0-9]+: |^ERROR:|^FAIL|failed:? ' "$log" |
+    grep -av '^FAIL  [0-9]*s ' | tail -n 40)
+  [[ -n $lines ]] || lines=$(tail -n 25 "$log")
+  printf '\n-------- what [%s] said of its failure --------\n%s\n' "$name" "$lines"
+}
+
 finish() {
+  local line name
+  for line in "${summary[@]}"; do
+    [[ $line == FAIL* ]] || continue
+    name=${line#FAIL  *s  }
+    failure_digest "${name%% *}"
+  done
   printf '\n======== summary ========\n'
   printf '%s\n' "${summary[@]}"
   printf '%s passed, %s failed\n' "$passed" "$failed"
