@@ -24,6 +24,8 @@ class FakeKubeApi:
         self.lists: list[tuple[str, str, str]] = []  # (kind, namespace, labelSelector) of each list call
         self.url = ""
         self._runner: web.AppRunner | None = None
+        # The next lists answer this status with a Status body, as an API server does (403: RBAC, 500, 429).
+        self.failing_lists: list[int] = []
 
     async def start(self) -> FakeKubeApi:
         app = web.Application()
@@ -51,6 +53,16 @@ class FakeKubeApi:
             if request.query.get("watch") in {"true", "1", "True"}:
                 return await self._watch(request, kind, ns)
             self.lists.append((kind, ns, request.query.get("labelSelector", "")))
+            if self.failing_lists:
+                code = self.failing_lists.pop(0)
+                status = {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "code": code,
+                }
+                return web.json_response({**status, "message": f"failing with {code}"}, status=code)
             api_version, obj_kind = KINDS[kind]
             items = list(self.objects.get((kind, ns), {}).values())
             return web.json_response(

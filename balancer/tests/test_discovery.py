@@ -92,6 +92,36 @@ async def test_kubernetes_list_then_watch(kube):
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def test_a_failed_list_keeps_the_backends_it_had(kube):
+    """A list answered 403, 500 or 429 is an error, never an empty namespace: before, the Status body read as a
+    list without items took every backend of the namespace out until the next good list."""
+    fake, api_client = kube
+    fake.apply("services", service("llm", "low-cost", weight="3", models="llama-3-1b"))
+    fake.apply("endpointslices", endpoint_slice("llm", "low-cost", ["10.42.0.5"]))
+    pool = BackendPool()
+    discovery = KubeDiscovery(pool, KUBE, api_client)
+    task = asyncio.create_task(discovery.run())
+    expected = {"llm/low-cost": (3, ["http://10.42.0.5:8080"], ["llama-3-1b"])}
+    try:
+        await eventually(lambda: discovery.synced and urls(pool) == expected)
+        await eventually(lambda: fake.watching("services", "llm"))
+        lists_before = len(fake.lists)
+        fake.failing_lists = [500, 403, 429]
+        fake.expire("services", "llm")  # the informer lists again: three failures, then a good list
+        seen = []
+        for _tick in range(1000):  # 5 s at most
+            seen.append(urls(pool))
+            if not fake.failing_lists and len(fake.lists) >= lists_before + 4:
+                break
+            await asyncio.sleep(0.005)
+        await eventually(lambda: fake.watching("services", "llm"))
+        assert all(state == expected for state in seen), [s for s in seen if s != expected][:1]
+        assert urls(pool) == expected
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_kubernetes_discovery_resyncs_after_the_api_goes_away(kube):
     fake, api_client = kube
     fake.apply("services", service("llm", "a"))

@@ -236,9 +236,11 @@ class ControlPlane:
             f"--secure-port={free_port()}",
         ]
 
-    def restart_apiserver(self) -> None:
-        """Stop and start kube-apiserver on the same port (watches end; clients must relist)."""
+    def restart_apiserver(self, down: float = 0.0) -> None:
+        """Stop and start kube-apiserver on the same port (watches end; clients must relist), after `down`
+        seconds without it (an API partition as the clients see it)."""
         self.components.pop("kube-apiserver").stop()
+        time.sleep(down)
         self._start_apiserver()
 
     def stop(self) -> None:

@@ -12,11 +12,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from kubernetes_asyncio import config as kube_config
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgewasm_balancer import upstream
-from edgewasm_balancer.config import ConfigError, Settings
+from edgewasm_balancer.config import ConfigError, Settings, election_settings
 from edgewasm_balancer.contract import ADMIN_TOKEN_ENV
+from edgewasm_balancer.election import LeaseElector
 from edgewasm_balancer.health import HealthChecker, merged_models
 from edgewasm_balancer.kube import KubeDiscovery, KubeSettings, api_client
 from edgewasm_balancer.listener import Limits, handler_factory, listen
@@ -83,6 +85,9 @@ class Balancer:
         self.metrics = Metrics(self.pool)
         self.kube_api = kube_api
         self.kube: Any = None
+        self.elector: LeaseElector | None = None
+        self.election_task: asyncio.Task[None] | None = None
+        self.led_at_stop = False  # held the Lease when SIGTERM came: drains what kube-proxy still sends
         self.draining = False
         self.tasks: list[asyncio.Task[None]] = []
         self.session: aiohttp.ClientSession | None = None
@@ -111,7 +116,8 @@ class Balancer:
         s = self.settings
         assert s.admin_token is not None
         app = web.Application(client_max_size=64 * 1024)
-        app.router.add_routes(AdminApi(self.pool, s.admin_token, s.admin_allow_networks).routes())
+        leader = self.elector.status if self.elector is not None else None
+        app.router.add_routes(AdminApi(self.pool, s.admin_token, s.admin_allow_networks, leader).routes())
         return app
 
     def build_metrics_app(self) -> web.Application:
@@ -123,9 +129,22 @@ class Balancer:
     async def healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    def standing_by(self) -> bool:
+        """With --leader-election: True while this replica must not route (it does not hold the Lease). The
+        leader that got SIGTERM keeps routing what still reaches it while it drains: Kubernetes sends a
+        terminating pod new connections only while no other endpoint is ready (the new leader's readiness)."""
+        elector = self.elector
+        if elector is None:
+            return self.settings.leader_election  # not campaigning yet
+        return not elector.leading and not (self.draining and self.led_at_stop)
+
     async def readyz(self, _request: web.Request) -> web.Response:
         reasons = []
-        if self.draining:
+        if self.settings.leader_election:
+            if self.standing_by():
+                holder = self.elector.holder if self.elector is not None else ""
+                reasons.append(f"standing by: the leader is {holder or 'not elected yet'}")
+        elif self.draining:
             reasons.append("shutting down")
         if self.kube is not None and not self.kube.synced:
             reasons.append("Kubernetes discovery has not listed every namespace yet")
@@ -178,7 +197,10 @@ class Balancer:
             write_timeout=s.backend_write_timeout,
             retry_non_idempotent=s.retry_non_idempotent,
             backend_header=s.backend_header,
+            standing_by=self.standing_by if s.leader_election else None,
         )
+        if s.leader_election:
+            await self._start_election()
         admin_app = self.build_admin_app() if s.admin_api else None
         self.runner = await self._serve(self.build_app(), s.host, s.port)
         self.address = self._bound(-1)
@@ -255,10 +277,25 @@ class Balancer:
 
         self._spawn(run())
 
-    def _spawn(self, coro: Any) -> None:
+    async def _start_election(self) -> None:
+        s = self.settings
+        try:
+            api = self.kube_api or await api_client(s.kubeconfig)
+        except kube_config.ConfigException as exc:
+            raise ConfigError(f"--leader-election needs the Kubernetes API: {exc}") from exc
+        self.elector = LeaseElector(api, election_settings(s), self._leadership_changed)
+        self.metrics.leader.set(0)
+        self.election_task = self._spawn(self.elector.run())
+        log.info("campaigning for leadership", extra=self.elector.status())
+
+    def _leadership_changed(self, leading: bool) -> None:
+        self.metrics.leadership(leading)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         task.add_done_callback(self._task_done)
         self.tasks.append(task)
+        return task
 
     @staticmethod
     def _task_done(task: asyncio.Task[None]) -> None:
@@ -273,8 +310,12 @@ class Balancer:
         exceeds both is never hit.
         """
         loop = asyncio.get_running_loop()
-        self.draining = True
         deadline = loop.time() + self.settings.shutdown_delay + self.settings.shutdown_timeout
+        if self.elector is not None:
+            self.led_at_stop = self.elector.leading
+            self.draining = True
+            await self._hand_over()
+        self.draining = True
         if self.settings.shutdown_delay:
             await asyncio.sleep(self.settings.shutdown_delay)
         log.info("shutting down", extra={"in_flight": self.proxy.in_flight if self.proxy else 0})
@@ -297,6 +338,15 @@ class Balancer:
             await self.session.close()
         if self.connections is not None:
             self.connections.close()
+
+    async def _hand_over(self) -> None:
+        """Stop campaigning and free the Lease at once: a standby takes it at its next try (--retry-period)."""
+        if self.election_task is not None:
+            self.election_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.election_task
+        if self.elector is not None:
+            await self.elector.release()
 
     def reload(self) -> None:
         """SIGHUP: re-read the backends file now (Kubernetes discovery and the admin API are always current)."""

@@ -24,6 +24,7 @@ from edgewasm_balancer.contract import (
     TARGET_LABEL,
     WEIGHT_ANNOTATION,
 )
+from edgewasm_balancer.election import ElectionError, ElectionSettings, identity, lease_namespace
 
 MIB = 1024 * 1024
 
@@ -169,6 +170,57 @@ class Settings:
             "--kubeconfig",
             "kubeconfig file (default: in-cluster service account, then ~/.kube/config)",
             type=Path,
+        ),
+    )
+    leader_election: bool = field(
+        default=False,
+        metadata=_opt(
+            "--leader-election",
+            "several replicas: only the holder of a coordination.k8s.io Lease routes and reports ready "
+            "(exact slot accounting); the others wait, their discovery warm, to take over",
+            action="store_true",
+        ),
+    )
+    lease_name: str = field(
+        default="edgewasm-balancer",
+        metadata=_opt("--lease-name", "name of the Lease the replicas campaign for (one per balancer)"),
+    )
+    lease_namespace: str = field(
+        default="",
+        metadata=_opt(
+            "--lease-namespace",
+            "namespace of the Lease (default: POD_NAMESPACE, else the service account's namespace, else default)",
+        ),
+    )
+    identity: str = field(
+        default="",
+        metadata=_opt(
+            "--identity",
+            "this replica's name in the Lease (default: POD_NAME, else the host name and a random suffix)",
+        ),
+    )
+    lease_duration: float = field(
+        default=6.0,
+        metadata=_opt(
+            "--lease-duration",
+            "seconds a Lease not renewed stays its holder's (whole seconds): how long a crashed leader is missed",
+            type=_positive(float),
+        ),
+    )
+    renew_deadline: float = field(
+        default=4.0,
+        metadata=_opt(
+            "--renew-deadline",
+            "seconds a leader keeps routing without a successful renewal (less than --lease-duration)",
+            type=_positive(float),
+        ),
+    )
+    retry_period: float = field(
+        default=1.0,
+        metadata=_opt(
+            "--retry-period",
+            "seconds between a candidate's tries and a leader's renewals",
+            type=_positive(float),
         ),
     )
     admin_api: bool = field(
@@ -564,4 +616,22 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     if args.backends_file is None and not args.kubernetes and not admin_api:
         parser.error("no backend source: give --backends-file, --kubernetes or an admin token")
     values.update(admin_api=admin_api, admin_token=token)
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.leader_election:
+        try:
+            election_settings(settings)
+        except ElectionError as exc:
+            parser.error(str(exc))
+    return settings
+
+
+def election_settings(settings: Settings) -> ElectionSettings:
+    """The Lease and timings of --leader-election; ElectionError when the timings cannot keep leaders apart."""
+    return ElectionSettings(
+        namespace=lease_namespace(settings.lease_namespace),
+        name=settings.lease_name,
+        identity=identity(settings.identity),
+        lease_duration=settings.lease_duration,
+        renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period,
+    )

@@ -152,6 +152,21 @@ def service_specs(
 
 
 ListCall = Callable[..., Awaitable[Any]]
+# The most of an API error's body kept for its message.
+ERROR_BODY = 2048
+
+
+async def read_json(response: Any) -> dict[str, Any]:
+    """The JSON body of a raw (`_preload_content=False`) API response; ApiException for any status but 2xx.
+
+    Without preloading, kubernetes_asyncio returns error answers as they are: a 403 or a 500 read as a list
+    would look like a namespace without any Service, and would take every backend out."""
+    body = await response.read()
+    if not 200 <= response.status <= 299:
+        error = ApiException(status=response.status, reason=response.reason)
+        error.body = body[:ERROR_BODY].decode("utf-8", "replace")
+        raise error
+    return json.loads(body)
 
 
 class Informer:
@@ -219,7 +234,7 @@ class Informer:
 
     async def _list(self) -> str:
         response = await self.call(self.namespace, label_selector=self.selector, _preload_content=False)
-        data = json.loads(await response.read())
+        data = await read_json(response)
         self.items = {i["metadata"]["name"]: i for i in data.get("items") or []}
         self.on_change()
         self.synced.set()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -104,6 +104,24 @@ class Metrics:
             namespace=ns,
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "leader",
+            "1 while this replica routes: it holds the Lease (--leader-election), or runs without election",
+            namespace=ns,
+            registry=self.registry,
+        )
+        self.leader.set(1)
+        self.leadership_changes = Counter(
+            "leadership_changes",
+            "Times this replica became the leader (acquired) or stopped being it (lost: released, expired, taken)",
+            ["change"],
+            namespace=ns,
+            registry=self.registry,
+        )
+
+    def leadership(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
+        self.leadership_changes.labels("acquired" if leading else "lost").inc()
 
     def backend(self, label: str) -> BackendMetrics:
         """The cached per-backend series (created on first use)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
@@ -321,8 +321,11 @@ class Proxy:
         write_timeout: float = 60.0,
         retry_non_idempotent: bool = False,
         backend_header: bool = False,
+        standing_by: Callable[[], bool] | None = None,
     ) -> None:
         self.pool = pool
+        # With leader election: whether this replica must not route (it does not hold the Lease).
+        self.standing_by = standing_by
         self.metrics = metrics
         self.connections = connections
         self.first_byte_timeout = first_byte_timeout
@@ -348,6 +351,18 @@ class Proxy:
             self.in_flight -= 1
 
     async def _handle(self, request: web.Request, started: float) -> web.StreamResponse:
+        if self.standing_by is not None and self.standing_by():
+            # Another replica holds the Lease and its slot counts: routing here would double-book backends.
+            self.metrics.rejected.labels("503").inc()
+            refused = openai_error(
+                503,
+                "This balancer replica is standing by (another one routes); retry",
+                "service_unavailable",
+                "not_leader",
+                {"Retry-After": "1"},
+            )
+            refused.force_close()  # the client's next connection may reach the leader
+            return refused
         unsendable = _unsendable_header(request.headers)
         if unsendable is not None:
             self.metrics.rejected.labels("400").inc()

@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -271,17 +271,28 @@ class AdminApi:
         pool: BackendPool,
         token: str,
         networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+        leader: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.pool = pool
         self.token = token
         self.networks = tuple(networks)
+        self.leader_status = leader
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/api/register", self.register),
             web.delete("/api/unregister/{name}", self.unregister),
             web.get("/api/services", self.services),
+            web.get("/api/leader", self.leader),
         ]
+
+    async def leader(self, request: web.Request) -> web.Response:
+        """Who routes: the Lease, its holder and whether that is this replica (--leader-election)."""
+        if not self._authorized(request):
+            return self._denied()
+        if self.leader_status is None:
+            return web.json_response({"election": False, "leading": True})
+        return web.json_response({"election": True, **self.leader_status()})
 
     def _authorized(self, request: web.Request) -> bool:
         scheme, _sep, given = request.headers.get("Authorization", "").partition(" ")
