@@ -15,6 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
+PEAK = web.RequestKey("standin_peak", list)  # [most requests answered at once during this one]
+
 
 @dataclass
 class StandinBackend:
@@ -28,6 +30,9 @@ class StandinBackend:
     cancelled: int = 0
     active: int = 0  # /v1 requests being answered right now
     max_active: int = 0
+    # Per request being answered: the most requests this backend answered at once during its lifetime, sent
+    # back as "peak_active" (in the JSON answer, in the last SSE chunk): a client sees whether it shared a slot.
+    _peaks: dict[int, list[int]] = field(default_factory=dict)
     received: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -66,10 +71,16 @@ class StandinBackend:
     async def generic(self, request: web.Request) -> web.StreamResponse:
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        peak = [self.active]
+        self._peaks[id(peak)] = peak
+        for other in self._peaks.values():
+            other[0] = max(other[0], self.active)
+        request[PEAK] = peak
         try:
             return await self._generic(request)
         finally:
             self.active -= 1
+            del self._peaks[id(peak)]
 
     async def _generic(self, request: web.Request) -> web.StreamResponse:
         self.hits += 1
@@ -100,6 +111,7 @@ class StandinBackend:
             # request routed to the wrong backend shows in the answer.
             "model": payload.get("model") if payload.get("model") in self.models else self.models[0],
             **record,
+            "peak_active": request[PEAK][0],
             "object": "chat.completion",
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": "blue"}, "finish_reason": "stop"}
@@ -115,12 +127,15 @@ class StandinBackend:
         )
         await response.prepare(request)
         try:
-            for index in range(int(payload.get("chunks", 3))):
+            chunks = int(payload.get("chunks", 3))
+            for index in range(chunks):
                 chunk = {
                     "backend": self.name,
                     "index": index,
                     "choices": [{"delta": {"content": f"t{index}"}}],
                 }
+                if index == chunks - 1:
+                    chunk["peak_active"] = request[PEAK][0]
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 if index == 0 and self.stream_gate is not None:
                     await self.stream_gate.wait()

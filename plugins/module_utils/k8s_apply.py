@@ -35,6 +35,8 @@ else:
 
 FIELD_MANAGER = "edgewasm.llamaedge"
 SERVER_METADATA = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp", "selfLink")
+# On a Deployment whose pods are not all meant to be Ready (leader election: only the leader is), how many are.
+READY_REPLICAS_ANNOTATION = "llamaedge/ready-replicas"
 SERVER_ANNOTATIONS = ("deployment.kubernetes.io/revision", "kubectl.kubernetes.io/last-applied-configuration")
 
 
@@ -233,14 +235,27 @@ def rollout_state(live):
     status = live.get("status") or {}
     meta = live.get("metadata") or {}
     wanted = spec.get("replicas", 1)
+    ready_wanted = wanted
+    annotated = (meta.get("annotations") or {}).get(READY_REPLICAS_ANNOTATION)
+    if annotated is not None and str(annotated).isdigit():
+        ready_wanted = min(int(annotated), wanted)
     observed = status.get("observedGeneration", 0) >= meta.get("generation", 1)
     updated = status.get("updatedReplicas", 0)
     ready = status.get("readyReplicas", 0)
     available = status.get("availableReplicas", 0)
-    done = bool(live) and observed and updated >= wanted and ready >= wanted and available >= wanted
+    # Old pods gone too when not all are meant to be ready: a ready old leader must not pass for the new one.
+    old_gone = ready_wanted == wanted or status.get("replicas", 0) <= updated
+    done = (
+        bool(live)
+        and observed
+        and updated >= wanted
+        and old_gone
+        and ready >= ready_wanted
+        and available >= ready_wanted
+    )
     summary = "%d/%d ready, %d updated, %d available%s" % (
         ready,
-        wanted,
+        ready_wanted,
         updated,
         available,
         "" if observed else ", newest generation not yet observed",

@@ -13,6 +13,7 @@ import math
 import re
 import secrets
 
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils.k8s_apply import READY_REPLICAS_ANNOTATION
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils.llama_common import (
     dns_label_error,
     label_selector,
@@ -31,6 +32,20 @@ BALANCER_PORT = 8080
 BALANCER_ADMIN_PORT = 8081  # the admin API's own listener: a ClusterIP Service, never the public one
 BALANCER_METRICS_PORT = 8082  # Prometheus' listener: a container port in no Service (the series name pods)
 GRACE_MARGIN = 15
+# With leader election: the shutdown delay when extra_args sets none. The leader that gets SIGTERM hands the
+# Lease over at once and keeps routing what still reaches it for this long: Kubernetes sends a terminating pod
+# new connections while no other endpoint is ready, so a rollout that replaces every pod at once (the only
+# kind that can end when one pod is ready) loses no request while the new leader starts.
+ELECTION_SHUTDOWN_DELAY = 10
+ELECTION_FLAGS = (
+    "--leader-election",
+    "--lease-name",
+    "--lease-namespace",
+    "--identity",
+    "--lease-duration",
+    "--renew-deadline",
+    "--retry-period",
+)
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}\Z")
 
 
@@ -64,6 +79,29 @@ def balancer_errors(spec):
     if (spec.get("routing") or "swrr") not in ROUTING_POLICIES:
         errors.append("routing=%r must be one of %s" % (spec.get("routing"), ", ".join(ROUTING_POLICIES)))
     errors.extend(_extra_args_errors(spec.get("extra_args") or []))
+    errors.extend(_election_errors(spec))
+    return errors
+
+
+def election_enabled(spec):
+    """Leader election: as asked, else on with more than one replica (their slot counts must be one)."""
+    asked = spec.get("leader_election")
+    return spec["replicas"] > 1 if asked is None else bool(asked)
+
+
+def _election_errors(spec):
+    duration = spec.get("lease_duration", 6)
+    renew = spec.get("renew_deadline", 4)
+    retry = spec.get("retry_period", 1)
+    errors = []
+    if not (isinstance(duration, int) and duration >= 1):
+        errors.append("lease_duration=%r must be a whole number of seconds >= 1" % (duration,))
+    elif not 0 < retry * 1.2 < renew < duration:
+        errors.append(
+            "lease_duration=%r, renew_deadline=%r and retry_period=%r must keep 1.2 x retry_period < renew_deadline "
+            "< lease_duration: a leader cut off from the API must stop before another may take over"
+            % (duration, renew, retry)
+        )
     return errors
 
 
@@ -78,13 +116,15 @@ def _extra_args_errors(extra_args):
         "--routing",
         "--metrics-listen",
         "--backend-header",
+        *ELECTION_FLAGS,
     )
     for flag in owned:
         # A prefix too: the balancer refuses abbreviations, but the pod would only fail when it starts.
         if any(flag.startswith(option) for option in options):
             errors.append(
                 "extra_args must not set %s: the module sets it (admin API: use admin_api; routing: use routing; "
-                "metrics: use metrics; the backend header: use backend_header)" % flag
+                "metrics: use metrics; the backend header: use backend_header; leader election: use "
+                "leader_election, lease_duration, renew_deadline and retry_period)" % flag
             )
     try:
         shutdown = shutdown_seconds(extra_args)
@@ -95,6 +135,36 @@ def _extra_args_errors(extra_args):
             "extra_args: --shutdown-delay + --shutdown-timeout must be numbers adding up to 0-3600 s"
         )
     return errors
+
+
+def _election_rbac(spec):
+    """The Lease of leader election, in the balancer's own namespace: get and update that one Lease by name.
+    Create cannot be limited to a name (Kubernetes RBAC authorizes a create before the name is known): the
+    Role allows creating Leases in this namespace, and nothing else about them."""
+    name = "%s-leader-election" % spec["name"]
+    meta = {"name": name, "namespace": spec["namespace"], "labels": labels(spec["name"], "balancer")}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": dict(meta),
+        "rules": [
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": [spec["name"]],
+                "verbs": ["get", "update"],
+            },
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": dict(meta),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": spec["name"], "namespace": spec["namespace"]}],
+    }
+    return [role, binding]
 
 
 def _balancer_rbac(spec):
@@ -128,6 +198,8 @@ def _balancer_rbac(spec):
                 ],
             }
         )
+    if election_enabled(spec):
+        objects.extend(_election_rbac(spec))
     return objects
 
 
@@ -168,8 +240,16 @@ def _balancer_container(spec):
     args.extend(["--metrics-listen", metrics])
     if spec.get("backend_header"):
         args.append("--backend-header")
-    args.extend(spec.get("extra_args") or [])
     env = []
+    election = election_enabled(spec)
+    if election:
+        args.extend(_election_args(spec))
+        # The Lease names each replica by its pod (the downward API): unique within the Deployment.
+        env.extend(
+            {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": "metadata.%s" % field}}}
+            for variable, field in (("POD_NAME", "name"), ("POD_NAMESPACE", "namespace"))
+        )
+    args.extend(spec.get("extra_args") or [])
     ports = [{"name": "http", "containerPort": BALANCER_PORT, "protocol": "TCP"}]
     if spec.get("metrics", True):
         ports.append({"name": "metrics", "containerPort": BALANCER_METRICS_PORT, "protocol": "TCP"})
@@ -189,7 +269,10 @@ def _balancer_container(spec):
         "imagePullPolicy": spec["image_pull_policy"],
         "args": args,
         "ports": ports,
-        "readinessProbe": probe("/readyz", "http", 5, 2),
+        # With election, readiness is leadership: probed every second, so a new leader gets traffic at once.
+        "readinessProbe": dict(probe("/readyz", "http", 1, 1), timeoutSeconds=1)
+        if election
+        else probe("/readyz", "http", 5, 2),
         "livenessProbe": probe("/healthz", "http", 10, 3, delay=5),
         "securityContext": {
             "runAsNonRoot": True,
@@ -208,6 +291,34 @@ def _balancer_container(spec):
     if env:
         container["env"] = env
     return container
+
+
+def _election_args(spec):
+    args = [
+        "--leader-election",
+        "--lease-name",
+        spec["name"],
+        "--lease-namespace",
+        spec["namespace"],
+        "--lease-duration",
+        str(spec.get("lease_duration", 6)),
+        "--renew-deadline",
+        "%g" % spec.get("renew_deadline", 4),
+        "--retry-period",
+        "%g" % spec.get("retry_period", 1),
+    ]
+    if not any(str(a).startswith("--shutdown-delay") for a in spec.get("extra_args") or []):
+        args.extend(["--shutdown-delay", str(ELECTION_SHUTDOWN_DELAY)])
+    return args
+
+
+def _strategy(spec):
+    """With election only the leader is ready, so a rollout that waits for new pods to be ready before it
+    stops old ones never ends: every pod is replaced at once (new ones first), and the old leader's shutdown
+    delay bridges the new leader's start."""
+    if not election_enabled(spec):
+        return None
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "100%"}}
 
 
 def token_secret(spec):
@@ -270,6 +381,7 @@ def balancer_manifests(spec):
     service_port = {"name": "http", "port": spec["port"], "targetPort": "http", "protocol": "TCP"}
     if spec["service_type"] == "NodePort" and spec.get("node_port"):
         service_port["nodePort"] = spec["node_port"]
+    container = _balancer_container(spec)
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -282,12 +394,17 @@ def balancer_manifests(spec):
                 "spec": {
                     "serviceAccountName": name,
                     "automountServiceAccountToken": True,
-                    "terminationGracePeriodSeconds": grace_period(spec.get("extra_args")),
-                    "containers": [_balancer_container(spec)],
+                    "terminationGracePeriodSeconds": grace_period(container["args"]),
+                    "containers": [container],
                 },
             },
         },
     }
+    strategy = _strategy(spec)
+    if strategy is not None:
+        deployment["spec"]["strategy"] = strategy
+        # What "rolled out" means here (k8s_apply.rollout_state): every pod updated, one of them ready.
+        deployment["metadata"]["annotations"] = {READY_REPLICAS_ANNOTATION: "1"}
     service = {
         "apiVersion": "v1",
         "kind": "Service",

@@ -62,8 +62,38 @@ options:
     type: int
     default: 80
   replicas:
-    description: Balancer pods.
+    description:
+      - Balancer pods. With more than one, leader election is on unless O(leader_election=false) (see there).
     type: int
+    default: 1
+  leader_election:
+    description:
+      - Whether the replicas elect one router on a C(coordination.k8s.io/v1) Lease named O(name) in O(namespace).
+        Default - on when O(replicas) is more than one, off otherwise.
+      - Only the Lease's holder routes and reports ready, so the Service sends traffic to it alone and its slot
+        counts and queue are exact (O(routing=load-aware)); the others keep their discovery current and stand by.
+        A leader that gets SIGTERM hands the Lease over at once; a crashed one is replaced when the Lease expires
+        (O(lease_duration)); one cut off from the API stops routing after O(renew_deadline), before anyone
+        else may take over.
+      - It adds a Role and RoleBinding C(<name>-leader-election) (C(get) and C(update) on that one Lease,
+        C(create) on Leases in O(namespace), which Kubernetes RBAC cannot limit to a name), the C(POD_NAME) and
+        C(POD_NAMESPACE) variables, a readiness probe every second, C(--shutdown-delay 10) unless O(extra_args)
+        sets one, and a rollout that replaces every pod at once (a rollout waiting for new pods to be ready
+        would never end, since only one is). With O(wait=true), rolled out means every pod updated and one ready.
+      - No PodDisruptionBudget is made - a budget counts ready pods, and only the leader is ready, so it could
+        only block every eviction of the leader or protect nothing.
+    type: bool
+  lease_duration:
+    description: Seconds a Lease that is not renewed stays its holder's (how long a crashed leader is missed).
+    type: int
+    default: 6
+  renew_deadline:
+    description: Seconds a leader keeps routing without a successful renewal; less than O(lease_duration).
+    type: float
+    default: 4
+  retry_period:
+    description: Seconds between a candidate's attempts and a leader's renewals; 1.2 times it is less than O(renew_deadline).
+    type: float
     default: 1
   admin_api:
     description:
@@ -122,8 +152,8 @@ options:
   extra_args:
     description:
       - More balancer flags, for example C([--least-busy, --retries, "3"]). C(--listen), C(--admin-listen),
-        C(--kubernetes), C(--admin-token-file), C(--routing), C(--metrics-listen) and C(--backend-header) are set
-        by the module and refused here.
+        C(--kubernetes), C(--admin-token-file), C(--routing), C(--metrics-listen), C(--backend-header) and the
+        leader election flags are set by the module and refused here.
       - The pod's C(terminationGracePeriodSeconds) is C(--shutdown-delay) + C(--shutdown-timeout) (defaults 0
         and 30) + 15 seconds, so the balancer always finishes its drain before Kubernetes kills it.
     type: list
@@ -192,6 +222,10 @@ def argument_spec():
         node_port=dict(type="int"),
         port=dict(type="int", default=80),
         replicas=dict(type="int", default=1),
+        leader_election=dict(type="bool"),
+        lease_duration=dict(type="int", default=6),
+        renew_deadline=dict(type="float", default=4.0),
+        retry_period=dict(type="float", default=1.0),
         admin_api=dict(type="bool", default=False),
         admin_token=dict(type="str", no_log=True),
         admin_token_secret=dict(type="str", no_log=False),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import kubernetes
 import pytest
@@ -94,6 +95,51 @@ def test_the_service_account_may_read_endpointslices_where_it_watches_and_nowher
     with pytest.raises(ApiException) as secrets:
         core.read_namespaced_secret("llama-balancer-admin", namespace)
     assert secrets.value.status == 403  # it reads Services and EndpointSlices, not the Secret
+
+
+def _lease(name: str) -> dict:
+    return {"metadata": {"name": name}, "spec": {"holderIdentity": "pod-a", "leaseDurationSeconds": 6}}
+
+
+def test_with_two_replicas_the_service_account_may_use_its_one_lease_and_no_other(
+    run_module, args, controllers, namespace, other_namespaces
+):
+    """With the controllers: the removed Role's foreground deletion needs the garbage collector."""
+    control_plane = controllers
+    result = run_module(module.main, args(replicas=2))
+    assert result["changed"] is True, result
+    leases = kubernetes.client.CoordinationV1Api(_as_service_account(control_plane, namespace).api_client)
+    created = leases.create_namespaced_lease(namespace, _lease("llama-balancer"))
+    created.spec.holder_identity = "pod-b"
+    leases.replace_namespaced_lease("llama-balancer", namespace, created)
+    assert leases.read_namespaced_lease("llama-balancer", namespace).spec.holder_identity == "pod-b"
+    # Create cannot be limited to a name (RBAC), but any other Lease is out of reach once it exists.
+    leases.create_namespaced_lease(namespace, _lease("someone-elses"))
+    for action in (
+        lambda: leases.read_namespaced_lease("someone-elses", namespace),
+        lambda: leases.replace_namespaced_lease("someone-elses", namespace, _lease("someone-elses")),
+        lambda: leases.delete_namespaced_lease("llama-balancer", namespace),
+        lambda: leases.list_namespaced_lease(namespace),
+        lambda: leases.create_namespaced_lease(f"{namespace}-b", _lease("llama-balancer")),
+    ):
+        with pytest.raises(ApiException) as refused:
+            action()
+        assert refused.value.status == 403
+    # One replica again: the Lease permissions go with the election.
+    single = run_module(module.main, args(replicas=1))
+    assert single["changed"] is True, single
+    assert ("Role", f"{namespace}", "llama-balancer-leader-election") not in [
+        (o["kind"], o["namespace"], o["name"]) for o in single["objects"] if not o["changed"]
+    ]
+    for _attempt in range(100):  # the garbage collector ends the deletion, the RBAC cache follows
+        try:
+            leases.read_namespaced_lease("llama-balancer", namespace)
+        except ApiException as gone:
+            assert gone.status == 403
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the Lease is still readable 10 s after the election Role was removed")
 
 
 def test_check_mode_creates_nothing(run_module, args, core, namespace):

@@ -7,9 +7,12 @@ token) and put it back.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shlex
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,6 +22,8 @@ import pytest
 from conftest import REPO, Lab, wait_for
 
 NAMESPACE = "llamaedge"
+READY_REPLICAS = "llamaedge/ready-replicas"
+BALANCER = "llama-balancer"
 UPGRADE_K3S = "v1.32.3+k3s1"  # scripts/lab.sh puts it on the lab's mirror
 EVENTS = "/var/lib/rancher/k3s/standin/events.log"
 KUBECTL = REPO / ".cache" / "controlplane" / "current" / "kubectl"
@@ -45,12 +50,14 @@ def running_and_ready(pod) -> bool:
 
 
 def rolled_out(apps, name: str) -> bool:
+    """Every pod updated and available; with leader election (the balancer's annotation) one available."""
     deployment = apps.read_namespaced_deployment(name, NAMESPACE)
     status = deployment.status
+    available = int((deployment.metadata.annotations or {}).get(READY_REPLICAS, deployment.spec.replicas))
     return (
         status.observed_generation == deployment.metadata.generation
         and (status.updated_replicas or 0) == deployment.spec.replicas
-        and (status.available_replicas or 0) == deployment.spec.replicas
+        and (status.available_replicas or 0) >= available
         and (status.replicas or 0) == deployment.spec.replicas
     )
 
@@ -199,6 +206,138 @@ def test_the_node_port_names_no_backend_and_serves_no_metrics(core):
         {p.name: p.container_port for p in pod.spec.containers[0].ports}.get("metrics") == 8082
         for pod in balancer
     )
+
+
+def balancer_pods(core) -> list:
+    return core.list_namespaced_pod(NAMESPACE, label_selector="app.kubernetes.io/component=balancer").items
+
+
+def lease_holder(api) -> str:
+    lease = kubernetes.client.CoordinationV1Api(api).read_namespaced_lease(BALANCER, NAMESPACE)
+    return lease.spec.holder_identity or ""
+
+
+def stream(url: str, model: str, chunks: int, interval: float) -> dict:
+    """A streamed chat completion (the stand-in takes chunks x interval seconds); its last data chunk."""
+    body = json.dumps(
+        {"model": model, "messages": [], "stream": True, "chunks": chunks, "interval": interval}
+    ).encode()
+    request = urllib.request.Request(  # noqa: S310 - the lab's http:// URL
+        f"{url}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310
+        events = [line[6:] for line in answer.read().decode().splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]", events[-3:]
+    return json.loads(events[-2])
+
+
+class SteadyClients:
+    """Clients sending requests through the node port one after another, a new connection each, until
+    stopped: every failure is kept with its time."""
+
+    def __init__(self, url: str, clients: int = 2) -> None:
+        self.url = url
+        self.answered = 0
+        self.failures: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _client in range(clients)]
+
+    def __enter__(self) -> SteadyClients:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ask(self.url, "llama-3-1b")
+                self.answered += 1
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                self.failures.append((time.monotonic(), f"{type(error).__name__}: {error}"))
+                time.sleep(0.05)
+
+    def window(self) -> float:
+        """Seconds from the first failure to the last (0 without any)."""
+        if not self.failures:
+            return 0.0
+        return self.failures[-1][0] - self.failures[0][0]
+
+
+def test_the_balancer_replicas_elect_one_leader(core, api):
+    """#34: balancer_replicas 2 - one ready pod, the holder of the Lease; the other stands by."""
+    pods = balancer_pods(core)
+    assert len(pods) == 2, [p.metadata.name for p in pods]
+    ready_pods = [p.metadata.name for p in pods if running_and_ready(p)]
+    assert len(ready_pods) == 1, ready_pods
+    assert lease_holder(api) == ready_pods[0]
+    assert all(p.status.phase == "Running" for p in pods)  # the standby runs, not ready
+
+
+def test_a_one_slot_backend_never_serves_two_requests_at_once(core):
+    """#34: 12 streams at once for a model of two one-slot pods, through the node port, with two balancer
+    replicas: each pod answers one at a time (the stand-in reports the most it served at once during each)."""
+    url = balancer_url(core)
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        last = list(pool.map(lambda _i: stream(url, "llama-3-3b", chunks=5, interval=0.2), range(12)))
+    peaks = sorted(chunk["peak_active"] for chunk in last)
+    served = {chunk["backend"] for chunk in last}
+    print(f"12 streams on 2 one-slot pods: most at once on a pod {peaks[-1]}, pods {sorted(served)}")
+    assert peaks == [1] * 12, peaks
+    assert served == {p.metadata.name for p in backend_pods(core, "llama-high-cost")}
+
+
+def test_a_rollout_restart_of_the_balancer_loses_no_request(core, apps, api, lab):
+    """#34: every pod replaced at once; the old leader hands over and bridges the new leader's start."""
+    url = balancer_url(core)
+    before = {p.metadata.name for p in balancer_pods(core)}
+    with SteadyClients(url) as clients:
+        time.sleep(2)
+        restarted = kubectl(lab, "-n", NAMESPACE, "rollout", "restart", f"deployment/{BALANCER}")
+        assert restarted.returncode == 0, restarted.stderr
+        wait_for(
+            "the balancer to roll out with a new leader",
+            lambda: (
+                rolled_out(apps, BALANCER)
+                and not before & {p.metadata.name for p in balancer_pods(core)}
+                and lease_holder(api) not in before
+            ),
+            interval=0.5,
+        )
+        time.sleep(3)
+    print(f"rollout restart of the balancer: {clients.answered} answered, {len(clients.failures)} failed")
+    assert clients.failures == [], clients.failures[:5]
+    assert clients.answered > 20
+
+
+def test_a_deleted_leader_pod_is_replaced_and_the_gap_is_stated(core, apps, api):
+    """#34: the leader's pod deleted (SIGTERM): a standby takes over; the failure window is measured."""
+    url = balancer_url(core)
+    leader = lease_holder(api)
+    assert leader in {p.metadata.name for p in balancer_pods(core)}
+    with SteadyClients(url) as clients:
+        time.sleep(2)
+        core.delete_namespaced_pod(leader, NAMESPACE)
+        wait_for(
+            "a new leader",
+            lambda: (
+                lease_holder(api) not in ("", leader)
+                and any(running_and_ready(p) for p in balancer_pods(core) if p.metadata.name != leader)
+            ),
+            interval=0.2,
+        )
+        wait_for("the balancer to roll out again", lambda: rolled_out(apps, BALANCER))
+        time.sleep(3)
+    print(
+        f"leader pod deleted: {clients.answered} answered, {len(clients.failures)} failed, "
+        f"failure window {clients.window():.2f} s"
+    )
+    assert clients.window() <= 6 + 2, clients.failures[:5]  # lease duration + 2 s at the very worst
+    assert clients.answered > 20
 
 
 def test_a_deleted_backend_pod_is_replaced_and_verify_passes(core, apps, lab):

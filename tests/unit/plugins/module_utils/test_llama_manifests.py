@@ -8,6 +8,7 @@ import kubernetes_validate
 import pytest
 from doubles.seed_backends import GROUPS, SEED
 
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import k8s_apply
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_backend_manifests as m
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import llama_balancer_manifests as b
 
@@ -24,6 +25,7 @@ BALANCER = {
     "node_port": 30080,
     "port": 80,
     "replicas": 2,
+    "leader_election": False,  # the election objects: tests/unit/plugins/modules/test_llama_balancer.py
     "admin_token_secret": "balancer-admin",
     "admin_token_key": "token",
     "extra_args": ["--least-busy"],
@@ -322,3 +324,23 @@ def test_crun_gets_exactly_one_plugin_directory():
         "(llama_backends_plugin_paths)"
     ]
     assert m.backend_errors(dict(SEED[0], node_groups=[group])) == []  # runwasi splits it
+
+
+def _deployment(replicas, status, annotations=None):
+    meta = {"name": "b", "namespace": "llm", "generation": 2}
+    if annotations:
+        meta["annotations"] = annotations
+    return {"metadata": meta, "spec": {"replicas": replicas}, "status": dict(status, observedGeneration=2)}
+
+
+def test_a_rollout_with_leader_election_is_done_with_every_pod_updated_and_one_ready():
+    """Only the leader is ready: waiting for both would never end; an old leader still running is not done."""
+    annotated = {k8s_apply.READY_REPLICAS_ANNOTATION: "1"}
+    one_ready = {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}
+    assert k8s_apply.rollout_state(_deployment(2, one_ready, annotated))["ready"] is True
+    assert k8s_apply.rollout_state(_deployment(2, one_ready))["ready"] is False  # without election: both
+    old_leader = {"replicas": 3, "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}
+    assert k8s_apply.rollout_state(_deployment(2, old_leader, annotated))["ready"] is False
+    nobody = {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 0, "availableReplicas": 0}
+    state = k8s_apply.rollout_state(_deployment(2, nobody, annotated))
+    assert state["ready"] is False and state["summary"].startswith("0/1 ready, 2 updated")

@@ -35,6 +35,83 @@ def test_manifests_validate(run_module, cluster, version):
         kubernetes_validate.validate(obj, version, strict=True)
 
 
+@pytest.mark.parametrize("version", ["1.30", "1.33"])
+def test_leader_election_manifests_validate(run_module, cluster, version):
+    result = run_module(module.main, args(replicas=2), check_mode=True)
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in result["manifests"]]
+    assert ("Role", "llama-balancer-leader-election") in kinds
+    assert ("RoleBinding", "llama-balancer-leader-election") in kinds
+    assert not [kind for kind, _name in kinds if kind == "PodDisruptionBudget"]
+    for obj in result["manifests"]:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_two_replicas_elect_a_leader_on_a_lease_of_their_own(run_module, cluster):
+    run_module(module.main, args(replicas=2, lease_duration=10, renew_deadline=7.5, retry_period=2))
+    container = _deployment_container(cluster)
+    flags = container["args"]
+    assert flags[flags.index("--leader-election") :][:11] == [
+        "--leader-election",
+        "--lease-name",
+        "llama-balancer",
+        "--lease-namespace",
+        "llm",
+        "--lease-duration",
+        "10",
+        "--renew-deadline",
+        "7.5",
+        "--retry-period",
+        "2",
+    ]
+    assert flags[flags.index("--shutdown-delay") + 1] == "10"  # bridges the new leader's start
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in container["env"]}
+    assert (env["POD_NAME"], env["POD_NAMESPACE"]) == ("metadata.name", "metadata.namespace")
+    assert (
+        container["readinessProbe"]["periodSeconds"],
+        container["readinessProbe"]["failureThreshold"],
+    ) == (1, 1)
+    deployment = cluster.objects[("Deployment", "llm", "llama-balancer")]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "100%", "maxUnavailable": "100%"}
+    assert deployment["metadata"]["annotations"]["llamaedge/ready-replicas"] == "1"
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 10 + 30 + 15
+    role = cluster.objects[("Role", "llm", "llama-balancer-leader-election")]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["llama-balancer"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]
+    # One replica: no election, no Lease permissions (the Role made above is removed), the old probe.
+    single = run_module(module.main, args(replicas=1))
+    assert single["changed"] is True
+    assert ("Role", "llm", "llama-balancer-leader-election") not in cluster.objects
+    container = _deployment_container(cluster)
+    assert "--leader-election" not in container["args"] and "--shutdown-delay" not in container["args"]
+    assert "strategy" not in cluster.objects[("Deployment", "llm", "llama-balancer")]["spec"]
+    # Asked for explicitly, a single replica campaigns too (a later scale-up keeps exact accounting).
+    run_module(module.main, args(replicas=1, leader_election=True))
+    assert "--leader-election" in _deployment_container(cluster)["args"]
+    run_module(module.main, args(replicas=3, leader_election=False))
+    assert "--leader-election" not in _deployment_container(cluster)["args"]
+
+
+@pytest.mark.parametrize(
+    ("timings", "message"),
+    [
+        ({"lease_duration": 4, "renew_deadline": 4.0}, "renew_deadline < lease_duration"),
+        ({"renew_deadline": 1.0}, "1.2 x retry_period < renew_deadline"),
+        ({"lease_duration": 0}, "lease_duration=0 must be a whole number"),
+    ],
+)
+def test_lease_timings_that_cannot_keep_leaders_apart_are_refused(run_module, cluster, timings, message):
+    result = run_module(module.main, args(replicas=2, **timings))
+    assert result["failed"] is True and message in result["msg"], result["msg"]
+    assert cluster.calls == []
+
+
 def test_absent_removes_everything(run_module, cluster):
     run_module(module.main, args())
     result = run_module(
@@ -147,6 +224,9 @@ def test_grace_period_exceeds_the_balancers_drain(run_module, cluster, extra_arg
         (["--kub"], "must not set --kubernetes"),
         (["--metrics-listen", "0.0.0.0:80"], "must not set --metrics-listen"),
         (["--backend-header"], "must not set --backend-header"),
+        (["--leader-election"], "must not set --leader-election"),
+        (["--lease-name=x"], "must not set --lease-name"),
+        (["--identity", "me"], "must not set --identity"),
         (["--shutdown-timeout", "soon"], "--shutdown-delay + --shutdown-timeout"),
         (["--shutdown-timeout", "7200"], "--shutdown-delay + --shutdown-timeout"),
     ],
