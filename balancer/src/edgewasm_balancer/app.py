@@ -311,11 +311,10 @@ class Balancer:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.shutdown_delay + self.settings.shutdown_timeout
-        if self.elector is not None:
-            self.led_at_stop = self.elector.leading
-            self.draining = True
-            await self._hand_over()
+        self.led_at_stop = self.elector is not None and self.elector.leading
         self.draining = True
+        if self.elector is not None:
+            await self._hand_over()
         if self.settings.shutdown_delay:
             await asyncio.sleep(self.settings.shutdown_delay)
         log.info("shutting down", extra={"in_flight": self.proxy.in_flight if self.proxy else 0})
