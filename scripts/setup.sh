@@ -2,7 +2,7 @@
 # Install everything the tests and the local lab need on a Debian 12 machine:
 # apt packages, the pinned Python venv, the collection dependencies (offline,
 # from the `ansible` bundle wheel on PyPI), the collection path, the Kubernetes control plane of the
-# cluster tests (built from Go modules) and the node image.
+# cluster tests (built from Go modules), the tests' stand-in wasmedge engine (Rust, from crates.io) and the node image.
 # Every step is skipped when its cached result is present and valid.
 #   scripts/setup.sh          what `make test` needs
 #   scripts/setup.sh --bench  only the benchmarks' reference tools (nginx, wrk)
@@ -11,7 +11,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 APT_PACKAGES=(podman runc containerd debootstrap pax-utils python3-pyelftools gcc make
-              binutils file uidmap shellcheck skopeo)
+              binutils file uidmap shellcheck skopeo
+              g++ cmake libclang1-14 libclang-common-14-dev)  # the last four: llama.cpp and its bindgen
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -196,6 +197,34 @@ build_containerd() {
     -o "$out/" "$module/cmd/containerd" "$module/cmd/containerd-shim-runc-v2" "$module/cmd/ctr"
 }
 
+# The tests' stand-in wasmedge engine (tests/doubles/wasmedge_standin, Rust: wasmtime and llama.cpp from
+# crates.io, pinned in its Cargo.lock) into .cache/wasmedge-standin/<key>/, once per pin set: its sources,
+# Cargo.lock and the Rust toolchain make the key. Cargo's downloads and build tree live in .cache/cargo, so a
+# rebuild is offline and incremental.
+wasmedge_standin() {
+  local src=$EDGEWASM_REPO/tests/doubles/wasmedge_standin dir=$EDGEWASM_CACHE/wasmedge-standin key started
+  if ! command -v cargo >/dev/null; then
+    log "wasmedge-standin: no cargo on PATH: install Rust (rustup) $(awk -F'"' '/^rust-version/ { print $2 }' "$src/Cargo.toml")"
+    return 1
+  fi
+  key=$({ rustc -V; cargo -V; cat "$src/Cargo.toml" "$src/Cargo.lock" "$src"/src/*.rs; } | sha256sum | cut -c1-16)
+  if [[ -x $dir/$key/wasmedge-standin ]]; then
+    log "wasmedge-standin: reusing $dir/$key"
+  else
+    started=$SECONDS
+    log "wasmedge-standin: building the stand-in wasmedge engine (wasmtime, llama.cpp) from crates.io (cold: about 6 minutes)"
+    rm -rf "$dir/$key.partial"
+    mkdir -p "$dir/$key.partial"
+    CARGO_HOME=$EDGEWASM_CACHE/cargo/home CARGO_TARGET_DIR=$EDGEWASM_CACHE/cargo/target \
+      cargo build --quiet --release --locked --manifest-path "$src/Cargo.toml"
+    cp "$EDGEWASM_CACHE/cargo/target/release/wasmedge-standin" "$dir/$key.partial/"
+    mv -T "$dir/$key.partial" "$dir/$key"
+    log "wasmedge-standin: built in $((SECONDS - started)) s (build cache $(du -sh "$EDGEWASM_CACHE/cargo" | cut -f1))"
+  fi
+  ln -sfn "$key" "$dir/current"
+  find "$dir" -mindepth 1 -maxdepth 1 ! -name "$key" ! -name current -exec rm -rf {} +
+}
+
 apt_packages "${APT_PACKAGES[@]}"
 python_venv
 pinned_venv venv-ansible-2.16 ansible-2.16.txt
@@ -206,5 +235,6 @@ ansible_test_pip_bootstrap
 collections
 go_tool controlplane
 go_tool containerd
+wasmedge_standin
 "$EDGEWASM_REPO/scripts/build-node-image.sh"
 log "ready"

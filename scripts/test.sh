@@ -147,7 +147,11 @@ cluster_stage() {
   return "$rc"
 }
 
-ruff_stage() { ruff check . && ruff format --check .; }
+# With rustfmt on the tests' Rust stand-in (it only formats: the build is setup's).
+ruff_stage() {
+  ruff check . && ruff format --check . &&
+    cargo fmt --check --manifest-path "$EDGEWASM_REPO/tests/doubles/wasmedge_standin/Cargo.toml"
+}
 
 lint_stage() { yamllint --strict . && ansible-lint --offline --profile production; }
 
@@ -282,7 +286,7 @@ balancer_stage() { (cd balancer && python -m pytest); }
 stage setup "install packages, venv, collections, node image" "$EDGEWASM_REPO/scripts/setup.sh" || finish
 # The molecule scenarios (lifecycle and default are the suite's critical paths) start right after setup.
 start_molecule
-stage ruff "ruff check and format" ruff_stage
+stage ruff "ruff check and format, rustfmt" ruff_stage
 stage ansible-lint "yamllint and ansible-lint --profile production" lint_stage
 stage sanity "ansible-test sanity" sanity
 stage galaxy "galaxy-importer, antsibull-docs and antsibull-changelog lint" galaxy_stage

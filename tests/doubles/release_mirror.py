@@ -4,8 +4,9 @@ Generated from the collection's release catalog (plugins/module_utils/release_ca
 cannot disagree with what the roles expect: for each WasmEdge version, every dist the catalog lists for it,
 in that version's archive layout, every GGML plugin asset the catalog has evidence of (for this machine's
 architecture), the static archive runwasi's build uses, and the release's SHA256SUM over all of them.
-The binaries are the gcc stand-ins of wasmedge_tree.py (the core archives also carry its wasm runner under
-libexec/edgewasm-standin/, so the stand-in wasmedge runs the role's WASI-NN self-test):
+The binaries are the gcc stand-ins of wasmedge_tree.py (the core archives also carry its stand-in engine,
+wasmtime and llama.cpp, under libexec/edgewasm-standin/, so the stand-in wasmedge runs the role's WASI-NN
+self-test):
 
     <mirror>/<V>/WasmEdge-<V>-<dist>_<arch>.tar.gz      WasmEdge-<V>-Linux/{bin,include,lib} (up to 0.14) or
                                                        bin/, include/, lib/ at the root (0.15.0 and later)

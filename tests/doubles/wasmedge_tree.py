@@ -6,10 +6,12 @@ and symlink chains as an installed WasmEdge 0.14.1 with the WASI-NN GGML plugin
 (see ../shared/reference/upstream-facts.md), so that the resolver and the roles
 meet the same ELF structure as on a real node. They contain no WasmEdge code.
 
-bin/wasmedge runs wasm for real all the same: it execs wasmedge_runner.py (installed with a copy of the
-PyPI wasmtime package and of the collection's GGUF header parser under libexec/edgewasm-standin/), which
-loads the plugin with dlopen and provides a stand-in wasi_ephemeral_nn: the role's WASI-NN self-test runs
-against it, failing the ways the real plugin fails.
+bin/wasmedge runs wasm for real all the same: it execs the stand-in engine (tests/doubles/wasmedge_standin, Rust:
+wasmtime, and a wasi_ephemeral_nn whose GGML backend is real llama.cpp), which setup.sh builds into
+.cache/wasmedge-standin/current/ and this installs as libexec/edgewasm-standin/wasmedge-standin. The stand-in
+libwasmedge.so.0 carries the version it stands for, and the plugin the WASI-NN ABI of its version and llama.cpp
+build, from the release catalog (symbols edgewasm_standin_version and edgewasm_standin_wasi_nn_abi): the engine
+reads both, so no version fact is a constant of the engine.
 
     python tests/doubles/wasmedge_tree.py --prefix DIR [--plugin-runpath '$ORIGIN'] [--no-runner]
 """
@@ -18,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
 import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import wasmtime  # the test venv's (requirements/test.in), copied into the tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,33 +42,49 @@ def load_catalog():
 
 catalog = load_catalog()
 RUNNER_DIR = "libexec/edgewasm-standin"
+ENGINE = "wasmedge-standin"
 INTERPRETERS = {"x86_64": "/lib64/ld-linux-x86-64.so.2", "aarch64": "/lib/ld-linux-aarch64.so.1"}
 # The real plugin's DT_NEEDED after libwasmedge.so.0 (ggml/llama are linked in statically).
 PLUGIN_SYSTEM_LIBS = ["-lstdc++", "-lm", "-lgcc_s", "-lc"]
 MARKER = "edgewasm stand-in, not WasmEdge"
 
 
-# bin/wasmedge: linked against libwasmedge.so.0 like the real one, it execs the Python runner beside it.
+# bin/wasmedge: linked against libwasmedge.so.0 like the real one, it execs the engine installed beside it.
 LAUNCHER = r"""#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
-    char exe[PATH_MAX], runner[PATH_MAX + 64];
+    char exe[PATH_MAX], engine[PATH_MAX + 64];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n < 0) { perror("wasmedge (stand-in): /proc/self/exe"); return 127; }
     exe[n] = 0;
-    snprintf(runner, sizeof runner, "%%s/../%(runner)s/wasmedge.py", dirname(exe));
-    char **args = calloc(argc + 3, sizeof *args);
-    args[0] = "python3"; args[1] = "-I"; args[2] = runner;
-    for (int i = 1; i < argc; i++) args[i + 2] = argv[i];
-    execvp("python3", args);
-    execv("/usr/bin/python3", args);
-    perror("wasmedge (stand-in): python3");
+    snprintf(engine, sizeof engine, "%%s/../%(runner)s/%(engine)s", dirname(exe));
+    (void)argc;
+    argv[0] = engine;
+    execv(engine, argv);
+    perror("wasmedge (stand-in): %(engine)s");
     return 127;
 }"""
+
+
+def c_string(text: str) -> str:
+    """text as a C string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def engine_build() -> Path:
+    """The engine binary scripts/setup.sh built into $EDGEWASM_CACHE (or the one EDGEWASM_WASMEDGE_STANDIN names):
+    a clear error when there is none."""
+    cache = Path(os.environ.get("EDGEWASM_CACHE") or ROOT / ".cache")
+    path = Path(
+        os.environ.get("EDGEWASM_WASMEDGE_STANDIN") or cache / "wasmedge-standin" / "current" / ENGINE
+    )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the stand-in wasmedge engine is not built: run scripts/setup.sh (cold: a few minutes)"
+        )
+    return path
 
 
 def _gcc(args: list[str]) -> None:
@@ -78,18 +96,12 @@ def _source(path: Path, body: str) -> Path:
     return path
 
 
-def install_runner(prefix: Path, version: str) -> Path:
-    """<prefix>/libexec/edgewasm-standin: the runner, wasmtime and the GGUF header parser."""
+def install_runner(prefix: Path) -> Path:
+    """<prefix>/libexec/edgewasm-standin/wasmedge-standin: the engine bin/wasmedge execs."""
     target = prefix / RUNNER_DIR
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(__file__).with_name("wasmedge_runner.py"), target / "wasmedge.py")
-    for helper in ("gguf_header.py", "release_catalog.py"):
-        shutil.copyfile(ROOT / "plugins" / "module_utils" / helper, target / helper)
-    (target / "VERSION").write_text(f"{version}\n")
-    shutil.rmtree(target / "wasmtime", ignore_errors=True)
-    shutil.copytree(
-        Path(wasmtime.__file__).parent, target / "wasmtime", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    shutil.copyfile(engine_build(), target / ENGINE)
+    (target / ENGINE).chmod(0o755)
     return target
 
 
@@ -115,7 +127,11 @@ def build(
         d.mkdir(parents=True, exist_ok=True)
 
     real = lib / "libwasmedge.so.0.1.0"
-    src = _source(work / "libwasmedge.c", "int WasmEdge_VersionGetMajor(void) { return 0; }")
+    src = _source(
+        work / "libwasmedge.c",
+        "int WasmEdge_VersionGetMajor(void) { return 0; }\n"
+        f"const char *edgewasm_standin_version = {c_string(version)};",
+    )
     _gcc(
         [
             "-shared",
@@ -138,7 +154,9 @@ def build(
     plugin = plugin_dir / "libwasmedgePluginWasiNN.so"
     src = _source(
         work / "plugin.c",
-        f'int WasmEdge_Plugin_GetDescriptor(void) {{ return 1; }}\nconst char *edgewasm_standin_llama_build = "{build_tag}";',
+        "int WasmEdge_Plugin_GetDescriptor(void) { return 1; }\n"
+        f"const char *edgewasm_standin_llama_build = {c_string(build_tag)};\n"
+        f"const char *edgewasm_standin_wasi_nn_abi = {c_string(json.dumps(catalog.wasi_nn_abi(version, build_tag)))};",
     )
     extra = []
     if cuda:
@@ -174,7 +192,7 @@ def build(
     )
 
     wasmedge = bindir / "wasmedge"
-    src = _source(work / "wasmedge.c", LAUNCHER % {"runner": RUNNER_DIR})
+    src = _source(work / "wasmedge.c", LAUNCHER % {"runner": RUNNER_DIR, "engine": ENGINE})
     _gcc(
         [
             "-o",
@@ -187,7 +205,7 @@ def build(
         ]
     )
     if runner:
-        install_runner(prefix, version)
+        install_runner(prefix)
     for leftover in work.iterdir():
         leftover.unlink()
     work.rmdir()

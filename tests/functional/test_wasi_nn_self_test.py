@@ -1,8 +1,9 @@
 """The wasi_nn_ggml self-test, run for real against this machine with the STAND-IN WasmEdge tree.
 
-The stand-in wasmedge (tests/doubles/wasmedge_runner.py) executes the probe with wasmtime and a stand-in
-wasi_ephemeral_nn that fails the ways the real plugin does; every failure message of the self-test is
-checked here, and that it changes nothing.
+The stand-in wasmedge (tests/doubles/wasmedge_standin, Rust) executes the probe with wasmtime and a
+wasi_ephemeral_nn with the plugin's ABI whose GGML backend is real llama.cpp: the role's self-test.gguf is
+loaded and generates tokens, and a model llama.cpp refuses fails with llama.cpp's own error. Every failure
+message of the self-test is checked here, and that it changes nothing.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import gguf
 import pytest
 import wasmtime
-from doubles import wasmedge_tree
+from doubles import release_mirror, wasmedge_tree
 from site_runner import local_inventory
 
 from ansible_collections.edgewasm.llamaedge.plugins.module_utils import wasi_nn_probe
 
 pytestmark = pytest.mark.slow
 PLAYBOOK = "tests/functional/playbooks/wasi_nn_ggml_self_test.yml"
+PROBE_PLAYBOOK = "tests/functional/playbooks/wasi_nn_probe_module.yml"
 VERSION = "0.14.1"
 PLUGIN = "libwasmedgePluginWasiNN.so"
 
@@ -95,19 +98,33 @@ def test_every_abi_runs_the_probe(run_site, tmp_path, version, llama_build):
     assert "node1: the WASI-NN self-test ran a completion" in result.output
 
 
+def probe_variant(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    """The role's probe with one instruction replaced (which must be there once)."""
+    source = (ASSETS / "wasi_nn_probe.wat").read_text()
+    assert source.count(old) == 1
+    probe = tmp_path / f"{name}.wasm"
+    probe.write_bytes(wasmtime.wat2wasm(source.replace(old, new)))
+    return probe
+
+
 def old_probe(tmp_path: Path) -> Path:
     """The probe as it was before: tensor type 2 (U8 only in the old numbering)."""
-    source = (ASSETS / "wasi_nn_probe.wat").read_text()
-    assert source.count("(i32.store (i32.const 0x88) (i32.const 3))") == 1
-    probe = tmp_path / "old_probe.wasm"
-    probe.write_bytes(
-        wasmtime.wat2wasm(
-            source.replace(
-                "(i32.store (i32.const 0x88) (i32.const 3))", "(i32.store (i32.const 0x88) (i32.const 2))"
-            )
-        )
+    return probe_variant(
+        tmp_path,
+        "old_probe",
+        "(i32.store (i32.const 0x88) (i32.const 3))",
+        "(i32.store (i32.const 0x88) (i32.const 2))",
     )
-    return probe
+
+
+def raw_probe(tmp_path: Path) -> Path:
+    """A probe that prints the model's output as it is, instead of as hex."""
+    return probe_variant(
+        tmp_path,
+        "raw_probe",
+        "(call $put_hex (i32.const 1) (global.get $output) (i32.load (i32.const 0x28)))",
+        "(call $write (i32.const 1) (global.get $output) (i32.load (i32.const 0x28)))",
+    )
 
 
 def probe_run(prefix: Path, version: str, probe: Path, model: Path) -> dict:
@@ -231,7 +248,9 @@ def test_a_model_llama_cpp_cannot_load_names_the_model_step(run_site, tmp_path, 
         "(invalid_argument)): " in result.output
     ), result.output
     assert "[error] [WASI-NN] GGML backend: Error: unable to init model." in result.output
-    assert ("gguf_init_from_file: invalid magic characters" in result.output) == (version == "0.14.1")
+    # llama.cpp's own message (gguf.cpp), on stderr from b3651's plugin only.
+    own = re.search(r"gguf_init_from_\w+: invalid magic characters: 'GGML', expected 'GGUF'", result.output)
+    assert bool(own) == (version == "0.14.1"), result.output
 
 
 def test_a_model_that_is_not_on_the_node_is_refused_before_running(run_site, installed, tmp_path):
@@ -249,3 +268,76 @@ def test_a_good_model_of_the_nodes_own_loads(run_site, installed, tmp_path):
     result = run(run_site, installed, wasi_nn_ggml_self_test_model=str(model))
     assert result.rc == 0, result.output
     assert "ran a completion" in result.output
+
+
+def probe_module_run(run_site, prefix: Path, probe: Path, model: Path = ASSETS / "self-test.gguf"):
+    return run_site(
+        local_inventory(["node1"], []),
+        {
+            "probe_wasmedge": str(prefix / VERSION / "bin/wasmedge"),
+            "probe_wasm": str(probe),
+            "probe_model": str(model),
+            "probe_env_file": str(prefix / "wasmedge.env"),
+            "probe_plugin": str(prefix / VERSION / "plugin" / PLUGIN),
+        },
+        playbook=PROBE_PLAYBOOK,
+    )
+
+
+def test_a_probe_printing_the_models_raw_bytes_fails_the_self_test(run_site, installed, tmp_path):
+    """llama.cpp's tokens from a random-weight model are arbitrary bytes: printed raw they are not UTF-8, and
+    the verdict refuses the line (escaped, never a traceback); the role's probe, which prints hex, passes."""
+    raw = probe_run(installed, VERSION, raw_probe(tmp_path), ASSETS / "self-test.gguf")
+    assert raw["rc"] == 0, raw
+    assert "\\x" in raw["stdout"], raw  # run() escapes what is not UTF-8: llama.cpp's bytes were not
+    result = probe_module_run(run_site, installed, raw_probe(tmp_path))
+    assert result.rc != 0
+    assert (
+        "node1: the WASI-NN self-test failed at output: the probe's ok line is malformed: " in result.output
+    )
+    assert probe_module_run(run_site, installed, ASSETS / "wasi_nn_probe.wasm").rc == 0
+
+
+def completion(prefix: Path, model: Path) -> bytes:
+    result = probe_run(prefix, VERSION, ASSETS / "wasi_nn_probe.wasm", model)
+    assert result["rc"] == 0, result
+    data = wasi_nn_probe.generated(result["stdout"].splitlines()[-1][len(wasi_nn_probe.OK_PREFIX) :])
+    assert data is not None, result
+    return data
+
+
+def test_the_completion_comes_from_the_models_weights(installed, tmp_path):
+    """llama.cpp runs the model: the same model and prompt give the same bytes (a fixed seed), and other
+    weights in the same file layout give other bytes."""
+    model = ASSETS / "self-test.gguf"
+    first = completion(installed, model)
+    assert first and completion(installed, model) == first
+    changed = tmp_path / "other-weights.gguf"
+    shutil.copyfile(model, changed)
+    tensor = next(t for t in gguf.GGUFReader(model).tensors if t.name == "output.weight")
+    with changed.open("r+b") as handle:
+        handle.seek(tensor.data_offset)
+        handle.write(tensor.data[::-1].tobytes())  # the output projection reversed: other logits
+    assert completion(installed, changed) != first
+
+
+def test_a_module_importing_wasi_logging_runs_under_the_cli(installed, tmp_path):
+    """WasmEdge's CLI registers wasi:logging (runwasi's shim does not): the mirror's stand-in
+    llama-api-server.wasm, which imports it as a stock build does, instantiates and runs; an import nothing
+    provides fails as upstream's does, naming it."""
+    release_mirror.build_llamaedge(tmp_path / "mirror", "0.28.1")
+    server = tmp_path / "mirror" / "0.28.1" / "llama-api-server.wasm"
+    env = wasi_nn_probe.env_from_file((installed / "wasmedge.env").read_text())
+    wasmedge = str(installed / VERSION / "bin/wasmedge")
+    ran = subprocess.run([wasmedge, str(server)], env=env, capture_output=True, text=True, check=False)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "", "")
+    unknown = tmp_path / "unknown.wasm"
+    unknown.write_bytes(
+        wasmtime.wat2wasm(
+            '(module (import "wasi:keyvalue/store" "open" (func (param i32))) (func (export "_start")))'
+        )
+    )
+    failed = subprocess.run([wasmedge, str(unknown)], env=env, capture_output=True, text=True, check=False)
+    assert failed.returncode == 1 and failed.stderr == ""
+    assert "[error] instantiation failed: unknown import, Code: 0x302" in failed.stdout
+    assert 'When linking module: "wasi:keyvalue/store" , function name: "open"' in failed.stdout
