@@ -12,7 +12,8 @@ source "$(dirname "$0")/lib.sh"
 
 APT_PACKAGES=(podman runc containerd debootstrap pax-utils python3-pyelftools gcc make
               binutils file uidmap shellcheck skopeo
-              g++ cmake libclang1-14 libclang-common-14-dev)  # the last four: llama.cpp and its bindgen
+              g++ cmake libclang1-14 libclang-common-14-dev  # llama.cpp and its bindgen
+              protobuf-compiler libseccomp-dev pkg-config)   # runwasi's shim library
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -197,8 +198,9 @@ build_containerd() {
     -o "$out/" "$module/cmd/containerd" "$module/cmd/containerd-shim-runc-v2" "$module/cmd/ctr"
 }
 
-# The tests' stand-in wasmedge engine (tests/doubles/wasmedge_standin, Rust: wasmtime and llama.cpp from
-# crates.io, pinned in its Cargo.lock) into .cache/wasmedge-standin/<key>/, once per pin set: its sources,
+# The tests' stand-in wasmedge CLI and runwasi WasmEdge shim (tests/doubles/wasmedge_standin, Rust: wasmtime,
+# llama.cpp and runwasi's containerd-shim-wasm from crates.io, pinned in its Cargo.lock) into
+# .cache/wasmedge-standin/<key>/, once per pin set: its sources,
 # Cargo.lock and the Rust toolchain make the key. Cargo's downloads and build tree live in .cache/cargo, so a
 # rebuild is offline and incremental.
 wasmedge_standin() {
@@ -207,17 +209,18 @@ wasmedge_standin() {
     log "wasmedge-standin: no cargo on PATH: install Rust (rustup) $(awk -F'"' '/^rust-version/ { print $2 }' "$src/Cargo.toml")"
     return 1
   fi
-  key=$({ rustc -V; cargo -V; cat "$src/Cargo.toml" "$src/Cargo.lock" "$src"/src/*.rs; } | sha256sum | cut -c1-16)
-  if [[ -x $dir/$key/wasmedge-standin ]]; then
+  key=$({ rustc -V; cargo -V; cat "$src/Cargo.toml" "$src/Cargo.lock" "$src/build.rs" "$src"/src/*.rs "$src"/src/bin/*.rs; } |
+    sha256sum | cut -c1-16)
+  if [[ -x $dir/$key/wasmedge-standin && -x $dir/$key/containerd-shim-wasmedge-v1 ]]; then
     log "wasmedge-standin: reusing $dir/$key"
   else
     started=$SECONDS
-    log "wasmedge-standin: building the stand-in wasmedge engine (wasmtime, llama.cpp) from crates.io (cold: about 6 minutes)"
+    log "wasmedge-standin: building the stand-in wasmedge CLI and shim (wasmtime, llama.cpp, containerd-shim-wasm) from crates.io (cold: about 11 minutes)"
     rm -rf "$dir/$key.partial"
     mkdir -p "$dir/$key.partial"
     CARGO_HOME=$EDGEWASM_CACHE/cargo/home CARGO_TARGET_DIR=$EDGEWASM_CACHE/cargo/target \
       cargo build --quiet --release --locked --manifest-path "$src/Cargo.toml"
-    cp "$EDGEWASM_CACHE/cargo/target/release/wasmedge-standin" "$dir/$key.partial/"
+    cp "$EDGEWASM_CACHE/cargo/target/release/"{wasmedge-standin,containerd-shim-wasmedge-v1} "$dir/$key.partial/"
     mv -T "$dir/$key.partial" "$dir/$key"
     log "wasmedge-standin: built in $((SECONDS - started)) s (build cache $(du -sh "$EDGEWASM_CACHE/cargo" | cut -f1))"
   fi

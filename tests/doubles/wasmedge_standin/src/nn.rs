@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use wasmtime::{Caller, Extern, Linker};
 
+use crate::engine::{log, State};
 use crate::ggml::{self, Model, Options};
-use crate::{log, State};
 
 // WasmEdge's WASI-NN errno values (plugins/wasi_nn/types.h).
 pub const SUCCESS: i32 = 0;
@@ -154,7 +154,7 @@ impl Nn {
             return INVALID_ARGUMENT;
         };
         if self.cpu_lacks {
-            crate::die_of_sigill();
+            crate::engine::die_of_sigill();
         }
         match self.graphs[context.graph].complete(prompt, &context.options) {
             Ok(output) => {

@@ -1,0 +1,258 @@
+"""WebAssembly pods through a runwasi shim under Debian's real containerd (1.6, CRI), as kubelet drives it.
+
+The shim is the STAND-IN containerd-shim-wasmedge-v1 of tests/doubles/wasmedge_standin: runwasi's own shim
+library (crate containerd-shim-wasm, youki's libcontainer running each container) with the stand-in engine in
+place of WasmEdge, whose GGML backend is real llama.cpp. The wasm images are built by the collection's own
+image code (module_utils/wasm_image.py) and imported with ctr. Each pod gets the WASI-NN plugin, the model and
+the variables the collection's manifests give (WASMEDGE_PLUGIN_PATH, WASMEDGE_WASINN_PRELOAD) as mounts at
+identical paths: the wasm runs inside the container, so what is not mounted is not there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import private_containerd
+import pytest
+from cri_api.v1 import api_pb2 as cri
+from cri_api.v1.api_pb2_grpc import RuntimeServiceStub
+from doubles import cri_runtime, elf_builders, release_mirror, wasmedge_tree
+
+from ansible_collections.edgewasm.llamaedge.plugins.module_utils import wasm_image
+
+pytestmark = pytest.mark.slow
+PAUSE = "localhost/edgewasm-standin-pause:1"
+PROBE_IMAGE = "localhost/edgewasm-test-probe"
+SERVER_IMAGE = "localhost/edgewasm-test-stock-server"
+ASSETS = wasmedge_tree.ROOT / "roles/wasi_nn_ggml/files/self_test"
+SHIM = "containerd-shim-wasmedge-v1"
+PLUGIN = "libwasmedgePluginWasiNN.so"
+
+
+def config(root: Path) -> str:
+    return f"""version = 2
+root = "{root}/root"
+state = "{root}/state"
+[grpc]
+  address = "{root}/c.sock"
+[ttrpc]
+  address = "{root}/c.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE}"
+  restrict_oom_score_adj = true
+  stream_server_port = "0"
+[plugins."io.containerd.grpc.v1.cri".cni]
+  conf_dir = "{root}/cni"
+  bin_dir = "{root}/cni-bin"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmedge-nn]
+  runtime_type = "io.containerd.wasmedge.v1"
+"""
+
+
+def shim_binary() -> Path:
+    """The shim setup.sh built beside the stand-in CLI."""
+    return wasmedge_tree.engine_build().with_name(SHIM)
+
+
+def import_image(sock: Path, root: Path, name: str, wasm: bytes, entrypoint: str) -> str:
+    image = wasm_image.build(wasm, name, "1", entrypoint=entrypoint)
+    archive = root / f"{entrypoint}.tar"
+    archive.write_bytes(image["archive"])
+    ctr = ["ctr", "--address", str(sock), "-n", "k8s.io", "images", "import", "--all-platforms"]
+    subprocess.run([*ctr, str(archive)], check=True, capture_output=True)
+    return image["reference"]
+
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    if os.geteuid() != 0 or shutil.which("containerd") is None:
+        pytest.fail("this test needs root and Debian's containerd (scripts/setup.sh installs it)")
+    root = Path(tmp_path_factory.mktemp("shim", numbered=True))
+    (root / "bin").mkdir()
+    shutil.copyfile(shim_binary(), root / "bin" / SHIM)
+    (root / "bin" / SHIM).chmod(0o755)
+    (root / "config.toml").write_text(config(root))
+    env = dict(os.environ, PATH=f"{root / 'bin'}:{os.environ['PATH']}")
+    log = (root / "containerd.log").open("w")
+    proc = subprocess.Popen(
+        ["containerd", "--config", str(root / "config.toml")], stdout=log, stderr=log, env=env
+    )
+    sock = root / "c.sock"
+    for _attempt in range(100):
+        if sock.exists():
+            break
+        time.sleep(0.1)
+    ctr = ["ctr", "--address", str(sock), "-n", "k8s.io", "images", "import"]
+    subprocess.run(
+        [*ctr, str(cri_runtime.build_image(root / "pause", PAUSE))], check=True, capture_output=True
+    )
+    release_mirror.build_llamaedge(root / "mirror", "0.28.1")
+    images = {
+        "probe": import_image(
+            sock, root, PROBE_IMAGE, (ASSETS / "wasi_nn_probe.wasm").read_bytes(), "wasi_nn_probe.wasm"
+        ),
+        "stock": import_image(
+            sock,
+            root,
+            SERVER_IMAGE,
+            (root / "mirror" / "0.28.1" / "llama-api-server.wasm").read_bytes(),
+            "llama-api-server.wasm",
+        ),
+    }
+    channel = grpc.insecure_channel(f"unix://{sock}")
+    stub = RuntimeServiceStub(channel)
+    pods: list[str] = []
+    yield {"stub": stub, "pods": pods, "root": root, "images": images, "log": root / "containerd.log"}
+    for pod in pods:
+        stub.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=pod))
+        stub.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=pod))
+    channel.close()
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+    private_containerd.unmount_below(root)
+
+
+@pytest.fixture(scope="module")
+def wasmedge(shim) -> dict[str, Path]:
+    """WasmEdge 0.14.1 (the version runwasi v0.6.0 embeds) with the plugin, and the role's test model."""
+    tree = wasmedge_tree.build(shim["root"] / "wasmedge" / "0.14.1", "0.14.1", runner=False)
+    model = shim["root"] / "models" / "self-test.gguf"
+    model.parent.mkdir()
+    shutil.copyfile(ASSETS / "self-test.gguf", model)
+    return {**tree, "model": model}
+
+
+def run_pod(shim, image: str, env: dict[str, str], mounts: list[Path]) -> dict:
+    """A pod with one container of ``image`` through the wasmedge-nn handler, ``mounts`` read-only at identical
+    paths; waits for the container to exit: its exit code, reason and log lines (CRI log format)."""
+    stub = shim["stub"]
+    name = f"wasm-{uuid.uuid4().hex[:8]}"
+    logs = shim["root"] / "logs" / name
+    logs.mkdir(parents=True)
+    config = cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=name, uid=str(uuid.uuid4()), namespace="edgewasm-test"),
+        log_directory=str(logs),
+        linux=cri.LinuxPodSandboxConfig(
+            security_context=cri.LinuxSandboxSecurityContext(
+                namespace_options=cri.NamespaceOption(network=cri.NODE, pid=cri.CONTAINER, ipc=cri.POD)
+            )
+        ),
+    )
+    pod = stub.RunPodSandbox(
+        cri.RunPodSandboxRequest(config=config, runtime_handler="wasmedge-nn")
+    ).pod_sandbox_id
+    shim["pods"].append(pod)
+    container = stub.CreateContainer(
+        cri.CreateContainerRequest(
+            pod_sandbox_id=pod,
+            sandbox_config=config,
+            config=cri.ContainerConfig(
+                metadata=cri.ContainerMetadata(name="wasm"),
+                image=cri.ImageSpec(image=image),
+                envs=[cri.KeyValue(key=key, value=value) for key, value in env.items()],
+                mounts=[cri.Mount(container_path=str(p), host_path=str(p), readonly=True) for p in mounts],
+                log_path="wasm.log",
+            ),
+        )
+    ).container_id
+    stub.StartContainer(cri.StartContainerRequest(container_id=container))
+    deadline = time.monotonic() + 120
+    while True:
+        status = stub.ContainerStatus(cri.ContainerStatusRequest(container_id=container)).status
+        if status.state == cri.CONTAINER_EXITED or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status.state == cri.CONTAINER_EXITED, shim["log"].read_text()[-3000:]
+    lines = (
+        (logs / "wasm.log").read_text(errors="backslashreplace").splitlines()
+        if (logs / "wasm.log").exists()
+        else []
+    )
+    # CRI log lines: "<time> <stream> <tag> <text>".
+    parsed = [line.split(" ", 3) for line in lines]
+    return {
+        "exit_code": status.exit_code,
+        "reason": status.reason,
+        "stdout": [p[3] for p in parsed if len(p) == 4 and p[1] == "stdout"],
+        "stderr": [p[3] for p in parsed if len(p) == 4 and p[1] == "stderr"],
+    }
+
+
+def probe_env(wasmedge) -> dict[str, str]:
+    return {
+        "WASMEDGE_PLUGIN_PATH": str(wasmedge["plugin_dir"]),
+        "WASMEDGE_WASINN_PRELOAD": f"default:GGML:AUTO:{wasmedge['model']}",
+    }
+
+
+def test_the_probe_runs_llama_cpp_in_a_wasm_pod(shim, wasmedge):
+    """The plugin directory and the model mounted: the shim loads the plugin inside the container, preloads
+    the model from WASMEDGE_WASINN_PRELOAD, and llama.cpp generates tokens (printed as hex)."""
+    result = run_pod(
+        shim, shim["images"]["probe"], probe_env(wasmedge), [wasmedge["plugin_dir"], wasmedge["model"]]
+    )
+    assert result["exit_code"] == 0, result
+    ok = [line for line in result["stdout"] if line.startswith("edgewasm-wasi-nn-probe: ok: ")]
+    assert ok and " bytes, hex: " in ok[0], result
+
+
+def test_a_plugin_whose_library_is_not_mounted_is_an_unknown_import(shim, tmp_path):
+    """A CUDA build of the plugin needs libcudart.so.12: without it in the container, dlopen fails there, the
+    plugin is not loaded, and the module's wasi_ephemeral_nn imports stay unresolved (upstream's message);
+    with the library beside the plugin (its RUNPATH is $ORIGIN) the same pod runs."""
+    tree = wasmedge_tree.build(shim["root"] / "cuda" / "0.14.1", "0.14.1", cuda=True, runner=False)
+    model = shim["root"] / "models" / "cuda.gguf"
+    model.parent.mkdir(exist_ok=True)
+    shutil.copyfile(ASSETS / "self-test.gguf", model)
+    env = {
+        "WASMEDGE_PLUGIN_PATH": str(tree["plugin_dir"]),
+        "WASMEDGE_WASINN_PRELOAD": f"default:GGML:AUTO:{model}",
+    }
+    failed = run_pod(shim, shim["images"]["probe"], env, [tree["plugin_dir"], model])
+    assert failed["exit_code"] == 137, failed
+    assert any(
+        "[error] instantiation failed: unknown import, Code: 0x302" in line for line in failed["stdout"]
+    ), failed
+    assert any('When linking module: "wasi_ephemeral_nn"' in line for line in failed["stdout"]), failed
+    elf_builders.shared_lib(tree["plugin_dir"] / "libcudart.so.12", soname="libcudart.so.12")
+    ran = run_pod(shim, shim["images"]["probe"], env, [tree["plugin_dir"], model])
+    assert ran["exit_code"] == 0, ran
+
+
+def test_a_module_importing_wasi_logging_fails_under_the_shim(shim, wasmedge):
+    """runwasi's shim registers WASI and wasi_nn, not wasi:logging: a stock llama-api-server.wasm (the
+    mirror's stand-in has its imports) fails to instantiate, as on a real node; the CLI runs it
+    (tests/functional/test_wasi_nn_self_test.py)."""
+    result = run_pod(
+        shim, shim["images"]["stock"], probe_env(wasmedge), [wasmedge["plugin_dir"], wasmedge["model"]]
+    )
+    assert result["exit_code"] == 137, result
+    assert any(
+        "[error] instantiation failed: unknown import, Code: 0x302" in line for line in result["stdout"]
+    ), result
+    assert any('When linking module: "wasi:logging/logging"' in line for line in result["stdout"]), result
+
+
+def test_a_model_that_is_not_mounted_fails_with_llama_cpps_own_error(shim, wasmedge):
+    """WASMEDGE_WASINN_PRELOAD names a path the container cannot see: llama.cpp cannot open it there (its own
+    message, on stderr from 0.14.1's b3651 plugin) and the plugin cannot init the model."""
+    result = run_pod(shim, shim["images"]["probe"], probe_env(wasmedge), [wasmedge["plugin_dir"]])
+    assert result["exit_code"] == 10, result  # the probe's load_by_name step
+    assert any(
+        "[error] [WASI-NN] GGML backend: Error: unable to init model." in line for line in result["stdout"]
+    )
+    opened = f"failed to open GGUF file '{wasmedge['model']}' (No such file or directory)"
+    assert any(line.startswith("gguf_init_from_file") and opened in line for line in result["stderr"]), result
