@@ -341,3 +341,51 @@ def test_a_module_importing_wasi_logging_runs_under_the_cli(installed, tmp_path)
     assert failed.returncode == 1 and failed.stderr == ""
     assert "[error] instantiation failed: unknown import, Code: 0x302" in failed.stdout
     assert 'When linking module: "wasi:keyvalue/store" , function name: "open"' in failed.stdout
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "rc", "logged"),
+    [
+        (
+            "prompt-out-of-memory",
+            "(call $text_tensor (i32.const 0x110))",
+            "(i32.const 0x7ffffff0)",
+            13,
+            "[error] [WASI-NN] Failed when accessing the Tensor memory.",
+        ),
+        (
+            "metadata-not-json",
+            '(data (i32.const 0x140) "{\\"n-predict\\":8}\\00")',
+            '(data (i32.const 0x140) "{\\"n-predict\\":\\"8\\"}\\00")',
+            12,
+            "[error] [WASI-NN] GGML backend: Error: Unable to parse the metadata json.",
+        ),
+        (
+            "unknown-alias",
+            '(data (i32.const 0x100) "default\\00")',
+            '(data (i32.const 0x100) "missing\\00")',
+            10,
+            "[error] [WASI-NN] GGML backend: load_by_name: model missing not found",
+        ),
+    ],
+)
+def test_a_guest_passing_bad_arguments_gets_an_errno(installed, tmp_path, name, old, new, rc, logged):
+    """Pointers out of the guest's memory, metadata of the wrong type, an alias nothing preloaded: the call
+    returns WasmEdge's errno and the plugin's log line, and the engine goes on (no crash, no trap)."""
+    result = probe_run(installed, VERSION, probe_variant(tmp_path, name, old, new), ASSETS / "self-test.gguf")
+    assert result["rc"] == rc, result
+    assert logged in result["stdout"], result
+    errno = 8 if name == "unknown-alias" else 1
+    assert f"failed: wasi-nn errno {errno}" in result["stderr"], result
+
+
+def test_a_truncated_model_is_refused_by_llama_cpp(installed, tmp_path):
+    """A GGUF whose header is whole but whose tensor data is cut (an interrupted copy): llama.cpp refuses it at
+    load_by_name, and the plugin says it could not init the model."""
+    model = tmp_path / "truncated.gguf"
+    data = (ASSETS / "self-test.gguf").read_bytes()
+    model.write_bytes(data[: len(data) // 2])
+    result = probe_run(installed, VERSION, ASSETS / "wasi_nn_probe.wasm", model)
+    assert result["rc"] == 10, result
+    assert "[error] [WASI-NN] GGML backend: Error: unable to init model." in result["stdout"]
+    assert "failed: wasi-nn errno 1" in result["stderr"]
