@@ -198,29 +198,45 @@ build_containerd() {
     -o "$out/" "$module/cmd/containerd" "$module/cmd/containerd-shim-runc-v2" "$module/cmd/ctr"
 }
 
-# The tests' stand-in wasmedge CLI and runwasi WasmEdge shim (tests/doubles/wasmedge_standin, Rust: wasmtime,
-# llama.cpp and runwasi's containerd-shim-wasm from crates.io, pinned in its Cargo.lock) into
-# .cache/wasmedge-standin/<key>/, once per pin set: its sources,
-# Cargo.lock and the Rust toolchain make the key. Cargo's downloads and build tree live in .cache/cargo, so a
-# rebuild is offline and incremental.
+# The tests' stand-in WasmEdge (tests/doubles/wasmedge_standin, Rust: the wasmedge CLI and runwasi's WasmEdge
+# shim, on wasmtime, llama.cpp and runwasi's containerd-shim-wasm) and stand-in llama-api-server.wasm
+# (tests/doubles/llama_api_server_wasm, wasm32-wasip1, on wasmedge-wasi-nn and wasmedge_wasi_socket), from
+# crates.io, pinned in their Cargo.lock files, into .cache/wasmedge-standin/<key>/, once per pin set: their
+# sources, Cargo.lock files and the Rust toolchain make the key. Cargo's downloads and build trees live in
+# .cache/cargo, so a rebuild is offline and incremental. The wasm32-wasip1 standard library comes from rustup.
 wasmedge_standin() {
-  local src=$EDGEWASM_REPO/tests/doubles/wasmedge_standin dir=$EDGEWASM_CACHE/wasmedge-standin key started
+  local engine=$EDGEWASM_REPO/tests/doubles/wasmedge_standin guest=$EDGEWASM_REPO/tests/doubles/llama_api_server_wasm
+  local dir=$EDGEWASM_CACHE/wasmedge-standin key started src
   if ! command -v cargo >/dev/null; then
-    log "wasmedge-standin: no cargo on PATH: install Rust (rustup) $(awk -F'"' '/^rust-version/ { print $2 }' "$src/Cargo.toml")"
+    log "wasmedge-standin: no cargo on PATH: install Rust (rustup) $(awk -F'"' '/^rust-version/ { print $2 }' "$engine/Cargo.toml")"
     return 1
   fi
-  key=$({ rustc -V; cargo -V; cat "$src/Cargo.toml" "$src/Cargo.lock" "$src/build.rs" "$src"/src/*.rs "$src"/src/bin/*.rs; } |
-    sha256sum | cut -c1-16)
-  if [[ -x $dir/$key/wasmedge-standin && -x $dir/$key/containerd-shim-wasmedge-v1 ]]; then
+  key=$(
+    rustc -V
+    cargo -V
+    for src in "$engine" "$guest"; do
+      cat "$src/Cargo.toml" "$src/Cargo.lock" "$src"/src/*.rs
+    done
+    cat "$engine/build.rs" "$engine"/src/bin/*.rs
+  )
+  key=$(sha256sum <<<"$key" | cut -c1-16)
+  if [[ -x $dir/$key/wasmedge-standin && -x $dir/$key/containerd-shim-wasmedge-v1 && -f $dir/$key/llama-api-server.wasm ]]; then
     log "wasmedge-standin: reusing $dir/$key"
   else
     started=$SECONDS
-    log "wasmedge-standin: building the stand-in wasmedge CLI and shim (wasmtime, llama.cpp, containerd-shim-wasm) from crates.io (cold: about 11 minutes)"
+    log "wasmedge-standin: building the stand-in wasmedge CLI, shim and llama-api-server.wasm from crates.io (cold: about 11 minutes)"
+    if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+      log "wasmedge-standin: adding Rust's wasm32-wasip1 target (rustup)"
+      rustup target add wasm32-wasip1 >/dev/null
+    fi
     rm -rf "$dir/$key.partial"
     mkdir -p "$dir/$key.partial"
-    CARGO_HOME=$EDGEWASM_CACHE/cargo/home CARGO_TARGET_DIR=$EDGEWASM_CACHE/cargo/target \
-      cargo build --quiet --release --locked --manifest-path "$src/Cargo.toml"
+    local -x CARGO_HOME=$EDGEWASM_CACHE/cargo/home
+    CARGO_TARGET_DIR=$EDGEWASM_CACHE/cargo/target cargo build --quiet --release --locked --manifest-path "$engine/Cargo.toml"
+    CARGO_TARGET_DIR=$EDGEWASM_CACHE/cargo/target-wasm cargo build --quiet --release --locked \
+      --target wasm32-wasip1 --manifest-path "$guest/Cargo.toml"
     cp "$EDGEWASM_CACHE/cargo/target/release/"{wasmedge-standin,containerd-shim-wasmedge-v1} "$dir/$key.partial/"
+    cp "$EDGEWASM_CACHE/cargo/target-wasm/wasm32-wasip1/release/llama-api-server.wasm" "$dir/$key.partial/"
     mv -T "$dir/$key.partial" "$dir/$key"
     log "wasmedge-standin: built in $((SECONDS - started)) s (build cache $(du -sh "$EDGEWASM_CACHE/cargo" | cut -f1))"
   fi

@@ -150,7 +150,8 @@ cluster_stage() {
 # With rustfmt on the tests' Rust stand-in (it only formats: the build is setup's).
 ruff_stage() {
   ruff check . && ruff format --check . &&
-    cargo fmt --check --manifest-path "$EDGEWASM_REPO/tests/doubles/wasmedge_standin/Cargo.toml"
+    cargo fmt --check --manifest-path "$EDGEWASM_REPO/tests/doubles/wasmedge_standin/Cargo.toml" &&
+    cargo fmt --check --manifest-path "$EDGEWASM_REPO/tests/doubles/llama_api_server_wasm/Cargo.toml"
 }
 
 lint_stage() { yamllint --strict . && ansible-lint --offline --profile production; }

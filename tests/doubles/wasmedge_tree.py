@@ -96,6 +96,16 @@ def _source(path: Path, body: str) -> Path:
     return path
 
 
+def guest_build() -> Path:
+    """The stand-in llama-api-server.wasm setup.sh built beside the engine (tests/doubles/llama_api_server_wasm)."""
+    path = engine_build().with_name("llama-api-server.wasm")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the stand-in llama-api-server.wasm is not built: run scripts/setup.sh"
+        )
+    return path
+
+
 def install_runner(prefix: Path) -> Path:
     """<prefix>/libexec/edgewasm-standin/wasmedge-standin: the engine bin/wasmedge execs."""
     target = prefix / RUNNER_DIR

@@ -10,8 +10,12 @@ identical paths: the wasm runs inside the container, so what is not mounted is n
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -20,6 +24,7 @@ from pathlib import Path
 import grpc
 import private_containerd
 import pytest
+import requests
 from cri_api.v1 import api_pb2 as cri
 from cri_api.v1.api_pb2_grpc import RuntimeServiceStub
 from doubles import cri_runtime, elf_builders, release_mirror, wasmedge_tree
@@ -35,9 +40,10 @@ SHIM = "containerd-shim-wasmedge-v1"
 PLUGIN = "libwasmedgePluginWasiNN.so"
 
 
-def config(root: Path) -> str:
-    return f"""version = 2
-root = "{root}/root"
+def config(root: Path, version: int) -> str:
+    """A private containerd's config with runc and the wasmedge-nn handler: version 2 (Debian's containerd
+    1.6, k3s before v1.31.6) or 3 (containerd 2, the lab's)."""
+    common = f"""root = "{root}/root"
 state = "{root}/state"
 [grpc]
   address = "{root}/c.sock"
@@ -47,7 +53,10 @@ state = "{root}/state"
   address = ""
 [metrics]
   address = ""
-[plugins."io.containerd.grpc.v1.cri"]
+"""
+    if version == 2:
+        return f"""version = 2
+{common}[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{PAUSE}"
   restrict_oom_score_adj = true
   stream_server_port = "0"
@@ -59,6 +68,21 @@ state = "{root}/state"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmedge-nn]
   runtime_type = "io.containerd.wasmedge.v1"
 """
+    return f"""version = 3
+{common}[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_port = "0"
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = "{PAUSE}"
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+[plugins.'io.containerd.cri.v1.runtime'.cni]
+  conf_dir = "{root}/cni"
+  bin_dir = "{root}/cni-bin"
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'runc']
+  runtime_type = "io.containerd.runc.v2"
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'wasmedge-nn']
+  runtime_type = "io.containerd.wasmedge.v1"
+"""
 
 
 def shim_binary() -> Path:
@@ -66,45 +90,58 @@ def shim_binary() -> Path:
     return wasmedge_tree.engine_build().with_name(SHIM)
 
 
-def import_image(sock: Path, root: Path, name: str, wasm: bytes, entrypoint: str) -> str:
+def import_image(ctr: list[str], root: Path, name: str, wasm: bytes, entrypoint: str) -> str:
     image = wasm_image.build(wasm, name, "1", entrypoint=entrypoint)
     archive = root / f"{entrypoint}.tar"
     archive.write_bytes(image["archive"])
-    ctr = ["ctr", "--address", str(sock), "-n", "k8s.io", "images", "import", "--all-platforms"]
+    ctr = [*ctr, "images", "import", "--all-platforms"]
     subprocess.run([*ctr, str(archive)], check=True, capture_output=True)
     return image["reference"]
 
 
-@pytest.fixture(scope="module")
-def shim(tmp_path_factory):
-    if os.geteuid() != 0 or shutil.which("containerd") is None:
-        pytest.fail("this test needs root and Debian's containerd (scripts/setup.sh installs it)")
+@pytest.fixture(scope="module", params=[2, 3], ids=["containerd-1.6", "containerd-2"])
+def shim(request, tmp_path_factory):
+    version = request.param
+    binary, ctr_binary = ("containerd", "ctr")
+    if version == 3:
+        binary, ctr_binary = (
+            str(private_containerd.CONTAINERD2 / "containerd"),
+            str(private_containerd.CONTAINERD2 / "ctr"),
+        )
+    if os.geteuid() != 0 or shutil.which(binary) is None:
+        pytest.fail(
+            f"this test needs root and {binary} (scripts/setup.sh installs Debian's and builds containerd 2)"
+        )
     root = Path(tmp_path_factory.mktemp("shim", numbered=True))
     (root / "bin").mkdir()
     shutil.copyfile(shim_binary(), root / "bin" / SHIM)
     (root / "bin" / SHIM).chmod(0o755)
-    (root / "config.toml").write_text(config(root))
+    (root / "config.toml").write_text(config(root, version))
     env = dict(os.environ, PATH=f"{root / 'bin'}:{os.environ['PATH']}")
     log = (root / "containerd.log").open("w")
-    proc = subprocess.Popen(
-        ["containerd", "--config", str(root / "config.toml")], stdout=log, stderr=log, env=env
-    )
+    proc = subprocess.Popen([binary, "--config", str(root / "config.toml")], stdout=log, stderr=log, env=env)
     sock = root / "c.sock"
     for _attempt in range(100):
         if sock.exists():
             break
         time.sleep(0.1)
-    ctr = ["ctr", "--address", str(sock), "-n", "k8s.io", "images", "import"]
-    subprocess.run(
-        [*ctr, str(cri_runtime.build_image(root / "pause", PAUSE))], check=True, capture_output=True
-    )
+    ctr = [ctr_binary, "--address", str(sock), "-n", "k8s.io"]
+    pause = cri_runtime.build_image(root / "pause", PAUSE)
+    subprocess.run([*ctr, "images", "import", str(pause)], check=True, capture_output=True)
     release_mirror.build_llamaedge(root / "mirror", "0.28.1")
     images = {
+        "server": import_image(
+            ctr,
+            root,
+            "localhost/edgewasm-test-server",
+            wasmedge_tree.guest_build().read_bytes(),
+            "llama-api-server.wasm",
+        ),
         "probe": import_image(
-            sock, root, PROBE_IMAGE, (ASSETS / "wasi_nn_probe.wasm").read_bytes(), "wasi_nn_probe.wasm"
+            ctr, root, PROBE_IMAGE, (ASSETS / "wasi_nn_probe.wasm").read_bytes(), "wasi_nn_probe.wasm"
         ),
         "stock": import_image(
-            sock,
+            ctr,
             root,
             SERVER_IMAGE,
             (root / "mirror" / "0.28.1" / "llama-api-server.wasm").read_bytes(),
@@ -135,9 +172,9 @@ def wasmedge(shim) -> dict[str, Path]:
     return {**tree, "model": model}
 
 
-def run_pod(shim, image: str, env: dict[str, str], mounts: list[Path]) -> dict:
-    """A pod with one container of ``image`` through the wasmedge-nn handler, ``mounts`` read-only at identical
-    paths; waits for the container to exit: its exit code, reason and log lines (CRI log format)."""
+def start_pod(shim, image: str, env: dict[str, str], mounts: list[Path], args: list[str] = ()) -> dict:
+    """A pod with one container of ``image`` (``args`` after its entrypoint) through the wasmedge-nn handler,
+    on the node's network, ``mounts`` read-only at identical paths; started."""
     stub = shim["stub"]
     name = f"wasm-{uuid.uuid4().hex[:8]}"
     logs = shim["root"] / "logs" / name
@@ -162,6 +199,7 @@ def run_pod(shim, image: str, env: dict[str, str], mounts: list[Path]) -> dict:
             config=cri.ContainerConfig(
                 metadata=cri.ContainerMetadata(name="wasm"),
                 image=cri.ImageSpec(image=image),
+                args=list(args),
                 envs=[cri.KeyValue(key=key, value=value) for key, value in env.items()],
                 mounts=[cri.Mount(container_path=str(p), host_path=str(p), readonly=True) for p in mounts],
                 log_path="wasm.log",
@@ -169,18 +207,22 @@ def run_pod(shim, image: str, env: dict[str, str], mounts: list[Path]) -> dict:
         )
     ).container_id
     stub.StartContainer(cri.StartContainerRequest(container_id=container))
-    deadline = time.monotonic() + 120
+    return {"pod": pod, "container": container, "logs": logs}
+
+
+def wait_exit(shim, started: dict, timeout: float = 120) -> dict:
+    """Wait for the container to exit: its exit code, reason and log lines (CRI log format)."""
+    stub = shim["stub"]
+    deadline = time.monotonic() + timeout
     while True:
-        status = stub.ContainerStatus(cri.ContainerStatusRequest(container_id=container)).status
+        request = cri.ContainerStatusRequest(container_id=started["container"])
+        status = stub.ContainerStatus(request).status
         if status.state == cri.CONTAINER_EXITED or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert status.state == cri.CONTAINER_EXITED, shim["log"].read_text()[-3000:]
-    lines = (
-        (logs / "wasm.log").read_text(errors="backslashreplace").splitlines()
-        if (logs / "wasm.log").exists()
-        else []
-    )
+    log = started["logs"] / "wasm.log"
+    lines = log.read_text(errors="backslashreplace").splitlines() if log.exists() else []
     # CRI log lines: "<time> <stream> <tag> <text>".
     parsed = [line.split(" ", 3) for line in lines]
     return {
@@ -189,6 +231,11 @@ def run_pod(shim, image: str, env: dict[str, str], mounts: list[Path]) -> dict:
         "stdout": [p[3] for p in parsed if len(p) == 4 and p[1] == "stdout"],
         "stderr": [p[3] for p in parsed if len(p) == 4 and p[1] == "stderr"],
     }
+
+
+def run_pod(shim, image: str, env: dict[str, str], mounts: list[Path]) -> dict:
+    """start_pod, then wait_exit."""
+    return wait_exit(shim, start_pod(shim, image, env, mounts))
 
 
 def probe_env(wasmedge) -> dict[str, str]:
@@ -256,3 +303,42 @@ def test_a_model_that_is_not_mounted_fails_with_llama_cpps_own_error(shim, wasme
     )
     opened = f"failed to open GGUF file '{wasmedge['model']}' (No such file or directory)"
     assert any(line.startswith("gguf_init_from_file") and opened in line for line in result["stderr"]), result
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_stand_in_server_serves_completions_from_a_wasm_pod_and_its_death_is_seen(shim, wasmedge):
+    """The stand-in llama-api-server.wasm (no wasi:logging import, as a site's runwasi build must be) listens
+    through the shim's socket functions inside the container and answers with llama.cpp's tokens; its
+    process killed, the runtime reports the container exited (what kubelet then restarts)."""
+    port = free_port()
+    started = start_pod(
+        shim,
+        shim["images"]["server"],
+        probe_env(wasmedge),
+        [wasmedge["plugin_dir"], wasmedge["model"]],
+        ["--model-name", "tiny", "--port", str(port)],
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            break
+        time.sleep(0.2)
+    chat = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+    answer = requests.post(f"{url}/v1/chat/completions", json=chat, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"]
+    status = shim["stub"].ContainerStatus(
+        cri.ContainerStatusRequest(container_id=started["container"], verbose=True)
+    )
+    assert status.status.state == cri.CONTAINER_RUNNING
+    pid = json.loads(status.info["info"])["pid"]
+    os.kill(pid, signal.SIGKILL)
+    exited = wait_exit(shim, started, timeout=30)
+    assert exited["exit_code"] == 137, exited
+    assert any("serving tiny on 0.0.0.0:" in line for line in exited["stdout"]), exited

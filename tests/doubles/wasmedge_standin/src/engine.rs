@@ -9,7 +9,7 @@ use wasmtime::{Caller, Config, Engine, Linker, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use crate::nn;
+use crate::{nn, sockets};
 
 pub const MARKER: &str = "edgewasm stand-in, not WasmEdge";
 pub const NN_PLUGIN: &str = "libwasmedgePluginWasiNN.so";
@@ -19,6 +19,7 @@ const ABI_SYMBOL: &str = "edgewasm_standin_wasi_nn_abi";
 pub struct State {
     wasi: WasiP1Ctx,
     pub(crate) nn: Option<nn::Nn>,
+    pub(crate) sockets: sockets::Sockets,
 }
 
 /// A line of WasmEdge's logger: spdlog's default pattern, on stdout (as upstream has it).
@@ -214,14 +215,6 @@ fn wasi(run: &Run) -> wasmtime::Result<WasiP1Ctx> {
 /// Compile, link and run `_start`, failing as WasmEdge fails (its log lines on stdout).
 pub fn run(run: Run) -> wasmtime::Result<Outcome> {
     let engine = Engine::new(Config::new().cranelift_opt_level(wasmtime::OptLevel::Speed))?;
-    let mut linker: Linker<State> = Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut State| &mut state.wasi)?;
-    if run.wasi_logging {
-        wasi_logging(&mut linker)?;
-    }
-    if run.nn.is_some() {
-        nn::define(&mut linker)?;
-    }
     let module = match &run.wasm {
         Wasm::File(path) => Module::from_file(&engine, path),
         Wasm::Bytes(bytes) => Module::from_binary(&engine, bytes),
@@ -234,7 +227,25 @@ pub fn run(run: Run) -> wasmtime::Result<Outcome> {
         }
     };
     let wasi = wasi(&run)?;
-    let mut store = Store::new(&engine, State { wasi, nn: run.nn });
+    let with_nn = run.nn.is_some();
+    let mut store = Store::new(
+        &engine,
+        State {
+            wasi,
+            nn: run.nn,
+            sockets: sockets::Sockets::default(),
+        },
+    );
+    let mut linker: Linker<State> = Linker::new(&engine);
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut State| &mut state.wasi)?;
+    // WasmEdge's WASI has its socket extension, in the CLI and in the shim.
+    sockets::define(&mut linker, &mut store)?;
+    if run.wasi_logging {
+        wasi_logging(&mut linker)?;
+    }
+    if with_nn {
+        nn::define(&mut linker)?;
+    }
     for import in module.imports() {
         if linker.get_by_import(&mut store, &import).is_none() {
             log("instantiation failed: unknown import, Code: 0x302");

@@ -58,8 +58,12 @@ impl Model {
 
     /// Generate up to n_predict tokens after the prompt; the pieces' raw bytes (not always UTF-8).
     pub fn complete(&self, prompt: &[u8], options: &Options) -> Result<Vec<u8>, String> {
-        let session = Session::new(self, options)?;
-        session.run(prompt, options.n_predict)
+        let mut session = Session::start(self, prompt, options)?;
+        let mut out = Vec::new();
+        while let Some(piece) = session.next()? {
+            out.extend_from_slice(&piece);
+        }
+        Ok(out)
     }
 }
 
@@ -91,15 +95,24 @@ impl Default for Options {
     }
 }
 
-struct Session<'m> {
-    model: &'m Model,
+/// One generation: the prompt decoded, then one token at a time (the plugin's compute_single). The model
+/// must outlive it (the plugin never unloads a graph while a context uses it).
+pub struct Session {
+    model: *mut sys::llama_model,
     ctx: *mut sys::llama_context,
     sampler: *mut sys::llama_sampler,
+    /// Tokens still allowed (n_predict, and the room left in the context).
+    left: usize,
+    /// The last token sampled, decoded before the next one is sampled.
+    last: Option<sys::llama_token>,
 }
 
-impl<'m> Session<'m> {
-    fn new(model: &'m Model, options: &Options) -> Result<Session<'m>, String> {
-        unsafe {
+// Used from the one thread that runs the wasm.
+unsafe impl Send for Session {}
+
+impl Session {
+    pub fn start(model: &Model, prompt: &[u8], options: &Options) -> Result<Session, String> {
+        let session = unsafe {
             let mut params = sys::llama_context_default_params();
             params.n_ctx = options.ctx_size;
             params.n_batch = options.ctx_size.min(512);
@@ -112,12 +125,54 @@ impl<'m> Session<'m> {
             let sampler = sys::llama_sampler_chain_init(sys::llama_sampler_chain_default_params());
             sys::llama_sampler_chain_add(sampler, sys::llama_sampler_init_temp(options.temp));
             sys::llama_sampler_chain_add(sampler, sys::llama_sampler_init_dist(options.seed));
-            Ok(Session { model, ctx, sampler })
+            Session {
+                model: model.model,
+                ctx,
+                sampler,
+                left: 0,
+                last: None,
+            }
+        };
+        let mut session = session;
+        let mut tokens = session.tokenize(prompt)?;
+        let n_ctx = unsafe { sys::llama_n_ctx(session.ctx) } as usize;
+        if tokens.len() >= n_ctx {
+            return Err(format!(
+                "the prompt is {} tokens, over the context size {n_ctx}",
+                tokens.len()
+            ));
         }
+        let room = n_ctx - tokens.len();
+        session.left = if options.n_predict < 0 {
+            room
+        } else {
+            (options.n_predict as usize).min(room)
+        };
+        session.decode(&mut tokens)?;
+        Ok(session)
+    }
+
+    /// The next token's bytes; None at the end of the sequence or of the allowance.
+    pub fn next(&mut self) -> Result<Option<Vec<u8>>, String> {
+        if let Some(mut token) = self.last.take() {
+            self.decode(std::slice::from_mut(&mut token))?;
+        }
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let vocab = unsafe { sys::llama_model_get_vocab(self.model) };
+        let token = unsafe { sys::llama_sampler_sample(self.sampler, self.ctx, -1) };
+        if unsafe { sys::llama_vocab_is_eog(vocab, token) } {
+            self.left = 0;
+            return Ok(None);
+        }
+        self.left -= 1;
+        self.last = Some(token);
+        Ok(Some(piece(vocab, token)))
     }
 
     fn tokenize(&self, prompt: &[u8]) -> Result<Vec<sys::llama_token>, String> {
-        let vocab = unsafe { sys::llama_model_get_vocab(self.model.model) };
+        let vocab = unsafe { sys::llama_model_get_vocab(self.model) };
         let len = i32::try_from(prompt.len()).map_err(|_| "prompt too long".to_string())?;
         let mut tokens = vec![0; prompt.len() + 8];
         let text = prompt.as_ptr().cast::<c_char>();
@@ -153,34 +208,6 @@ impl<'m> Session<'m> {
         Ok(tokens)
     }
 
-    fn run(&self, prompt: &[u8], n_predict: i32) -> Result<Vec<u8>, String> {
-        let mut tokens = self.tokenize(prompt)?;
-        let n_ctx = unsafe { sys::llama_n_ctx(self.ctx) } as usize;
-        if tokens.len() >= n_ctx {
-            return Err(format!(
-                "the prompt is {} tokens, over the context size {n_ctx}",
-                tokens.len()
-            ));
-        }
-        let limit = if n_predict < 0 {
-            n_ctx - tokens.len()
-        } else {
-            (n_predict as usize).min(n_ctx - tokens.len())
-        };
-        let vocab = unsafe { sys::llama_model_get_vocab(self.model.model) };
-        let mut out = Vec::new();
-        self.decode(&mut tokens)?;
-        for _ in 0..limit {
-            let mut token = unsafe { sys::llama_sampler_sample(self.sampler, self.ctx, -1) };
-            if unsafe { sys::llama_vocab_is_eog(vocab, token) } {
-                break;
-            }
-            out.extend_from_slice(&piece(vocab, token));
-            self.decode(std::slice::from_mut(&mut token))?;
-        }
-        Ok(out)
-    }
-
     fn decode(&self, tokens: &mut [sys::llama_token]) -> Result<(), String> {
         let rc = unsafe {
             let batch = sys::llama_batch_get_one(tokens.as_mut_ptr(), tokens.len() as i32);
@@ -193,7 +220,7 @@ impl<'m> Session<'m> {
     }
 }
 
-impl Drop for Session<'_> {
+impl Drop for Session {
     fn drop(&mut self) {
         unsafe {
             sys::llama_sampler_free(self.sampler);

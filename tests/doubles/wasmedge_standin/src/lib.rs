@@ -8,3 +8,4 @@
 pub mod engine;
 mod ggml;
 mod nn;
+mod sockets;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use wasmtime::{Caller, Extern, Linker};
 
 use crate::engine::{log, State};
-use crate::ggml::{self, Model, Options};
+use crate::ggml::{self, Model, Options, Session};
 
 // WasmEdge's WASI-NN errno values (plugins/wasi_nn/types.h).
 pub const SUCCESS: i32 = 0;
@@ -18,6 +18,8 @@ pub const INVALID_ARGUMENT: i32 = 1;
 pub const RUNTIME_ERROR: i32 = 5;
 pub const TOO_LARGE: i32 = 7;
 pub const NOT_FOUND: i32 = 8;
+/// The GGML backend's end of a streamed generation (compute_single).
+pub const END_OF_SEQUENCE: i32 = 100;
 const MODULE: &str = "wasi_ephemeral_nn";
 const TARGETS: [&str; 4] = ["CPU", "GPU", "TPU", "AUTO"];
 /// Longest generation the stand-in runs, whatever the metadata asks.
@@ -58,6 +60,9 @@ struct Context {
     prompt: Option<Vec<u8>>,
     options: Options,
     output: Option<Vec<u8>>,
+    /// A streamed generation (compute_single) and the bytes of its last token.
+    stream: Option<Session>,
+    last: Vec<u8>,
 }
 
 pub struct Nn {
@@ -114,6 +119,8 @@ impl Nn {
             prompt: None,
             options,
             output: None,
+            stream: None,
+            last: Vec::new(),
         });
         Ok((self.contexts.len() - 1) as u32)
     }
@@ -129,6 +136,7 @@ impl Nn {
         match index {
             0 => {
                 context.prompt = Some(data);
+                context.stream = None;
                 SUCCESS
             }
             1 => match metadata(&data, &context.options) {
@@ -165,6 +173,59 @@ impl Nn {
                 log(&format!("[WASI-NN] GGML backend: Error: {err}"));
                 RUNTIME_ERROR
             }
+        }
+    }
+
+    /// One more token of a streamed generation (started by the first call after set_input).
+    fn compute_single(&mut self, ctx: u32) -> i32 {
+        let Some(context) = self.contexts.get_mut(ctx as usize) else {
+            return INVALID_ARGUMENT;
+        };
+        if context.stream.is_none() {
+            let Some(prompt) = context.prompt.as_ref() else {
+                log("[WASI-NN] GGML backend: Error: no prompt set.");
+                return INVALID_ARGUMENT;
+            };
+            if self.cpu_lacks {
+                crate::engine::die_of_sigill();
+            }
+            match Session::start(&self.graphs[context.graph], prompt, &context.options) {
+                Ok(session) => context.stream = Some(session),
+                Err(err) => {
+                    log(&format!("[WASI-NN] GGML backend: Error: {err}"));
+                    return RUNTIME_ERROR;
+                }
+            }
+        }
+        let session = context.stream.as_mut().expect("started above");
+        match session.next() {
+            Ok(Some(piece)) => {
+                context.last = piece;
+                SUCCESS
+            }
+            Ok(None) => END_OF_SEQUENCE,
+            Err(err) => {
+                log(&format!("[WASI-NN] GGML backend: Error: {err}"));
+                RUNTIME_ERROR
+            }
+        }
+    }
+
+    fn fini_single(&mut self, ctx: u32) -> i32 {
+        match self.contexts.get_mut(ctx as usize) {
+            Some(context) => {
+                context.stream = None;
+                context.last.clear();
+                SUCCESS
+            }
+            None => INVALID_ARGUMENT,
+        }
+    }
+
+    fn output_single(&self, ctx: u32, index: u32) -> Result<&[u8], i32> {
+        match self.contexts.get(ctx as usize) {
+            Some(context) if index == 0 && context.stream.is_some() => Ok(&context.last),
+            _ => Err(INVALID_ARGUMENT),
         }
     }
 
@@ -287,21 +348,51 @@ pub fn define(linker: &mut Linker<State>) -> wasmtime::Result<()> {
     linker.func_wrap(MODULE, "compute", |mut caller: Caller<'_, State>, ctx: i32| {
         nn(&mut caller).compute(ctx as u32)
     })?;
+    for (name, single) in [("get_output", false), ("get_output_single", true)] {
+        linker.func_wrap(
+            MODULE,
+            name,
+            move |mut caller: Caller<'_, State>, ctx: i32, index: i32, buf: i32, size: i32, written: i32| {
+                let nn = nn(&mut caller);
+                let output = if single {
+                    nn.output_single(ctx as u32, index as u32)
+                } else {
+                    nn.output(ctx as u32, index as u32)
+                };
+                let output = match output {
+                    Ok(output) => output.to_vec(),
+                    Err(errno) => return errno,
+                };
+                if output.len() > size as u32 as usize {
+                    return TOO_LARGE;
+                }
+                if !write_bytes(&mut caller, buf, &output) {
+                    return INVALID_ARGUMENT;
+                }
+                store_u32(&mut caller, written, Ok(output.len() as u32))
+            },
+        )?;
+    }
     linker.func_wrap(
         MODULE,
-        "get_output",
-        |mut caller: Caller<'_, State>, ctx: i32, index: i32, buf: i32, size: i32, written: i32| {
-            let output = match nn(&mut caller).output(ctx as u32, index as u32) {
-                Ok(output) => output.to_vec(),
-                Err(errno) => return errno,
-            };
-            if output.len() > size as u32 as usize {
-                return TOO_LARGE;
-            }
-            if !write_bytes(&mut caller, buf, &output) {
+        "compute_single",
+        |mut caller: Caller<'_, State>, ctx: i32| nn(&mut caller).compute_single(ctx as u32),
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "fini_single",
+        |mut caller: Caller<'_, State>, ctx: i32| nn(&mut caller).fini_single(ctx as u32),
+    )?;
+    // LlamaEdge passes its options as the config; the stand-in reads them from the metadata tensor only.
+    linker.func_wrap(
+        MODULE,
+        "load_by_name_with_config",
+        |mut caller: Caller<'_, State>, name: i32, len: i32, _config: i32, _config_len: i32, out: i32| {
+            let Some(name) = memory_slice(&mut caller, name, len as u32) else {
                 return INVALID_ARGUMENT;
-            }
-            store_u32(&mut caller, written, Ok(output.len() as u32))
+            };
+            let result = nn(&mut caller).load_by_name(&String::from_utf8_lossy(&name));
+            store_u32(&mut caller, out, result)
         },
     )?;
     Ok(())
