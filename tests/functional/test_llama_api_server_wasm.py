@@ -119,6 +119,21 @@ def test_a_streamed_completion_is_the_same_text_token_by_token(server):
     assert "".join(deltas) == whole["choices"][0]["message"]["content"]
 
 
+def test_a_chunked_request_body_is_read_as_a_whole(server):
+    """A client (or a proxy relaying one) may send the body chunked: the same answer as with Content-Length."""
+    body = json.dumps(CHAT).encode()
+    pieces = iter([body[:7], body[7:30], body[30:]])
+    chunked = requests.post(
+        f"{server}/v1/chat/completions",
+        data=pieces,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert chunked.status_code == 200, chunked.text
+    whole = requests.post(f"{server}/v1/chat/completions", json=CHAT, timeout=30).json()
+    assert chunked.json()["choices"] == whole["choices"]
+
+
 def test_bad_requests_get_errors_and_the_server_goes_on(server):
     url = f"{server}/v1/chat/completions"
     assert requests.post(url, data=b"not json", timeout=10).status_code == 400

@@ -3,7 +3,8 @@
 //!
 //! - flags as llama-api-server takes them (`--model-name a[,b]`, `--port` or `--socket-addr`,
 //!   `--prompt-template`, `--ctx-size`, `--n-predict`, ...); an unknown flag is refused as clap refuses it;
-//! - the model is the WASI-NN graph preloaded as `default` (WASMEDGE_WASINN_PRELOAD / --nn-preload), loaded
+//! - the model is the WASI-NN graph preloaded as the first `--model-alias` (`default`; WASMEDGE_WASINN_PRELOAD or
+//!   --nn-preload), loaded
 //!   with wasmedge-wasi-nn as llama-core loads it; a runtime without the plugin cannot even instantiate it;
 //! - it listens with WasmEdge's socket extension (crate wasmedge_wasi_socket), as llama-api-server does, and
 //!   serves one connection at a time (one request, then the connection closes);
@@ -31,6 +32,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--reverse-prompt",
     "--n-predict",
     "--n-gpu-layers",
+    "--threads",
     "--temp",
     "--top-p",
     "--repeat-penalty",
@@ -48,6 +50,8 @@ const OUTPUT_MAX: usize = 1 << 16;
 
 struct Args {
     models: Vec<String>,
+    /// The WASI-NN graph names (--model-alias), the first of which is loaded: "default" unless set.
+    aliases: Vec<String>,
     listen: SocketAddr,
     ctx_size: u64,
     n_predict: i64,
@@ -65,6 +69,7 @@ fn invalid(flag: &str, value: &str) -> ! {
 fn parse_args() -> Args {
     let mut args = Args {
         models: Vec::new(),
+        aliases: vec!["default".to_string()],
         listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080)),
         ctx_size: 4096,
         n_predict: 1024,
@@ -94,6 +99,7 @@ fn parse_args() -> Args {
         };
         match flag.as_str() {
             "--model-name" => args.models = value.split(',').map(str::to_string).collect(),
+            "--model-alias" => args.aliases = value.split(',').map(str::to_string).collect(),
             "--port" => {
                 let port = value.parse().unwrap_or_else(|_| invalid(&flag, &value));
                 args.listen.set_port(port);
@@ -122,6 +128,71 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// One request off the connection: its head (up to MAX_HEAD) and a Content-Length body (up to MAX_BODY).
+/// Bytes of the body read so far, and more from the connection as they are needed.
+struct Body<'a> {
+    stream: &'a mut TcpStream,
+    data: Vec<u8>,
+}
+
+impl Body<'_> {
+    /// At least `n` bytes buffered, or an error when the client stops sending.
+    fn fill(&mut self, n: usize) -> Result<(), (u16, &'static str)> {
+        let mut buf = [0u8; 4096];
+        while self.data.len() < n {
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return Err((400, "incomplete body")),
+                Ok(read) => self.data.extend_from_slice(&buf[..read]),
+            }
+        }
+        Ok(())
+    }
+
+    /// One CRLF-terminated line (a chunk's size line), without its CRLF.
+    fn line(&mut self) -> Result<Vec<u8>, (u16, &'static str)> {
+        loop {
+            if let Some(end) = find(&self.data, b"\r\n") {
+                let line = self.data[..end].to_vec();
+                self.data.drain(..end + 2);
+                return Ok(line);
+            }
+            if self.data.len() > 1024 {
+                return Err((400, "malformed chunk size"));
+            }
+            let have = self.data.len();
+            self.fill(have + 1)?;
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<Vec<u8>, (u16, &'static str)> {
+        self.fill(n)?;
+        Ok(self.data.drain(..n).collect())
+    }
+
+    /// A chunked body (chunk extensions ignored, trailers skipped), up to MAX_BODY.
+    fn chunked(&mut self) -> Result<Vec<u8>, (u16, &'static str)> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line()?;
+            let size = String::from_utf8_lossy(&line);
+            let size = size.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size, 16).map_err(|_| (400, "malformed chunk size"))?;
+            if size == 0 {
+                while !self.line()?.is_empty() {}
+                return Ok(body);
+            }
+            if body.len() + size > MAX_BODY {
+                return Err((413, "request body too large"));
+            }
+            body.extend(self.take(size)?);
+            if !self.take(2)?.starts_with(b"\r\n") {
+                return Err((400, "malformed chunk"));
+            }
+        }
+    }
+}
+
+/// One request off the connection: its head (up to MAX_HEAD) and its body, by Content-Length or chunked
+/// (up to MAX_BODY).
 fn read_request(stream: &mut TcpStream) -> Result<Request, (u16, &'static str)> {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
@@ -148,27 +219,30 @@ fn read_request(stream: &mut TcpStream) -> Result<Request, (u16, &'static str)> 
         first.next().unwrap_or_default(),
     );
     let mut length = 0usize;
+    let mut chunked = false;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Err((400, "malformed header"));
         };
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().map_err(|_| (400, "bad content-length"))?,
-            "transfer-encoding" => return Err((501, "chunked request bodies are not supported")),
+            "transfer-encoding" if value.trim().eq_ignore_ascii_case("chunked") => chunked = true,
+            "transfer-encoding" => return Err((501, "unsupported transfer-encoding")),
             _ => {}
         }
     }
     if length > MAX_BODY {
         return Err((413, "request body too large"));
     }
-    let mut body = data[end + 4..].to_vec();
-    while body.len() < length {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return Err((400, "incomplete body")),
-            Ok(n) => body.extend_from_slice(&buf[..n]),
-        }
-    }
-    body.truncate(length);
+    let mut body = Body {
+        stream,
+        data: data[end + 4..].to_vec(),
+    };
+    let body = if chunked {
+        body.chunked()?
+    } else {
+        body.take(length)?
+    };
     Ok(Request {
         method,
         path: path.split('?').next().unwrap_or_default().to_string(),
@@ -411,16 +485,17 @@ fn send_chunk(stream: &mut TcpStream, data: &[u8]) -> bool {
 
 fn main() {
     let args = parse_args();
-    let graph =
-        match GraphBuilder::new(GraphEncoding::Ggml, ExecutionTarget::AUTO).build_from_cache("default") {
-            Ok(graph) => graph,
-            Err(err) => {
-                eprintln!(
-                "[ERROR] llama-api-server (stand-in): cannot load the model preloaded as 'default': {err}"
+    let alias = args.aliases[0].clone();
+    let builder = GraphBuilder::new(GraphEncoding::Ggml, ExecutionTarget::AUTO);
+    let graph = match builder.build_from_cache(&alias) {
+        Ok(graph) => graph,
+        Err(err) => {
+            eprintln!(
+                "[ERROR] llama-api-server (stand-in): cannot load the model preloaded as '{alias}': {err}"
             );
-                std::process::exit(1);
-            }
-        };
+            std::process::exit(1);
+        }
+    };
     let listener = match TcpListener::bind(args.listen, false) {
         Ok(listener) => listener,
         Err(err) => {
