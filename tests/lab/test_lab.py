@@ -69,7 +69,9 @@ def balancer_url(core) -> str:
 
 
 def ask(url: str, model: str) -> dict:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "which colour?"}]}).encode()
+    # A few tokens: llama.cpp generates them in the pod; the stories below send thousands of these.
+    message = {"role": "user", "content": "which colour?"}
+    body = json.dumps({"model": model, "messages": [message], "max_tokens": 8}).encode()
     request = urllib.request.Request(  # noqa: S310 - the lab's http:// URL
         f"{url}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
     )
