@@ -4,10 +4,9 @@
 # with the verify role's report. The nodes are real Kubernetes nodes: the stand-in k3s launches the
 # upstream etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy and containerd
 # (tests/doubles/k3s_launcher.py; scripts/setup.sh builds them from the Go module proxy), the seed's
-# backends run as wasm pods through the `wasmedge-nn` runtime class (a stand-in runwasi WasmEdge shim, built on
-# runwasi's shim library with wasmtime and llama.cpp, runs the stand-in llama-api-server.wasm in the
-# collection's serving image), and the balancer finds them through real EndpointSlices. WasmEdge and
-# llama-api-server stand in (tests/doubles/wasmedge_standin, llama_api_server_wasm).
+# backends run as pods through the `wasmedge-nn` runtime class (containerd's runc shim under the
+# WasmEdge shim's name runs the stand-in llama-api-server), and the balancer finds them through real
+# EndpointSlices. Only the WebAssembly execution stands in.
 #   scripts/lab.sh create    nodes, then artifacts, then site.yml (inventories/lab/hosts.yml)
 #   scripts/lab.sh nodes     the nodes only: containers, network, SSH access (and the inventory of a second lab)
 #   scripts/lab.sh artifacts the mirror (stand-in releases, k3s's air-gap images), the models
@@ -79,15 +78,12 @@ nodes() {
 
 artifacts() {
   local images
-  log "images: pause, balancer (tests/doubles/lab_images.py)"
+  log "images: pause, balancer, stand-in llama-api-server (tests/doubles/lab_images.py)"
   images=$(python3 "$EDGEWASM_REPO/tests/doubles/lab_images.py" --cache "$EDGEWASM_CACHE/lab-images")
   python3 "$EDGEWASM_REPO/tests/doubles/release_mirror.py" --mirror "$LAB_DIR/mirror" \
     --version 0.14.1 --k3s-version v1.31.6+k3s1 --k3s-version "$UPGRADE_K3S" --k3s-images "$images" \
     --llamaedge-version 0.28.1 \
-    --wasm-shim "$EDGEWASM_CACHE/wasmedge-standin/current/containerd-shim-wasmedge-v1" >/dev/null
-  # The backends' llama-api-server.wasm: the stand-in of tests/doubles/llama_api_server_wasm (no wasi:logging
-  # import, as a site's build for runwasi's shim must be), which llama_backends_server_wasm names.
-  install -m 0644 "$EDGEWASM_CACHE/wasmedge-standin/current/llama-api-server.wasm" "$LAB_DIR/llama-api-server.wasm"
+    --wasm-shim "$EDGEWASM_CACHE/containerd/current/containerd-shim-runc-v2" >/dev/null
   python3 "$EDGEWASM_REPO/tests/doubles/lab_models.py" --dir "$LAB_DIR/models" \
     Llama-3.2-1B-Instruct-Q5_K_M.gguf Llama-3.2-3B-Instruct-Q5_K_M.gguf Qwen2.5-1.5B-Instruct-Q5_K_M.gguf
 }
