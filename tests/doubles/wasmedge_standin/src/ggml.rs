@@ -176,7 +176,7 @@ impl Session {
         let len = i32::try_from(prompt.len()).map_err(|_| "prompt too long".to_string())?;
         let mut tokens = vec![0; prompt.len() + 8];
         let text = prompt.as_ptr().cast::<c_char>();
-        let mut n = unsafe {
+        let tokenize = |tokens: &mut Vec<sys::llama_token>| unsafe {
             sys::llama_tokenize(
                 vocab,
                 text,
@@ -187,19 +187,10 @@ impl Session {
                 true,
             )
         };
+        let mut n = tokenize(&mut tokens);
         if n < 0 {
             tokens.resize((-n) as usize, 0);
-            n = unsafe {
-                sys::llama_tokenize(
-                    vocab,
-                    text,
-                    len,
-                    tokens.as_mut_ptr(),
-                    tokens.len() as i32,
-                    true,
-                    true,
-                )
-            };
+            n = tokenize(&mut tokens);
         }
         if n < 0 {
             return Err("unable to tokenize the prompt".into());

@@ -81,6 +81,15 @@ fn write(caller: &mut Caller<'_, State>, ptr: i32, bytes: &[u8]) -> bool {
     memory(caller).is_some_and(|memory| memory.write(caller, ptr as u32 as usize, bytes).is_ok())
 }
 
+/// `value` as a u32 at `ptr`: SUCCESS, or EFAULT when the guest's pointer is out of its memory.
+fn put_u32(caller: &mut Caller<'_, State>, ptr: i32, value: u32) -> i32 {
+    if write(caller, ptr, &value.to_le_bytes()) {
+        SUCCESS
+    } else {
+        EFAULT
+    }
+}
+
 fn u32_at(bytes: &[u8], offset: usize) -> u32 {
     u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("four bytes"))
 }
@@ -176,11 +185,7 @@ pub fn define(linker: &mut Linker<State>, store: &mut Store<State>) -> wasmtime:
             match Socket::new(domain, Type::STREAM, None) {
                 Ok(socket) => {
                     let fd = sockets(&mut caller).insert(socket);
-                    if write(&mut caller, out, &fd.to_le_bytes()) {
-                        SUCCESS
-                    } else {
-                        EFAULT
-                    }
+                    put_u32(&mut caller, out, fd)
                 }
                 Err(err) => errno(&err),
             }
@@ -214,11 +219,7 @@ pub fn define(linker: &mut Linker<State>, store: &mut Store<State>) -> wasmtime:
             match accepted {
                 Ok((socket, _peer)) => {
                     let new = sockets(&mut caller).insert(socket);
-                    if write(&mut caller, out, &new.to_le_bytes()) {
-                        SUCCESS
-                    } else {
-                        EFAULT
-                    }
+                    put_u32(&mut caller, out, new)
                 }
                 Err(err) => errno(&err),
             }
@@ -284,13 +285,7 @@ pub fn define(linker: &mut Linker<State>, store: &mut Store<State>) -> wasmtime:
                 Some(socket) => socket.send_with_flags(&data, libc::MSG_NOSIGNAL),
             };
             match sent {
-                Ok(n) => {
-                    if write(&mut caller, len_out, &(n as u32).to_le_bytes()) {
-                        SUCCESS
-                    } else {
-                        EFAULT
-                    }
-                }
+                Ok(n) => put_u32(&mut caller, len_out, n as u32),
                 Err(err) => errno(&err),
             }
         },
