@@ -238,7 +238,7 @@ wasmedge_standin() {
     cp "$EDGEWASM_CACHE/cargo/target/release/"{wasmedge-standin,containerd-shim-wasmedge-v1} "$dir/$key.partial/"
     cp "$EDGEWASM_CACHE/cargo/target-wasm/wasm32-wasip1/release/llama-api-server.wasm" "$dir/$key.partial/"
     mv -T "$dir/$key.partial" "$dir/$key"
-    log "wasmedge-standin: built in $((SECONDS - started)) s (build cache $(du -sh "$EDGEWASM_CACHE/cargo" | cut -f1))"
+    log "wasmedge-standin: built in $((SECONDS - started)) s (build cache $(du -shL "$EDGEWASM_CACHE/cargo" | cut -f1))"
   fi
   ln -sfn "$key" "$dir/current"
   find "$dir" -mindepth 1 -maxdepth 1 ! -name "$key" ! -name current -exec rm -rf {} +
