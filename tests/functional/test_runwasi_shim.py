@@ -41,25 +41,13 @@ PLUGIN = "libwasmedgePluginWasiNN.so"
 
 
 def config(root: Path, version: int) -> str:
-    """A private containerd's config with runc and the wasmedge-nn handler: version 2 (Debian's containerd
-    1.6, k3s before v1.31.6) or 3 (containerd 2, the lab's)."""
-    common = f"""root = "{root}/root"
-state = "{root}/state"
-[grpc]
-  address = "{root}/c.sock"
-[ttrpc]
-  address = "{root}/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-"""
+    """private_containerd's config with the CRI plugin's sandbox image, runc and the wasmedge-nn handler:
+    version 2 (Debian's containerd 1.6, k3s before v1.31.6) or 3 (containerd 2, the lab's)."""
+    base = private_containerd.config(root, version)
     if version == 2:
-        return f"""version = 2
-{common}[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE}"
+        # The base ends in the CRI plugin's table: these keys continue it.
+        return f"""{base}  sandbox_image = "{PAUSE}"
   restrict_oom_score_adj = true
-  stream_server_port = "0"
 [plugins."io.containerd.grpc.v1.cri".cni]
   conf_dir = "{root}/cni"
   bin_dir = "{root}/cni-bin"
@@ -68,8 +56,7 @@ state = "{root}/state"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmedge-nn]
   runtime_type = "io.containerd.wasmedge.v1"
 """
-    return f"""version = 3
-{common}[plugins.'io.containerd.grpc.v1.cri']
+    return f"""{base}[plugins.'io.containerd.grpc.v1.cri']
   stream_server_port = "0"
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = "{PAUSE}"
