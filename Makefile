@@ -47,7 +47,8 @@ changelog: setup
 clean:
 	rm -rf .cache/sanity .cache/dist tests/output
 
-# Everything the suite and the lab made: the caches and the podman images (the lab first).
+# Everything the suite and the lab made: the caches and the podman images (the lab first; the last one is the
+# Linux stand-in server image older checkouts built for the lab).
 distclean: lab-destroy clean
 	podman rmi -f --ignore localhost/edgewasm-node:bookworm localhost/edgewasm-test-python-standin:bookworm \
 		localhost/edgewasm-test-python-rootfs:bookworm localhost/edgewasm-standin-pause:1 \

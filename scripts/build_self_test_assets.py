@@ -76,13 +76,14 @@ class Weights:
         return ((unit * 2.0 - 1.0) * SCALE).astype(np.float32).reshape(rows, cols)
 
 
-def tiny_llama(path: Path) -> None:
-    """Write the self-test model (numpy shapes are (rows, cols): GGML's ne is the reverse)."""
+def tiny_llama(path: Path, name: str = "edgewasm self-test (random weights)", seed: int = SEED) -> None:
+    """Write the self-test model, or another of its shape with other random weights (numpy shapes are
+    (rows, cols): GGML's ne is the reverse)."""
     tokens, scores, kinds = vocabulary()
     vocab, head_dim = len(tokens), EMBEDDING // HEADS
     kv = head_dim * HEADS_KV
     writer = gguf.GGUFWriter(path, "llama")
-    writer.add_name("edgewasm self-test (random weights)")
+    writer.add_name(name)
     writer.add_context_length(CONTEXT)
     writer.add_embedding_length(EMBEDDING)
     writer.add_block_count(LAYERS)
@@ -100,7 +101,7 @@ def tiny_llama(path: Path) -> None:
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
-    weights = Weights(SEED)
+    weights = Weights(seed)
     ones = np.ones(EMBEDDING, dtype=np.float32)
     writer.add_tensor("token_embd.weight", weights.matrix(vocab, EMBEDDING))
     for layer in range(LAYERS):

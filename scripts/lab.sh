@@ -4,9 +4,10 @@
 # with the verify role's report. The nodes are real Kubernetes nodes: the stand-in k3s launches the
 # upstream etcd, kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy and containerd
 # (tests/doubles/k3s_launcher.py; scripts/setup.sh builds them from the Go module proxy), the seed's
-# backends run as pods through the `wasmedge-nn` runtime class (containerd's runc shim under the
-# WasmEdge shim's name runs the stand-in llama-api-server), and the balancer finds them through real
-# EndpointSlices. Only the WebAssembly execution stands in.
+# backends run as wasm pods through the `wasmedge-nn` runtime class (a stand-in runwasi WasmEdge shim, built on
+# runwasi's shim library with wasmtime and llama.cpp, runs the stand-in llama-api-server.wasm in the
+# collection's serving image), and the balancer finds them through real EndpointSlices. WasmEdge and
+# llama-api-server stand in (tests/doubles/wasmedge_standin, llama_api_server_wasm).
 #   scripts/lab.sh create    nodes, then artifacts, then site.yml (inventories/lab/hosts.yml)
 #   scripts/lab.sh nodes     the nodes only: containers, network, SSH access (and the inventory of a second lab)
 #   scripts/lab.sh artifacts the mirror (stand-in releases, k3s's air-gap images), the models
@@ -39,11 +40,18 @@ IMAGE=localhost/edgewasm-node:bookworm
 # cgroup namespace, and containerd's root on a volume (overlayfs on the image's overlay fails). No bind
 # mount of the host's /sys/fs/cgroup/unified (molecule's unprivileged nodes need one for systemd): a
 # privileged node's systemd mounts its own, inside its cgroup namespace, so no kubelet ever sees (and
-# cleans up) another node's cgroups in the host's hierarchy. The
-# upstream components (scripts/setup.sh builds them; each build directory is mounted whole, so its
+# cleans up) another node's cgroups in the host's hierarchy.
+# `--systemd false`, with the tmpfs mounts systemd needs (the image sets `container` and STOPSIGNAL): on this
+# cgroup v1 host, podman's systemd mode bind-mounts the host's whole name=systemd hierarchy over the node's,
+# so the node's systemd puts its units in the host's root (shared by all nodes) and the node's processes
+# read their name=systemd cgroup as `/../../system.slice/...`, outside their namespace. runwasi's shim
+# (youki) bind-mounts a container's v1 hierarchies from those paths and fails ("failed to prepare
+# rootfs"); runc does not. Without the bind mount each node's units stay under its own cgroup.
+# The upstream components (scripts/setup.sh builds them; each build directory is mounted whole, so its
 # `current` link follows a rebuild) are mounted read-only where the stand-in k3s looks for them
 # (tests/doubles/k3s_launcher.py): with them, `k3s server` / `k3s agent` start the real programs.
-REAL_NODE=(--privileged --cgroupns=private
+REAL_NODE=(--privileged --cgroupns=private --systemd false
+  --tmpfs /run:rw,nosuid,nodev --tmpfs /run/lock:rw,nosuid,nodev --tmpfs /tmp:rw,nosuid,nodev
   -v /var/lib/rancher/k3s/agent/containerd
   -v "$EDGEWASM_CACHE/controlplane:/opt/edgewasm-lab/controlplane:ro"
   -v "$EDGEWASM_CACHE/containerd:/opt/edgewasm-lab/containerd:ro")
@@ -64,7 +72,7 @@ nodes() {
     log "node $node: creating $NAME-$node"
     podman run -d --name "$NAME-$node" --hostname "$node" \
       --network "$NETWORK" --ip "${ADDRESS[$node]}" "${hosts[@]}" \
-      --systemd always --sysctl net.ipv4.ip_forward=1 \
+      --sysctl net.ipv4.ip_forward=1 \
       "${REAL_NODE[@]}" \
       "$IMAGE" /sbin/init >/dev/null
   done
@@ -78,12 +86,15 @@ nodes() {
 
 artifacts() {
   local images
-  log "images: pause, balancer, stand-in llama-api-server (tests/doubles/lab_images.py)"
+  log "images: pause, balancer (tests/doubles/lab_images.py)"
   images=$(python3 "$EDGEWASM_REPO/tests/doubles/lab_images.py" --cache "$EDGEWASM_CACHE/lab-images")
   python3 "$EDGEWASM_REPO/tests/doubles/release_mirror.py" --mirror "$LAB_DIR/mirror" \
     --version 0.14.1 --k3s-version v1.31.6+k3s1 --k3s-version "$UPGRADE_K3S" --k3s-images "$images" \
     --llamaedge-version 0.28.1 \
-    --wasm-shim "$EDGEWASM_CACHE/containerd/current/containerd-shim-runc-v2" >/dev/null
+    --wasm-shim "$EDGEWASM_CACHE/wasmedge-standin/current/containerd-shim-wasmedge-v1" >/dev/null
+  # The backends' llama-api-server.wasm: the stand-in of tests/doubles/llama_api_server_wasm (no wasi:logging
+  # import, as a site's build for runwasi's shim must be), which llama_backends_server_wasm names.
+  install -m 0644 "$EDGEWASM_CACHE/wasmedge-standin/current/llama-api-server.wasm" "$LAB_DIR/llama-api-server.wasm"
   python3 "$EDGEWASM_REPO/tests/doubles/lab_models.py" --dir "$LAB_DIR/models" \
     Llama-3.2-1B-Instruct-Q5_K_M.gguf Llama-3.2-3B-Instruct-Q5_K_M.gguf Qwen2.5-1.5B-Instruct-Q5_K_M.gguf
 }

@@ -12,8 +12,9 @@ the `k3s` binary on the nodes and behaves like it where the roles can observe it
   `{{ .SystemdCgroup }}`, with the base stanzas of tests/doubles/k3s_containerd) into
   agent/etc/containerd/config.toml and exits 1 when the result is not valid TOML (a table
   defined twice included), as containerd would fail;
-- `k3s kubectl get node NAME -o jsonpath={.metadata.labels}` and
-  `k3s kubectl label node NAME --overwrite k=v k-` on the registered nodes;
+- `k3s kubectl get node NAME -o jsonpath={.metadata.labels}` (or `-o json`) and
+  `k3s kubectl label node NAME --overwrite k=v k-` on the registered nodes; `k3s kubectl get pods ... -o json`
+  lists no pod (no kubelet runs behind it);
 - every start and stop is appended to /var/lib/rancher/k3s/standin/events.log (JSON lines) so
   tests can see restarts and their order.
 
@@ -293,7 +294,19 @@ def kubectl(args: list[str]) -> int:
         if args[2] not in nodes:
             print(f'Error from server (NotFound): nodes "{args[2]}" not found', file=sys.stderr)
             return 1
-        print(json.dumps(nodes[args[2]]["labels"]))
+        if args[3:] == ["-o", "json"]:
+            node = {
+                "kind": "Node",
+                "metadata": {"name": args[2], "labels": nodes[args[2]]["labels"]},
+                "spec": {},
+            }
+            print(json.dumps(node))
+        else:
+            print(json.dumps(nodes[args[2]]["labels"]))
+        return 0
+    if args[:2] == ["get", "pods"] and args[-2:] == ["-o", "json"]:
+        # No kubelet behind the stand-in: no node runs a pod.
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": []}))
         return 0
     if args[:2] == ["label", "node"] and len(args) >= 3 and args[2] in nodes:
         with updating_nodes() as current:

@@ -6,11 +6,13 @@ that file, the images its pods run, built here with podman:
 
 - PAUSE    the sandbox ("pause") image: a static C program that sleeps until SIGTERM
            (cri_runtime.PAUSE_C), named by the lab inventory's `pause-image`;
-- BALANCER the real balancer/Containerfile, on the stand-in Python base (python_base.py);
-- BACKEND  the balancer image plus the stand-in llama-api-server.wasm (llama_api_server.py), which the
-           lab's `wasmedge-nn` runtime class runs as a Linux process.
+- BALANCER the real balancer/Containerfile, on the stand-in Python base (python_base.py).
 
-The archive (one docker-archive of all three, zstd-compressed) is cached under CACHE, keyed by a hash of
+The backends' image is not here: it is the collection's serving image (a wasm OCI image, built by the
+llama_backends role from the stand-in llama-api-server.wasm and imported on the serving nodes), which the
+lab's `wasmedge-nn` runtime class runs through the stand-in runwasi shim.
+
+The archive (one docker-archive of both, zstd-compressed) is cached under CACHE, keyed by a hash of
 every file that goes into it: a second `make lab` reuses it.
 
     python tests/doubles/lab_images.py --cache DIR     # prints the archive's path
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,19 +37,6 @@ REPO = HERE.parents[1]
 BALANCER_DIR = REPO / "balancer"
 PAUSE = "localhost/edgewasm-standin-pause:1"
 BALANCER = "localhost/edgewasm-balancer:lab"
-BACKEND = "localhost/edgewasm-standin-llama-api-server:lab"
-
-BACKEND_CONTAINERFILE = f"""\
-# STAND-IN llama-api-server image for the lab (tests/doubles/lab_images.py).
-FROM {BALANCER}
-USER 0
-COPY standin_backend.py llama_api_server.py /opt/standin/
-RUN printf '#!/bin/sh\\nexec /opt/balancer/bin/python /opt/standin/llama_api_server.py "$@"\\n' \\
-      > /usr/local/bin/llama-api-server.wasm \\
- && chmod 0755 /usr/local/bin/llama-api-server.wasm
-USER 65532:65532
-ENTRYPOINT ["llama-api-server.wasm"]
-"""
 
 
 def inputs() -> list[Path]:
@@ -58,8 +46,6 @@ def inputs() -> list[Path]:
         Path(__file__),
         HERE / "cri_runtime.py",
         HERE / "python_base.py",
-        HERE / "llama_api_server.py",
-        BALANCER_DIR / "tests" / "standin_backend.py",
         *balancer,
     ]
 
@@ -100,18 +86,12 @@ def dangling() -> set[str]:
 
 
 def build_images(work: Path) -> Path:
-    """Build the three images; returns the uncompressed docker-archive holding them."""
+    """Build the images; returns the uncompressed docker-archive holding them."""
     cri_runtime.build_image(work / "pause", PAUSE)
     base = python_base.build()
     before = dangling()
     podman("build", "-q", "--build-arg", f"PYTHON_IMAGE={base}", "-t", BALANCER,
            "-f", str(BALANCER_DIR / "Containerfile"), str(BALANCER_DIR))  # fmt: skip
-    context = work / "backend"
-    context.mkdir()
-    (context / "Containerfile").write_text(BACKEND_CONTAINERFILE)
-    shutil.copy(BALANCER_DIR / "tests" / "standin_backend.py", context)
-    shutil.copy(HERE / "llama_api_server.py", context)
-    podman("build", "-q", "-t", BACKEND, str(context))
     leftovers = dangling() - before  # the balancer's build stage: hundreds of MB, untagged
     if leftovers:
         podman("rmi", "-f", *leftovers)
@@ -125,7 +105,6 @@ def build_images(work: Path) -> Path:
         str(archive),
         PAUSE,
         BALANCER,
-        BACKEND,
     )
     return archive
 

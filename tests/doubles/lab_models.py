@@ -1,9 +1,10 @@
 """STAND-IN models for the lab and the deploy tests (edgewasm stand-in, not the seed's Llama/Qwen weights).
 
-The lab deploys the seed's three backends (inventories/lab/group_vars/all.yml); their model files are
-tiny but valid GGUF files (one 2x2 zero tensor, the upstream file's name in general.name), written
-with PyPI's gguf (llama.cpp's writer) where the models role's `src:` entries point. The models role
-checks them as it checks real ones (GGUF header, tensor data within the file).
+The lab deploys the seed's three backends (inventories/lab/hosts.yml) on the upstream files' names; each is a
+tiny but real llama model that llama.cpp loads and runs (the shape of the wasi_nn_ggml role's self-test model,
+scripts/build_self_test_assets.py, about 0.5 MB: two layers, a byte-level vocabulary), with random weights
+seeded by the file's name, so the backends answer differently; general.name says what it stands for. The
+models role checks them as it checks real ones (GGUF header, tensor data within the file).
 
     python tests/doubles/lab_models.py --dir DIR NAME.gguf [NAME.gguf ...]
 """
@@ -11,11 +12,20 @@ checks them as it checks real ones (GGUF header, tensor data within the file).
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.util
 import sys
 from pathlib import Path
 
-import gguf
-import numpy as np
+ASSETS_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build_self_test_assets.py"
+
+
+def _assets():
+    """scripts/build_self_test_assets.py, loaded from its file (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("edgewasm_self_test_assets", ASSETS_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write(path: Path) -> None:
@@ -23,14 +33,8 @@ def write(path: Path) -> None:
     if path.exists():
         return
     partial = path.with_suffix(".partial")
-    writer = gguf.GGUFWriter(str(partial), "llama")
-    writer.add_name(f"edgewasm stand-in for {path.stem}")
-    writer.add_context_length(4096)
-    writer.add_tensor("w", np.zeros((2, 2), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    seed = int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:8], "little")
+    _assets().tiny_llama(partial, name=f"edgewasm stand-in for {path.stem} (random weights)", seed=seed)
     partial.rename(path)
 
 

@@ -14,7 +14,7 @@ self-test):
     <mirror>/<V>/WasmEdge-<V>-debian11_<arch>_static.tar.gz   (the runwasi build's static archive)
     <mirror>/<V>/SHA256SUM                              sha256sum format, every asset of <V>
     <mirror>/containerd-shim-wasmedge/v<R>/containerd-shim-wasmedge-<arch>-linux-musl.tar.gz   (upstream's path;
-                                                       --wasm-shim: containerd's runc shim under that name)
+                                                       --wasm-shim: the stand-in runwasi shim, wasmedge_standin)
     <mirror>/runwasi/<R>/containerd-shim-wasmedge-<arch>-linux-gnu.tar.gz      (a site's own glibc build)
     <mirror>/<K>/k3s, k3s-airgap-images-amd64.tar.zst, sha256sum-amd64.txt   stand-in k3s (a zip application of
                                                        k3s.py and its real-node launcher k3s_launcher.py)
@@ -138,8 +138,8 @@ def build(mirror: Path, versions: list[str]) -> list[Path]:
 
 def build_shim(mirror: Path, version: str, runnable: Path | None = None) -> list[Path]:
     """A STAND-IN containerd-shim-wasmedge-v1 in both layouts: a gcc-built program that only prints its
-    version, or (runnable, for the lab's real nodes) a copy of containerd's runc shim under the WasmEdge
-    shim's name, which runs a pod's command as an ordinary Linux process."""
+    version, or (runnable, for the lab's real nodes) the given shim: the stand-in runwasi WasmEdge shim of
+    tests/doubles/wasmedge_standin, which runs wasm pods."""
     arch = platform.machine()
     made = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,7 +234,9 @@ def main() -> int:
     parser.add_argument("--k3s-images", type=Path, help="air-gap images archive to publish (lab_images.py)")
     parser.add_argument("--llamaedge-version", action="append", dest="llamaedge_versions", default=[])
     parser.add_argument(
-        "--wasm-shim", type=Path, help="a runnable shim to publish as the WasmEdge shim (the lab)"
+        "--wasm-shim",
+        type=Path,
+        help="a runnable shim to publish as the WasmEdge shim (the lab: wasmedge_standin's containerd-shim-wasmedge-v1)",
     )
     args = parser.parse_args()
     made = build(args.mirror, args.versions or ["0.14.1"])

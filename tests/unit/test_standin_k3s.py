@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 from doubles import k3s
@@ -33,3 +34,20 @@ def test_a_label_survives_a_join_that_comes_after_it(tmp_path, monkeypatch):
     assert k3s.kubectl(["label", "node", "agent1", "edgewasm/wasm=true"]) == 0
     k3s.register("agent2", "agent")
     assert k3s.load_nodes()["agent1"]["labels"]["edgewasm/wasm"] == "true"
+
+
+def test_kubectl_answers_the_k3s_role_eviction_reads(tmp_path, monkeypatch, capsys):
+    """The k3s role reads a node and its pods as JSON before a restart (tasks/evict.yml): a registered node has
+    no `unschedulable`, no node runs a pod (no kubelet behind the stand-in), and an unknown node is NotFound."""
+    monkeypatch.setattr(k3s, "STATE", tmp_path / "standin")
+    k3s.register("agent1", "agent")
+    capsys.readouterr()
+    assert k3s.kubectl(["get", "node", "agent1", "-o", "json"]) == 0
+    node = json.loads(capsys.readouterr().out)
+    assert node["metadata"]["name"] == "agent1" and "unschedulable" not in node["spec"]
+    selector = ["--all-namespaces", "--field-selector", "spec.nodeName=agent1", "-o", "json"]
+    assert k3s.kubectl(["get", "pods", *selector]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == []
+    assert k3s.kubectl(["get", "node", "agent9", "-o", "json"]) == 1
+    assert "NotFound" in capsys.readouterr().err
+    assert k3s.kubectl(["cordon", "agent1"]) == 1  # never needed here: nothing to evict
