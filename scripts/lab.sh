@@ -51,7 +51,7 @@ IMAGE=localhost/edgewasm-node:bookworm
 # `current` link follows a rebuild) are mounted read-only where the stand-in k3s looks for them
 # (tests/doubles/k3s_launcher.py): with them, `k3s server` / `k3s agent` start the real programs.
 REAL_NODE=(--privileged --cgroupns=private --systemd false
-  --tmpfs /run:rw,nosuid,nodev --tmpfs /run/lock:rw,nosuid,nodev --tmpfs /tmp:rw,nosuid,nodev
+  --tmpfs "/run:rw,nosuid,nodev" --tmpfs "/run/lock:rw,nosuid,nodev" --tmpfs "/tmp:rw,nosuid,nodev"
   -v /var/lib/rancher/k3s/agent/containerd
   -v "$EDGEWASM_CACHE/controlplane:/opt/edgewasm-lab/controlplane:ro"
   -v "$EDGEWASM_CACHE/containerd:/opt/edgewasm-lab/containerd:ro")
