@@ -9,6 +9,7 @@ EDGEWASM_FUZZ_RANDOM=1 to explore new inputs and EDGEWASM_FUZZ_EXAMPLES=N for mo
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,7 +25,14 @@ from ansible_collections.edgewasm.llamaedge.plugins.module_utils import (
     llama_backend_manifests,
 )
 
+# Hypothesis calls the properties many times per test: one directory for them all, removed with the module.
 WORK = Path(tempfile.mkdtemp(prefix="edgewasm-fuzz-"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_work_dir():
+    yield
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 # -- GGUF ------------------------------------------------------------------------------------------
