@@ -35,6 +35,7 @@ def _runner(tmp_path: Path):
         playbook: str = "playbooks/site.yml",
         check: bool = False,
         tags: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> PlaybookRun:
         inv = tmp_path / "hosts.yml"
         inv.write_text(yaml.safe_dump(inventory))
@@ -42,7 +43,7 @@ def _runner(tmp_path: Path):
         if os.environ.get("EDGEWASM_ANSIBLE_PLAYBOOK"):
             # Another ansible-core's venv has no kubernetes: tasks delegated to localhost use this venv's Python.
             extra.setdefault("ansible_python_interpreter", sys.executable)
-        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default")
+        environ = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default", **(env or {}))
         proc = subprocess.run(
             [
                 ANSIBLE_PLAYBOOK,
@@ -56,7 +57,7 @@ def _runner(tmp_path: Path):
             ],
             capture_output=True,
             text=True,
-            env=env,
+            env=environ,
             cwd=REPO,
             timeout=300,
             check=False,

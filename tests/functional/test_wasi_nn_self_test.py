@@ -8,9 +8,11 @@ message of the self-test is checked here, and that it changes nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import gguf
@@ -47,14 +49,16 @@ def installed(tmp_path_factory) -> Path:
     return install(tmp_path_factory.mktemp("wasmedge"))
 
 
-def run(run_site, prefix: Path, check: bool = False, version: str = VERSION, **variables):
+def run(
+    run_site, prefix: Path, check: bool = False, version: str = VERSION, env: dict | None = None, **variables
+):
     extra = {
         "wasi_nn_ggml_prefix": str(prefix),
         "wasi_nn_ggml_wasmedge_version": version,
         "wasi_nn_ggml_self_test_env_file": str(prefix / "wasmedge.env"),
         **variables,
     }
-    return run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK, check=check)
+    return run_site(local_inventory(["node1"], []), extra, playbook=PLAYBOOK, check=check, env=env)
 
 
 def recap(output: str) -> dict[str, int]:
@@ -63,16 +67,36 @@ def recap(output: str) -> dict[str, int]:
     return dict(zip(("ok", "changed", "failed"), map(int, found.groups()), strict=True))
 
 
-def scratch_dirs() -> set[Path]:
-    return set(Path("/tmp").glob("edgewasm-self-test.*"))
+class ScratchWatch:
+    """Every entry seen in a private TMPDIR while a playbook runs (the compat stage runs two ansible-cores side by
+    side, so /tmp itself is shared with other runs of the same self-test)."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir()
+        self.root = root
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.005):
+            self.seen.update(os.listdir(self.root))
+
+    def __enter__(self) -> ScratchWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
-def test_a_working_node_runs_a_completion_and_changes_nothing(run_site, installed):
+def test_a_working_node_runs_a_completion_and_changes_nothing(run_site, installed, tmp_path):
     """The random-weight model generates bytes that are not UTF-8 (as llama.cpp's do): the probe prints them
     as hex and the verdict shows them escaped; the task never fails on them (ansible-core 2.19 refuses a
     module result that is not UTF-8, which failed every real converge before)."""
-    before = scratch_dirs()
-    result = run(run_site, installed)
+    with ScratchWatch(tmp_path / "tmp") as scratch:
+        result = run(run_site, installed, env={"TMPDIR": str(scratch.root)})
     assert result.rc == 0, result.output
     found = re.search(
         r"node1: the WASI-NN self-test ran a completion: (\d+) bytes, not valid UTF-8 \(",
@@ -82,7 +106,9 @@ def test_a_working_node_runs_a_completion_and_changes_nothing(run_site, installe
     assert int(found.group(1)) > 0
     assert "published: done ok=True" in result.output
     assert recap(result.output)["changed"] == 0
-    assert scratch_dirs() == before  # the scratch directory is gone
+    # The probe ran in a scratch directory of its own, which is gone afterwards.
+    assert [name for name in scratch.seen if name.startswith("edgewasm-self-test.")], scratch.seen
+    assert not [name for name in os.listdir(scratch.root) if name.startswith("edgewasm-self-test.")]
 
 
 @pytest.mark.parametrize(
