@@ -15,8 +15,8 @@
 #   scripts/lab.sh logs      the k3s journal and the upstream components' logs of every node
 # molecule's default scenario is this lab (its create runs `nodes`, its prepare `artifacts`, its converge
 # site.yml), under names of its own: its containers and network never touch a developer's lab.
-# Ansible reaches the nodes over SSH with pipelining, as it reaches a site's machines (molecule uses
-# podman exec, four podman calls per task): a key pair and the nodes' host keys under .cache/lab/ssh.
+# Ansible reaches the nodes over SSH with pipelining, as it reaches a site's machines (the other molecule
+# scenarios tunnel SSH through podman exec): a key pair and the nodes' host keys under .cache/lab/ssh.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
