@@ -70,10 +70,12 @@ def llama_backend_errors(
     namespace="default",
     runtime_class="auto",
     image_wasi_logging=True,
+    termination_grace_period=None,
 ):
     runtime = {
         "runtime_class": runtime_class,
         "image_wasi_logging": boolean(image_wasi_logging, strict=False),
+        "termination_grace_period": llama_backend_manifests.as_int(termination_grace_period),
     }
     return llama_backend_manifests.role_errors(backends, models, image, state, namespace, runtime)
 

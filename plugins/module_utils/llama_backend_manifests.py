@@ -61,6 +61,10 @@ SERVER_FLAGS = (
 # an alias also in WASMEDGE_WASINN_PRELOAD (colon-separated): neither may contain its separators.
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:+@-]{0,127}\Z")
 MODEL_ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+# A deleted backend pod's grace period, in seconds. The server runs as its pod's PID 1 with no SIGTERM
+# handler (under runwasi's shim and crun alike), so it never stops early: this is how long the requests it
+# still holds get, out of the balancer's endpoints, before kubelet kills it.
+MAX_GRACE_SECONDS = 86400
 # option -> (lowest, highest) for the numbers llama-api-server takes; None: unbounded that side
 SERVER_RANGES = {
     "ctx_size": (1, 1 << 24),
@@ -99,6 +103,11 @@ def backend_errors(spec):
         + [range_error("startup_seconds", spec.get("startup_seconds"), 1, 86400, required=True)]
         if e
     )
+    if range_error("termination_grace_period", spec.get("termination_grace_period"), 0, MAX_GRACE_SECONDS):
+        errors.append(
+            "termination_grace_period=%r must be an integer from 0 to %d (seconds a deleted pod keeps its "
+            "requests before it is killed)" % (spec.get("termination_grace_period"), MAX_GRACE_SECONDS)
+        )
     errors.extend(_model_name_errors(spec))
     if not spec.get("image"):
         errors.append("image is required: the OCI image holding llama-api-server.wasm")
@@ -302,6 +311,8 @@ def _backend_deployment(spec, group, name, replicas):
         "volumes": [dict(v) for v in group.get("volumes") or []]
         + [{"name": "model", "hostPath": {"path": model_path, "type": "File"}}],
     }
+    if spec.get("termination_grace_period") is not None:
+        pod_spec["terminationGracePeriodSeconds"] = spec["termination_grace_period"]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -394,11 +405,11 @@ _ROLE_FIXED = {
     "wasinn_backend": "GGML",
     "node_groups": [{"nodes": ["placed-by-the-role"]}],
 }
-_ROLE_INTEGERS = ("weight", "replicas", "slots", *SERVER_RANGES)
+_ROLE_INTEGERS = ("weight", "replicas", "slots", "termination_grace_period", *SERVER_RANGES)
 _ROLE_STRINGS = ("name", "model", "model_name", "prompt_template")
 
 
-def _as_int(value):
+def as_int(value):
     """An integer option as Ansible's argument spec would take it: digit strings become integers."""
     if isinstance(value, str) and re.match(r"^-?[0-9]+\Z", value.strip()):
         return int(value)
@@ -411,7 +422,7 @@ def _entry_spec(entry, image, namespace, runtime=None):
         if entry.get(key):
             spec[key] = entry[key]
     spec.update({key: entry.get(key) for key in ("name", "model_name", "model_aliases", "prompt_template")})
-    spec.update({key: _as_int(entry.get(key)) for key in _ROLE_INTEGERS})
+    spec.update({key: as_int(entry.get(key)) for key in _ROLE_INTEGERS if key in entry or key not in spec})
     for key, default in (("weight", 1), ("replicas", 1), ("slots", 1)):
         spec[key] = default if spec[key] is None else spec[key]
     spec["model_file"] = entry.get("model") or ""
@@ -455,7 +466,8 @@ def entry_errors(entry, model_files, image, namespace, runtime=None):
 def role_errors(backends, models, image, state, namespace, runtime=None):
     """Every problem with the llama_backends role's list, each naming the entry; empty when usable.
 
-    ``runtime``: the role's runtime_class and image_wasi_logging (a backend's own runtime_class wins)."""
+    ``runtime``: the role's runtime_class, image_wasi_logging and termination_grace_period (a backend's own
+    runtime_class and termination_grace_period win)."""
     if not isinstance(backends, (list, tuple)) or any(not isinstance(b, dict) for b in backends):
         return [
             "llama_backends_list must be a list of mappings (name, model, model_name, ...), got %r"

@@ -190,6 +190,14 @@ options:
     description: Seconds the startup probe allows for loading the model before liveness checks start.
     type: int
     default: 300
+  termination_grace_period:
+    description:
+      - Seconds a deleted pod keeps the requests it is serving before kubelet kills it (the pods'
+        C(terminationGracePeriodSeconds), 0 to 86400); omitted, Kubernetes' default of 30 applies.
+      - The server runs as its pod's PID 1 without a SIGTERM handler (under runwasi's shim and crun alike), so a
+        deleted, evicted or drained pod always takes this long to go, whether it still serves requests or not;
+        the balancer stops sending it new ones as soon as it is deleted. Lower it when answers are short.
+    type: int
 author:
   - edgewasm.llamaedge maintainers (@edgewasm)
 """
@@ -320,6 +328,7 @@ def argument_spec():
         extra_env=dict(type="list", elements="dict", default=[]),
         resources=dict(type="dict"),
         startup_seconds=dict(type="int", default=300),
+        termination_grace_period=dict(type="int"),
     )
     spec.update(k8s_module.COMMON_ARGS)
     return spec

@@ -398,15 +398,20 @@ def test_a_deleted_leader_pod_is_replaced_and_the_gap_is_stated(core, apps, api)
 
 
 def test_a_deleted_backend_pod_is_replaced_and_verify_passes(core, apps, lab):
-    victim = backend_pods(core, "llama-low-cost")[0].metadata.name
+    """The wasm process ignores SIGTERM (PID 1 without a handler): the pod goes when its grace period ends,
+    the lab's llama_backends_termination_grace_period (5 s), not Kubernetes' 30 s."""
+    pod = backend_pods(core, "llama-low-cost")[0]
+    victim = pod.metadata.name
+    assert pod.spec.termination_grace_period_seconds == 5, pod.spec
+    deleted = time.monotonic()
     core.delete_namespaced_pod(victim, NAMESPACE)
     wait_for(
-        "llama-low-cost to roll out again",
-        lambda: (
-            rolled_out(apps, "llama-low-cost")
-            and victim not in {p.metadata.name for p in backend_pods(core, "llama-low-cost")}
-        ),
+        f"{victim} to be gone",
+        lambda: victim not in {p.metadata.name for p in backend_pods(core, "llama-low-cost")},
+        interval=0.5,
     )
+    print(f"deleted backend pod {victim} gone after {time.monotonic() - deleted:.1f} s")
+    wait_for("llama-low-cost to roll out again", lambda: rolled_out(apps, "llama-low-cost"))
     result = lab.playbook("playbooks/site.yml", "--tags", "verify")
     assert result.returncode == 0, result.stdout[-5000:]
     assert "Verification passed" in result.stdout

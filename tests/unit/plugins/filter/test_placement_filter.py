@@ -114,6 +114,10 @@ def test_a_good_list_has_no_errors_and_numbers_may_be_strings():
         ({"model_name": "a,b"}, "entry low: model_name='a,b' must be one model id"),
         ({"model_aliases": ["de:fault"]}, "entry low: model_aliases: 'de:fault' must be letters"),
         ({"threads": 0}, "entry low: threads=0 must be an integer from 1 to 1024"),
+        (
+            {"termination_grace_period": -1},
+            "entry low: termination_grace_period=-1 must be an integer from 0 to 86400",
+        ),
         ({"prompt_template": ""}, "entry low: prompt_template is required"),
     ],
 )
@@ -130,6 +134,19 @@ def test_the_rules_are_the_modules_own():
     role_errors = errors([entry])
     assert module_errors
     assert all(any(e in r for r in role_errors) for e in module_errors)
+
+
+def test_the_roles_grace_period_is_checked_unless_an_entry_sets_its_own():
+    check = FILTERS["llama_backend_errors"]
+    assert check([GOOD], MODELS, "img", "present", "llm", "auto", True, 30) == []
+    assert check([GOOD], MODELS, "img", "present", "llm", "auto", True, "5") == []
+    assert check([GOOD], MODELS, "img", "present", "llm", "auto", True, 86401) == [
+        "llama_backends_list entry low: termination_grace_period=86401 must be an integer from 0 to 86400 "
+        "(seconds a deleted pod keeps its requests before it is killed)"
+    ]
+    # An entry's own value wins over the role's, both ways.
+    assert check([dict(GOOD, termination_grace_period=10)], MODELS, "img", "present", "llm", "auto", True, -1) == []
+    assert check([dict(GOOD, termination_grace_period=-5)], MODELS, "img", "present", "llm", "auto", True, 30)
 
 
 def test_list_level_problems():

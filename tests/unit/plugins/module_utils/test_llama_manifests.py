@@ -159,6 +159,29 @@ def test_backend_errors_name_each_bad_option():
     assert m.backend_errors(SEED[0]) == []
 
 
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_the_grace_period_goes_to_every_pod_template_and_is_left_to_kubernetes_when_unset(version):
+    """The server ignores SIGTERM: terminationGracePeriodSeconds is how long a deleted pod stays."""
+    for seconds in (0, 5, 86400):
+        deployments = [o for o in m.backend_manifests(dict(SEED[0], termination_grace_period=seconds))]
+        deployments = [o for o in deployments if o["kind"] == "Deployment"]
+        assert len(deployments) == 2  # one per node group
+        for deployment in deployments:
+            kubernetes_validate.validate(deployment, version, strict=True)
+            assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == seconds
+    unset = [o for o in m.backend_manifests(SEED[0]) if o["kind"] == "Deployment"]
+    assert all("terminationGracePeriodSeconds" not in o["spec"]["template"]["spec"] for o in unset)
+
+
+@pytest.mark.parametrize("seconds", [-1, 86401, True, "5"])
+def test_a_grace_period_out_of_range_is_named(seconds):
+    errors = m.backend_errors(dict(SEED[0], termination_grace_period=seconds))
+    assert errors == [
+        "termination_grace_period=%r must be an integer from 0 to 86400 (seconds a deleted pod keeps its "
+        "requests before it is killed)" % (seconds,)
+    ]
+
+
 def test_balancer_rbac_is_least_privilege_per_watched_namespace():
     objects = b.balancer_manifests(BALANCER)
     roles = [o for o in objects if o["kind"] == "Role"]
