@@ -103,11 +103,7 @@ def backend_errors(spec):
         + [range_error("startup_seconds", spec.get("startup_seconds"), 1, 86400, required=True)]
         if e
     )
-    if range_error("termination_grace_period", spec.get("termination_grace_period"), 0, MAX_GRACE_SECONDS):
-        errors.append(
-            "termination_grace_period=%r must be an integer from 0 to %d (seconds a deleted pod keeps its "
-            "requests before it is killed)" % (spec.get("termination_grace_period"), MAX_GRACE_SECONDS)
-        )
+    errors.extend(_grace_period_errors(spec))
     errors.extend(_model_name_errors(spec))
     if not spec.get("image"):
         errors.append("image is required: the OCI image holding llama-api-server.wasm")
@@ -127,6 +123,16 @@ def backend_errors(spec):
         if not group.get("nodes"):
             errors.append("node_groups[%d].nodes must list at least one node name" % index)
     return errors + runtime_errors(spec)
+
+
+def _grace_period_errors(spec):
+    seconds = spec.get("termination_grace_period")
+    if range_error("termination_grace_period", seconds, 0, MAX_GRACE_SECONDS):
+        return [
+            "termination_grace_period=%r must be an integer from 0 to %d (seconds a deleted pod keeps its "
+            "requests before it is killed)" % (seconds, MAX_GRACE_SECONDS)
+        ]
+    return []
 
 
 def _model_name_errors(spec):

@@ -145,7 +145,10 @@ def test_the_roles_grace_period_is_checked_unless_an_entry_sets_its_own():
         "(seconds a deleted pod keeps its requests before it is killed)"
     ]
     # An entry's own value wins over the role's, both ways.
-    assert check([dict(GOOD, termination_grace_period=10)], MODELS, "img", "present", "llm", "auto", True, -1) == []
+    assert (
+        check([dict(GOOD, termination_grace_period=10)], MODELS, "img", "present", "llm", "auto", True, -1)
+        == []
+    )
     assert check([dict(GOOD, termination_grace_period=-5)], MODELS, "img", "present", "llm", "auto", True, 30)
 
 

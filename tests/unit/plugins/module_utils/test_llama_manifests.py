@@ -163,8 +163,8 @@ def test_backend_errors_name_each_bad_option():
 def test_the_grace_period_goes_to_every_pod_template_and_is_left_to_kubernetes_when_unset(version):
     """The server ignores SIGTERM: terminationGracePeriodSeconds is how long a deleted pod stays."""
     for seconds in (0, 5, 86400):
-        deployments = [o for o in m.backend_manifests(dict(SEED[0], termination_grace_period=seconds))]
-        deployments = [o for o in deployments if o["kind"] == "Deployment"]
+        objects = m.backend_manifests(dict(SEED[0], termination_grace_period=seconds))
+        deployments = [o for o in objects if o["kind"] == "Deployment"]
         assert len(deployments) == 2  # one per node group
         for deployment in deployments:
             kubernetes_validate.validate(deployment, version, strict=True)
@@ -177,8 +177,8 @@ def test_the_grace_period_goes_to_every_pod_template_and_is_left_to_kubernetes_w
 def test_a_grace_period_out_of_range_is_named(seconds):
     errors = m.backend_errors(dict(SEED[0], termination_grace_period=seconds))
     assert errors == [
-        "termination_grace_period=%r must be an integer from 0 to 86400 (seconds a deleted pod keeps its "
-        "requests before it is killed)" % (seconds,)
+        f"termination_grace_period={seconds!r} must be an integer from 0 to 86400 (seconds a deleted pod keeps "
+        "its requests before it is killed)"
     ]
 
 
