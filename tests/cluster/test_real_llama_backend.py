@@ -58,6 +58,25 @@ def test_create_then_rerun_is_unchanged_against_real_defaulting(run_module, args
     assert second["changed"] is False, [o for o in second["objects"] if o["changed"]]
 
 
+def test_the_grace_period_of_kubernetes_default_changes_nothing_and_another_rolls_the_pods(
+    run_module, args, apps, namespace
+):
+    """The role passes llama_backends_termination_grace_period (30) to backends deployed before it existed: the
+    API server had defaulted them to 30, so nothing changes; another value changes the pod template."""
+    run_module(module.main, args(create_namespace=True))
+    same = run_module(module.main, args(create_namespace=True, termination_grace_period=30))
+    assert same["changed"] is False, [o for o in same["objects"] if o["changed"]]
+    shorter = run_module(module.main, args(create_namespace=True, termination_grace_period=5))
+    assert [(o["kind"], o["changed"]) for o in shorter["objects"] if o["changed"]] == [
+        ("Deployment", True),
+        ("Deployment", True),
+    ]
+    live = apps.read_namespaced_deployment("llama-low-cost-g1", namespace)
+    assert live.spec.template.spec.termination_grace_period_seconds == 5
+    again = run_module(module.main, args(create_namespace=True, termination_grace_period=5))
+    assert again["changed"] is False
+
+
 def test_check_mode_on_an_empty_cluster_creates_nothing(run_module, args, core, namespace):
     result = run_module(module.main, args(create_namespace=True), check_mode=True)
     assert result.get("failed") is not True, result.get("msg")
