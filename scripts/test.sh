@@ -281,6 +281,31 @@ compat_stage() {
 # The balancer package has its own pytest configuration (balancer/pyproject.toml).
 balancer_stage() { (cd balancer && python -m pytest); }
 
+# A stage started in the background (start_beside NAME FUNCTION) and reported later (stage ... beside_stage NAME):
+# its output is kept whole and printed when its stage comes, with the time it ran.
+declare -A beside_jobs=()
+
+start_beside() {
+  local name=$1 function=$2
+  selected "$name" || return 0
+  {
+    local start=$SECONDS rc
+    "$function" >"$stage_logs/$name.beside" 2>&1
+    rc=$?
+    echo "$rc $((SECONDS - start))" >"$stage_logs/$name.beside-rc"
+  } &
+  beside_jobs[$name]=$!
+}
+
+beside_stage() {
+  local name=$1 rc took
+  wait "${beside_jobs[$name]}"
+  cat "$stage_logs/$name.beside"
+  read -r rc took <"$stage_logs/$name.beside-rc" || { echo "$name did not finish"; return 1; }
+  echo "($name ran for ${took}s, beside compat)"
+  return "$rc"
+}
+
 stage setup "install packages, venv, collections, node image" "$EDGEWASM_REPO/scripts/setup.sh" || finish
 # The molecule scenarios (the lab, default, is one of the suite's critical paths) start right after setup.
 start_molecule
@@ -289,9 +314,13 @@ stage ansible-lint "yamllint and ansible-lint --profile production" lint_stage
 stage sanity "ansible-test sanity" sanity
 stage galaxy "galaxy-importer, antsibull-docs and antsibull-changelog lint" galaxy_stage
 stage pytest "pytest: unit and functional tests" pytest_stage
-stage cluster "the modules and the balancer's discovery against a real control plane" cluster_stage
+# cluster and balancer run in the background beside compat: they mostly wait (on the control plane, on
+# sockets), and compat's two cores are idle at times; their outputs come in order after compat's.
+start_beside cluster cluster_stage
+start_beside balancer balancer_stage
 stage compat "ansible-core 2.16 (oldest claimed) and 2.21 (newest): syntax check and role tests" compat_stage
-stage balancer "balancer: pytest (real sockets on 127.0.0.1)" balancer_stage
+stage cluster "the modules and the balancer's discovery against a real control plane" beside_stage cluster
+stage balancer "balancer: pytest (real sockets on 127.0.0.1)" beside_stage balancer
 for scenario_dir in extensions/molecule/*/; do
   scenario=$(basename "$scenario_dir")
   stage "molecule-$scenario" "molecule test -s $scenario" molecule_stage "$scenario"
