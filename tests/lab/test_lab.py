@@ -327,14 +327,17 @@ def test_a_killed_wasm_process_is_seen_by_kubelet(core, apps, lab):
     tasks = lab.node(pod.spec.node_name, "k3s", "ctr", "-n", "k8s.io", "task", "ls").stdout
     pid = next(line.split()[1] for line in tasks.splitlines() if line.startswith(container))
     lab.node(pod.spec.node_name, "kill", "-KILL", pid)
+    # The restart count, readiness and the killed container's last state can come in separate status updates
+    # (seen once: restarted and ready, lastState still empty): wait for all three.
     restarted = wait_for(
-        f"{pod.metadata.name} to restart and be ready",
+        f"{pod.metadata.name} to restart, be ready and report how its last container ended",
         lambda: (
             (p := core.read_namespaced_pod(pod.metadata.name, NAMESPACE))
             .status.container_statuses[0]
             .restart_count
             > status.restart_count
             and running_and_ready(p)
+            and p.status.container_statuses[0].last_state.terminated is not None
             and p
         ),
     )
